@@ -1,0 +1,49 @@
+# The README's two commands: `make repro` (set up, run the pipeline) and `make test`
+# (set up, lint, run the tests). Both create .venv and install the pinned
+# environment on first use; later runs skip the install (the stamp is newer
+# than requirements.lock and pyproject.toml).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Stage commands in dvc.yaml say `python`: make it the venv's.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install repro test lint format bench report lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+repro: $(STAMP)
+	$(BIN)/dvc repro
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+report: $(STAMP)
+	$(BIN)/python stages/report.py --rev $(or $(REV),HEAD) --out report.md
+
+# Re-pin the whole environment from what .venv holds now.
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' | \
+	  { echo 'torch==2.13.0'; cat; } | LC_ALL=C sort -f > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

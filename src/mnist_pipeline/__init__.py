@@ -1,0 +1,1 @@
+"""mnist_pipeline: the library behind the DVC stages in `stages/`."""

@@ -1,0 +1,149 @@
+"""The typed, validated form of `params.yaml`, one dataclass per stage section.
+
+Every stage loads the whole file once with `load_params`, so a typo anywhere
+fails fast, then reads only its own sections (which `dvc.yaml` lists as that
+stage's params, so DVC re-runs exactly the stages whose values changed).
+"""
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import PipelineError
+from .typed_config import check, load_yaml_mapping, parse
+
+DatasetName = Literal["mnist", "fashion-mnist"]
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    dataset: DatasetName = "mnist"
+    # None: the data set's built-in mirrors. Otherwise an http(s):// or file:// URL,
+    # or a local path, of the file (pickle) or the directory holding the files.
+    source: str | None = None
+    # File name -> md5 that the user trusts (of the file or its decompressed bytes);
+    # adds to the built-in checksums, for private mirrors and recompressed copies.
+    checksums: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 60.0
+    retries: int = 3  # attempts per source for transient failures
+    backoff_s: float = 1.0  # first retry delay; doubles each retry
+
+    def __post_init__(self) -> None:
+        check(self.timeout_s > 0, "timeout_s", "must be > 0")
+        check(self.retries >= 1, "retries", "must be >= 1")
+        check(self.backoff_s >= 0, "backoff_s", "must be >= 0")
+        for name, md5 in self.checksums.items():
+            ok = re.fullmatch(r"[0-9a-f]{32}", md5) is not None
+            check(ok, f"checksums.{name}", f"expected 32 lowercase hex digits (md5), got {md5!r}")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    shard_size: int = 10_000  # rows per .pt shard
+
+    def __post_init__(self) -> None:
+        check(self.shard_size >= 1, "shard_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: Literal["mlp", "cnn"] = "mlp"
+    dropout: float = 0.0  # before every hidden layer's output; 0 disables
+    hidden_sizes: tuple[int, ...] = (128, 256)  # mlp: hidden widths; cnn: the head's widths
+    conv_channels: tuple[int, ...] = (32, 64)  # cnn: output channels of each conv block
+    # standardize: (x - train mean) / train std; unit: pixel / 255, as the tutorial feeds it
+    input_norm: Literal["standardize", "unit"] = "standardize"
+
+    def __post_init__(self) -> None:
+        check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check(all(h >= 1 for h in self.hidden_sizes), "hidden_sizes", "widths must be >= 1")
+        check(len(self.conv_channels) >= 1, "conv_channels", "needs at least one block")
+        check(all(c >= 1 for c in self.conv_channels), "conv_channels", "must be >= 1")
+        check(len(self.conv_channels) <= 4, "conv_channels", "at most 4 blocks for 28x28 input")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = 1e-3  # peak learning rate (onecycle) or initial one (others)
+    momentum: float = 0.0  # sgd only
+    nesterov: bool = False  # sgd only; needs momentum > 0
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = "constant"
+    step_epochs: int = 10  # step: decay every this many epochs
+    gamma: float = 0.1  # step: decay factor
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 0  # epochs without a better valid loss; 0 disables
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on any device
+    compile: bool = False  # torch.compile the model
+    threads: int = 0  # intra-op CPU threads; 0 keeps torch's default
+
+    def __post_init__(self) -> None:
+        check(DEVICE_PATTERN.fullmatch(self.device) is not None, "device",
+              f"{self.device!r} is not one of: auto, cpu, cuda, cuda:N, mps")  # fmt: skip
+        check(self.epochs >= 1, "epochs", "must be >= 1")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(0.0 <= self.momentum < 1.0, "momentum", "must be in [0, 1)")
+        check(not self.nesterov or self.momentum > 0, "nesterov", "needs momentum > 0")
+        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(self.step_epochs >= 1, "step_epochs", "must be >= 1")
+        check(0.0 < self.gamma <= 1.0, "gamma", "must be in (0, 1]")
+        check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")
+        check(self.early_stopping_patience >= 0, "early_stopping_patience", "must be >= 0")
+        check(self.threads >= 0, "threads", "must be >= 0")
+        sgd_only = self.optimizer == "sgd" or (self.momentum == 0 and not self.nesterov)
+        check(sgd_only, "momentum", f"applies to sgd only, not {self.optimizer}")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = 1000
+    mc_samples: int = 0  # Monte-Carlo dropout passes; 0 disables
+    calibration_bins: int = 15
+    worst_examples: int = 16  # most confidently wrong test images shown in a grid
+
+    def __post_init__(self) -> None:
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.mc_samples >= 0, "mc_samples", "must be >= 0")
+        check(self.mc_samples != 1, "mc_samples", "1 pass has no spread; use 0 or >= 2")
+        check(self.calibration_bins >= 1, "calibration_bins", "must be >= 1")
+        check(self.worst_examples >= 0, "worst_examples", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 0  # seeds every random number generator the pipeline uses
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate the whole params file (missing sections take defaults)."""
+    data = load_yaml_mapping(path)
+    try:
+        return parse(Params, data, where="")
+    except PipelineError as exc:
+        raise PipelineError(f"{path}: {exc}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as plain YAML/JSON-friendly data (tuples become lists)."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
