@@ -1,0 +1,76 @@
+"""The model file: weights plus everything needed to rebuild and describe them.
+
+Only plain containers and tensors go in, so `torch.load(weights_only=True)`
+can read it back without executing code. Layout (all keys required):
+
+    format_version: 1
+    state_dict:     the model's weights (no `module.`/`_orig_mod.` prefixes)
+    model_config:   ModelConfig as a dict
+    input_spec:     InputSpec as a dict (image shape, classes, pixel mean/std)
+    class_names:    list of class names, index = label
+    params:         the whole validated params.yaml used for training
+    run:            torch version, device, threads, epochs run, seconds
+"""
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import ModelConfig, to_dict
+from .errors import PipelineError
+from .fileio import atomic_file
+from .models import InputSpec, build_model
+from .typed_config import parse
+
+FORMAT_VERSION = 1
+KEYS = ("format_version", "state_dict", "model_config", "input_spec", "class_names", "params", "run")
+
+
+def save_checkpoint(path: Path, model: nn.Module, model_config: ModelConfig, spec: InputSpec,
+                    class_names: list[str], params: Any, run: dict[str, Any]) -> None:  # fmt: skip
+    """Write the checkpoint atomically: an interrupted run leaves the old file or none."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "state_dict": state,
+        "model_config": to_dict(model_config),
+        "input_spec": {**dataclasses.asdict(spec), "image_shape": list(spec.image_shape)},
+        "class_names": list(class_names),
+        "params": to_dict(params),
+        "run": run,
+    }
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model from the checkpoint alone; returns (model in eval mode, payload)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: checkpoint not found; run `dvc repro train` first")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # zip errors, unpickling refusals, truncation
+        raise PipelineError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
+    if not isinstance(payload, dict) or set(KEYS) - set(payload):
+        raise PipelineError(f"{path}: not a checkpoint of this pipeline (missing keys)")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise PipelineError(f"{path}: checkpoint format {payload['format_version']} unsupported")
+    config = parse(ModelConfig, payload["model_config"], "model_config")
+    spec_data = dict(payload["input_spec"], image_shape=tuple(payload["input_spec"]["image_shape"]))
+    model = build_model(config, InputSpec(**spec_data))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise PipelineError(
+            f"{path}: weights do not match the model config ({_first_line(exc)})"
+        ) from None
+    return model.to(device).eval(), payload
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:2])[:300] if lines else type(exc).__name__

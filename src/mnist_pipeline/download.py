@@ -1,0 +1,254 @@
+"""Fetch a data set's raw files into a directory and check them against known md5s.
+
+Candidate sources are tried in order (the registry's mirrors, or the one
+`fetch.source` the user set); the first whose files all verify wins. Transient
+network failures are retried with exponential backoff; a 4xx or a checksum
+mismatch moves on to the next candidate at once. If nothing works, one
+`PipelineError` lists every candidate and why it failed.
+"""
+
+import gzip
+import hashlib
+import http.client
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .config import FetchConfig
+from .datasets import PICKLE_FILE, DatasetSpec, Format, get_dataset
+from .errors import PipelineError
+from .fileio import file_digest, write_json
+
+CHUNK_BYTES = 1 << 16
+USER_AGENT = "mnist-pipeline/0.1 (python urllib)"
+HINT = (
+    "download the files yourself and set fetch.source in params.yaml to their path or URL "
+    "(and fetch.checksums if they differ from upstream)"
+)
+
+Sleep = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to get every file of one format: file name -> http(s) URL or local path."""
+
+    format: Format
+    label: str  # what the user sees in messages
+    locations: dict[str, str]
+
+
+class _SourceFailed(Exception):
+    """This candidate cannot be used; the message is a short reason."""
+
+
+class _Transient(_SourceFailed):
+    """A failure worth retrying (connection, timeout, 5xx, truncated body)."""
+
+
+def fetch_dataset(
+    config: FetchConfig, out_dir: Path, *, spec: DatasetSpec | None = None, sleep: Sleep = time.sleep
+) -> dict[str, Any]:
+    """Fetch and verify the data set's files into `out_dir`; write and return dataset.json.
+
+    `spec` defaults to the registry entry for `config.dataset` (tests pass their own);
+    `sleep` is called with each retry delay in seconds.
+    """
+    spec = spec or get_dataset(config.dataset)
+    out_dir = Path(out_dir)
+    failures = []
+    for candidate in candidate_sources(spec, config.source):
+        try:
+            files = _fetch_candidate(candidate, spec, config, out_dir, sleep)
+        except _SourceFailed as exc:
+            failures.append(f"{candidate.label} ({_one_line(str(exc))})")
+            continue
+        # The source stays out of dataset.json so that switching mirrors changes nothing.
+        print(f"{spec.name}: {candidate.format} files from {candidate.label}", file=sys.stderr)
+        description = {"dataset": spec.name, "format": candidate.format,
+                       "class_names": list(spec.class_names), "files": files}  # fmt: skip
+        write_json(out_dir / "dataset.json", description)
+        return description
+    raise PipelineError(f"could not fetch {spec.name}: tried {'; '.join(failures)}; {HINT}")
+
+
+def candidate_sources(spec: DatasetSpec, source: str | None) -> list[Candidate]:
+    """The candidates to try in order: the built-in mirrors, or those `source` stands for."""
+    if source is None:
+        return [_candidate(src.format, mirror, spec, in_dir=src.format == "idx")
+                for src in spec.sources for mirror in src.mirrors]  # fmt: skip
+    location = _location(source)
+    formats = [fmt for fmt in ("pickle", "idx") if any(s.format == fmt for s in spec.sources)]
+    if "pickle" in formats and not _is_dir(location):
+        return [_candidate("pickle", location, spec, in_dir=False)]
+    # A directory may hold either format; the pickle is one file, so look for it first.
+    return [_candidate(fmt, location, spec, in_dir=True) for fmt in formats]
+
+
+def _candidate(fmt: Format, location: str, spec: DatasetSpec, in_dir: bool) -> Candidate:
+    if not in_dir:
+        return Candidate(fmt, location, {PICKLE_FILE: location})
+    locations = {name: _join(location, name) for name in spec.files(fmt)}
+    label = locations[PICKLE_FILE] if fmt == "pickle" else f"{location} (idx files)"
+    return Candidate(fmt, label, locations)
+
+
+def _location(source: str) -> str:
+    """An http(s) URL as is, anything else as a local path (file:// URLs included)."""
+    parsed = urllib.parse.urlparse(source)
+    if parsed.scheme in ("http", "https"):
+        return source
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise PipelineError(f"fetch.source: {source}: file:// URLs must name a local path")
+        return urllib.request.url2pathname(parsed.path)
+    # len > 1 keeps Windows drive letters (C:\...) paths.
+    if len(parsed.scheme) > 1:
+        raise PipelineError(
+            f"fetch.source: {source}: unsupported URL scheme {parsed.scheme!r}; "
+            "use http(s)://, file:// or a local path"
+        )
+    return str(Path(source).expanduser())
+
+
+def _is_url(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
+def _is_dir(location: str) -> bool:
+    return location.endswith("/") if _is_url(location) else Path(location).is_dir()
+
+
+def _join(location: str, name: str) -> str:
+    if _is_url(location):
+        return location if location.endswith("/") else location + "/" + name
+    return str(Path(location) / name)
+
+
+def _fetch_candidate(candidate: Candidate, spec: DatasetSpec, config: FetchConfig,
+                     out_dir: Path, sleep: Sleep) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Fetch all of one candidate's files, or none: a partial set is removed."""
+    files = {}
+    try:
+        for name, location in candidate.locations.items():
+            accepted = set(spec.md5s.get(name, ()))
+            if name in config.checksums:
+                accepted.add(config.checksums[name])
+            files[name] = _fetch_file(location, out_dir / name, accepted, config, sleep)
+    except _SourceFailed:
+        for name in candidate.locations:
+            (out_dir / name).unlink(missing_ok=True)
+        raise
+    return files
+
+
+def _fetch_file(location: str, dest: Path, accepted: set[str], config: FetchConfig,
+                sleep: Sleep) -> dict[str, Any]:  # fmt: skip
+    """Download or copy to a temporary name, verify, then rename onto `dest`."""
+    part = dest.with_name(f".{dest.name}.part")
+    try:
+        if _is_url(location):
+            _download(location, part, config, sleep)
+        else:
+            _copy(Path(location), part)
+        md5 = _verify(part, dest.name, accepted)
+        part.replace(dest)
+    finally:
+        part.unlink(missing_ok=True)
+    return {"md5": md5, "bytes": dest.stat().st_size}
+
+
+def _copy(path: Path, dest: Path) -> None:
+    if not path.is_file():
+        raise _SourceFailed(f"{path}: not found")
+    try:
+        shutil.copyfile(path, dest)  # a copy, not a link: the output must not change under DVC
+    except OSError as exc:
+        raise _SourceFailed(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _verify(path: Path, name: str, accepted: set[str]) -> str:
+    """Return the file's md5 if it or its gunzipped content has an accepted md5."""
+    file_md5 = file_digest(path, "md5")
+    if file_md5 in accepted:
+        return file_md5
+    content_md5 = _gunzipped_md5(path)
+    if content_md5 in accepted:
+        return file_md5
+    expected = " or ".join(sorted(accepted)) or "(none known)"
+    raise _SourceFailed(
+        f"checksum mismatch for {name}: expected {expected}, got {file_md5} (file) / "
+        f"{content_md5 or 'not gzip'} (gunzipped)"
+    )
+
+
+def _gunzipped_md5(path: Path) -> str | None:
+    """md5 of the decompressed content, or None if the file is not valid gzip."""
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with gzip.open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except (OSError, EOFError, zlib.error):
+        return None
+    return digest.hexdigest()
+
+
+def _download(url: str, dest: Path, config: FetchConfig, sleep: Sleep) -> None:
+    """Download with up to `config.retries` attempts; delays double from `backoff_s`."""
+    for attempt in range(1, config.retries + 1):
+        try:
+            _download_once(url, dest, config.timeout_s)
+            return
+        except _Transient as exc:
+            if attempt == config.retries:
+                raise _Transient(f"{exc}, after {attempt} attempt(s)") from None
+            delay_s = config.backoff_s * 2 ** (attempt - 1)
+            print(f"{url}: {exc}; retrying in {delay_s:g} s", file=sys.stderr)
+            sleep(delay_s)
+
+
+def _download_once(url: str, dest: Path, timeout_s: float) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            _save_body(response, dest, Path(urllib.parse.urlparse(url).path).name)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code >= 500:
+            raise _Transient(f"HTTP {exc.code}") from None
+        raise _SourceFailed(f"HTTP {exc.code}") from None
+    except urllib.error.URLError as exc:
+        raise _Transient(f"cannot connect: {exc.reason}") from None
+    except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+        raise _Transient(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+
+
+def _save_body(response: Any, dest: Path, name: str) -> None:
+    """Stream the body to `dest`; a body shorter than Content-Length is transient."""
+    length = response.headers.get("Content-Length")
+    expected_bytes = int(length) if length and length.isdigit() else None
+    received_bytes = 0
+    with open(dest, "wb") as f, tqdm(total=expected_bytes, unit="B", unit_scale=True,
+                                     desc=name, file=sys.stderr, disable=None, leave=False) as bar:  # fmt: skip
+        while chunk := response.read(CHUNK_BYTES):
+            f.write(chunk)
+            received_bytes += len(chunk)
+            bar.update(len(chunk))
+    # http.client returns a short body without complaint when the peer closes early.
+    if expected_bytes is not None and received_bytes < expected_bytes:
+        raise _Transient(f"truncated body: {received_bytes} of {expected_bytes} bytes")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -1,0 +1,123 @@
+"""Evaluate a model on each split and write what reviewers read and DVC diffs.
+
+Outputs (under the directory the stage is given):
+    confusion_<split>.csv          actual,predicted per sample (DVC `confusion` template)
+    per_class_<split>.csv          precision, recall, F1, support per class
+    confusion_<split>.png          counts heatmap; confusion_<split>_normalized.png row shares
+    reliability_<split>.png        reliability diagram
+    uncertainty_<split>.png        accuracy vs fraction rejected by uncertainty
+    worst_<split>.png              most confidently wrong images
+Metrics are one flat-ish JSON (`{split: {name: number}}`) that `dvc metrics diff` shows.
+"""
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import evaluation as ev
+from . import plots
+from .config import EvaluateConfig
+from .fileio import atomic_dir, atomic_file, write_json
+
+
+@dataclass
+class SplitResult:
+    metrics: dict[str, float]
+    labels: torch.Tensor  # (N,) int64
+    probs: torch.Tensor  # (N, C) softmax of the deterministic (eval-mode) pass
+    mc_probs: torch.Tensor | None  # (T, N, C), None without MC dropout
+
+
+def evaluate_split(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                   cfg: EvaluateConfig, seed: int) -> SplitResult:  # fmt: skip
+    """All metrics of one split; MC dropout ones only when enabled and the model has dropout."""
+    model.eval()
+    logits = ev.predict_logits(model, images, cfg.batch_size)
+    metrics = ev.classification_metrics(logits, labels, cfg.calibration_bins)
+    mc_probs = None
+    if cfg.mc_samples > 0:
+        mc_probs = ev.mc_dropout_probs(model, images, cfg.mc_samples, cfg.batch_size, seed)
+        if mc_probs is not None:
+            metrics.update(ev.mc_dropout_metrics(mc_probs, labels))
+    return SplitResult(metrics, labels.cpu(), logits.softmax(dim=1).cpu(),
+                       None if mc_probs is None else mc_probs.cpu())  # fmt: skip
+
+
+def evaluate_splits(model: nn.Module, data: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                    cfg: EvaluateConfig, seed: int) -> dict[str, SplitResult]:  # fmt: skip
+    """`evaluate_split` for each split of data {split: (images, labels)}."""
+    return {split: evaluate_split(model, *tensors, cfg, seed) for split, tensors in data.items()}
+
+
+def write_outputs(results: dict[str, SplitResult], data: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                  class_names: list[str], cfg: EvaluateConfig, plots_dir: Path,
+                  metrics_path: Path) -> None:  # fmt: skip
+    """Tables and figures of every split into plots_dir (replaced whole), then the metrics."""
+    with atomic_dir(plots_dir) as tmp:
+        for split, result in results.items():
+            write_split_outputs(result, split, data[split][0], class_names, cfg, tmp)
+    write_json(metrics_path, rounded({split: r.metrics for split, r in results.items()}))
+
+
+def write_split_outputs(result: SplitResult, split: str, images: torch.Tensor,
+                        class_names: list[str], cfg: EvaluateConfig, out_dir: Path) -> None:  # fmt: skip
+    """The CSV tables and PNG figures of one split (file names in the module docstring)."""
+    labels, probs = result.labels, result.probs
+    predicted = probs.argmax(dim=1)
+    confusion = ev.confusion_matrix(labels, predicted, len(class_names))
+    _write_csv(out_dir / f"confusion_{split}.csv", ["actual", "predicted"],
+               [(class_names[a], class_names[p]) for a, p in zip(labels.tolist(),
+                                                                 predicted.tolist(), strict=True)])  # fmt: skip
+    scores = ev.per_class_scores(confusion)
+    _write_csv(out_dir / f"per_class_{split}.csv", ["class", "precision", "recall", "f1", "support"],
+               [(name, *(round(float(scores[k][i]), 6) for k in ("precision", "recall", "f1")),
+                 int(scores["support"][i])) for i, name in enumerate(class_names)])  # fmt: skip
+    for normalize, suffix in ((False, ""), (True, "_normalized")):
+        plots.confusion_heatmap(confusion.numpy(), class_names,
+                                out_dir / f"confusion_{split}{suffix}.png", normalize,
+                                f"{split}: confusion matrix" + (" (row shares)" if normalize else ""))  # fmt: skip
+    table = {k: v.numpy() for k, v in ev.reliability_table(probs, labels, cfg.calibration_bins).items()}
+    plots.reliability_diagram(table, result.metrics["ece"], out_dir / f"reliability_{split}.png",
+                              f"{split}: reliability")  # fmt: skip
+    plots.rejection_plot(_rejection_curves(result), out_dir / f"uncertainty_{split}.png",
+                         _uncertainty_title(split, result, cfg))  # fmt: skip
+    worst = ev.most_confident_errors(probs, labels, cfg.worst_examples)
+    captions = [f"true {class_names[labels[i]]}\npred {class_names[predicted[i]]} "
+                f"({probs[i].max():.0%})" for i in worst.tolist()]  # fmt: skip
+    plots.image_grid(images[worst].cpu().numpy(), captions, out_dir / f"worst_{split}.png",
+                     f"{split}: most confidently wrong")  # fmt: skip
+
+
+def _rejection_curves(result: SplitResult) -> dict[str, tuple[list[float], list[float]]]:
+    correct = result.probs.argmax(dim=1) == result.labels
+    curves = {"softmax entropy": ev.rejection_curve(correct, ev.entropy(result.probs))}
+    if result.mc_probs is not None:
+        mean_probs = result.mc_probs.mean(dim=0)
+        mc_correct = mean_probs.argmax(dim=1) == result.labels
+        curves["MC dropout predictive entropy"] = ev.rejection_curve(
+            mc_correct, ev.entropy(mean_probs)
+        )
+    return curves
+
+
+def _uncertainty_title(split: str, result: SplitResult, cfg: EvaluateConfig) -> str:
+    if result.mc_probs is not None:
+        return f"{split}: rejection by uncertainty ({cfg.mc_samples} MC dropout passes)"
+    reason = "disabled (evaluate.mc_samples: 0)" if cfg.mc_samples == 0 else "model has no dropout"
+    return f"{split}: rejection by uncertainty (MC dropout {reason})"
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def rounded(metrics: dict[str, dict[str, float]], digits: int = 6) -> dict:
+    """Round for stable, readable JSON (float noise below 1e-6 is not a change)."""
+    return {split: {k: float(np.round(v, digits)) for k, v in m.items()} for split, m in metrics.items()}

@@ -1,0 +1,105 @@
+"""The classifiers, built from `ModelConfig` plus what the data says (`InputSpec`).
+
+Models take the stored uint8 images (N, 28, 28) directly and normalize inside
+`forward`, so the data can stay compact on the device and evaluation needs
+nothing but the checkpoint to reproduce the preprocessing.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model must know about its input; taken from the prepare manifest."""
+
+    image_shape: tuple[int, int]  # (height, width) in pixels
+    num_classes: int
+    pixel_mean: float  # of pixel/255 over the train split
+    pixel_std: float
+
+
+def input_spec_from_manifest(manifest: dict) -> InputSpec:
+    """The model's input description from `data/prepared/manifest.json` (see shards.py)."""
+    height, width = manifest["image_shape"]
+    return InputSpec(
+        image_shape=(height, width),
+        num_classes=len(manifest["class_names"]),
+        pixel_mean=manifest["train_pixel_mean"],
+        pixel_std=manifest["train_pixel_std"],
+    )
+
+
+class InputNorm(nn.Module):
+    """uint8 pixels -> float32 (x/255 - mean) / std in one fused multiply-add."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = -mean / std
+
+    def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
+        # mul() allocates, so add_() never writes into a float input of the caller.
+        return images_u8.to(torch.float32).mul(self.scale).add_(self.shift)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.6g}, shift={self.shift:.6g}"
+
+
+def build_model(config: ModelConfig, spec: InputSpec) -> nn.Module:
+    """The model named by `config.name`, freshly initialized (seed torch beforehand)."""
+    if config.input_norm == "standardize":
+        norm = InputNorm(spec.pixel_mean, spec.pixel_std)
+    else:
+        norm = InputNorm(0.0, 1.0)
+    if config.name == "mlp":
+        return nn.Sequential(norm, nn.Flatten(), *_mlp_layers(config, math.prod(spec.image_shape),
+                                                              spec.num_classes))  # fmt: skip
+    if config.name == "cnn":
+        return nn.Sequential(norm, *_cnn_layers(config, spec))
+    raise ValueError(f"unknown model {config.name!r}")  # ModelConfig already refuses it
+
+
+def _mlp_layers(config: ModelConfig, in_features: int, num_classes: int) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    width = in_features
+    for hidden in config.hidden_sizes:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        if config.dropout > 0:
+            layers.append(nn.Dropout(config.dropout))
+        width = hidden
+    layers.append(nn.Linear(width, num_classes))
+    return layers
+
+
+def _cnn_layers(config: ModelConfig, spec: InputSpec) -> list[nn.Module]:
+    """Conv blocks (3x3 conv, batch norm, ReLU, 2x2 max pool), then an MLP head."""
+    layers: list[nn.Module] = [nn.Unflatten(1, (1, *spec.image_shape))]
+    channels, (height, width) = 1, spec.image_shape
+    for out_channels in config.conv_channels:
+        layers += [
+            nn.Conv2d(channels, out_channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        ]
+        channels, height, width = out_channels, height // 2, width // 2
+    layers.append(nn.Flatten())
+    if config.dropout > 0:
+        layers.append(nn.Dropout(config.dropout))
+    layers += _mlp_layers(config, channels * height * width, spec.num_classes)
+    return layers
+
+
+def has_dropout(model: nn.Module) -> bool:
+    """Whether any dropout layer is active (p > 0): MC dropout needs one."""
+    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

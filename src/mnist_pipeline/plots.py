@@ -1,0 +1,103 @@
+"""PNG figures for review: confusion heatmaps, reliability, rejection, worst errors.
+
+Uses matplotlib's object API (no pyplot), so no global state and no GUI
+backend is touched; every function takes data and a path and writes one PNG
+atomically.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .fileio import atomic_file
+
+DPI = 100
+
+
+def _save(fig: Figure, path: Path) -> None:
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+
+
+def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], path: Path,
+                      normalize: bool, title: str) -> None:  # fmt: skip
+    """Heatmap of confusion (C, C) (rows actual); each cell shows its count
+    (and its share of the row when normalized): DVC's renderers show no numbers."""
+    counts = np.asarray(confusion, dtype=np.int64)
+    row_totals = np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    shown = counts / row_totals if normalize else counts
+    size = max(5.0, 0.6 * len(class_names) + 2)
+    fig = Figure(figsize=(size, size))
+    ax = fig.add_subplot()
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    threshold = shown.max() / 2 if shown.max() > 0 else 1
+    for (row, col), count in np.ndenumerate(counts):
+        text = f"{shown[row, col]:.2f}\n({count})" if normalize else str(count)
+        color = "white" if shown[row, col] > threshold else "black"
+        ax.text(col, row, text, ha="center", va="center", color=color, fontsize=7)
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def reliability_diagram(table: dict[str, np.ndarray], ece: float, path: Path, title: str) -> None:
+    """Accuracy per confidence bin against the diagonal of perfect calibration."""
+    bins = len(table["count"])
+    edges = np.linspace(0, 1, bins + 1)
+    centers = (edges[:-1] + edges[1:]) / 2
+    filled = table["count"] > 0
+    fig = Figure(figsize=(5.5, 6))
+    ax, ax_count = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfectly calibrated")
+    ax.bar(centers[filled], table["accuracy"][filled], width=1 / bins, edgecolor="black",
+           alpha=0.7, label="accuracy")  # fmt: skip
+    ax.plot(centers[filled], table["confidence"][filled], "o", color="red", ms=4,
+            label="mean confidence")  # fmt: skip
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title} (ECE {ece:.4f})")
+    ax.legend(loc="upper left")
+    ax_count.bar(centers, table["count"], width=1 / bins, color="gray")
+    ax_count.set_yscale("log")
+    ax_count.set_xlabel("confidence")
+    ax_count.set_ylabel("samples")
+    _save(fig, path)
+
+
+def rejection_plot(curves: dict[str, tuple[list[float], list[float]]], path: Path,
+                   title: str) -> None:  # fmt: skip
+    """Accuracy of the kept samples against the fraction rejected as most uncertain."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.add_subplot()
+    for label, (fractions, accuracies) in curves.items():
+        ax.plot(fractions, accuracies, marker="o", ms=3, label=label)
+    ax.set_xlabel("fraction rejected (most uncertain first)")
+    ax.set_ylabel("accuracy on kept samples")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
+def image_grid(images: np.ndarray, captions: Sequence[str], path: Path, title: str) -> None:
+    """Images (K, H, W) uint8 in a grid with one caption each (an empty K shows a note)."""
+    count = len(images)
+    columns = min(8, max(count, 1))
+    rows = max(1, -(-count // columns))
+    fig = Figure(figsize=(1.6 * columns, 1.9 * rows + 0.5))
+    fig.suptitle(title)
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    if count == 0:
+        axes[0].text(0.5, 0.5, "no errors", ha="center", va="center")
+    for ax, image, caption in zip(axes, images, captions, strict=False):
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(caption, fontsize=7)
+    _save(fig, path)

@@ -1,0 +1,211 @@
+"""The training loop: device and reproducibility setup, optimizers, schedules, fit.
+
+The data arrives as whole uint8 tensors already on the device; each epoch
+permutes them once with a seeded generator and slices mini-batches, which
+avoids the per-sample Python work of `DataLoader(TensorDataset(...))`. The
+loop never synchronizes with the device inside an epoch (losses accumulate
+on the device and are read once at its end).
+"""
+
+import contextlib
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .config import TrainConfig
+from .errors import PipelineError
+
+EpochLog = dict[str, float]
+
+
+@dataclass
+class FitResult:
+    history: list[EpochLog] = field(default_factory=list)
+    best_epoch: int = 0  # 1-based epoch whose weights the model holds at the end
+    stopped_early: bool = False
+
+
+def run_info(device: torch.device) -> dict:
+    """What a rerun must match to reproduce the numbers bit for bit."""
+    return {
+        "torch_version": torch.__version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+    }
+
+
+def dvclive_logger(live) -> Callable[[EpochLog], None]:
+    """A `fit` callback that logs each epoch's numbers to a dvclive `Live` and prints them."""
+
+    def log_epoch(log: EpochLog) -> None:
+        for name, value in log.items():
+            if name != "epoch":
+                live.log_metric(name, value)
+        live.next_step()
+        print(f"epoch {log['epoch']:>3}: train loss {log['train/loss']:.4f} "
+              f"acc {log['train/accuracy']:.4f} | valid loss {log['valid/loss']:.4f} "
+              f"acc {log['valid/accuracy']:.4f} | lr {log['lr']:.3g} | "
+              f"{log['epoch_seconds']:.2f} s", flush=True)  # fmt: skip
+
+    return log_epoch
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA, then MPS, then CPU; an explicit device must exist."""
+    mps_ok = torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            raise PipelineError(f"train.device: {name!r} asked for, but this machine has "
+                                f"{count} CUDA device(s); allowed: auto, cpu" +
+                                "".join(f", cuda:{i}" for i in range(count)))  # fmt: skip
+    if name == "mps" and not mps_ok:
+        raise PipelineError("train.device: 'mps' asked for, but MPS is not available here")
+    return torch.device(name)
+
+
+def configure_torch(seed: int, threads: int, device: torch.device) -> None:
+    """Seed every generator and make kernels deterministic (bit-identical CPU reruns)."""
+    if device.type == "cuda":
+        # cuBLAS needs this before its first use to be deterministic.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)  # also seeds CUDA and MPS
+    torch.use_deterministic_algorithms(True)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)  # fmt: skip
+    optimizer_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:  # fmt: skip
+    """A per-step schedule (None for constant) over epochs * steps_per_epoch steps."""
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if cfg.schedule == "step":
+        step_size = cfg.step_epochs * steps_per_epoch
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=cfg.gamma)
+    return None
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def batch_starts(num_rows: int, batch_size: int) -> range:
+    """Start rows of the mini-batches; a last batch of one row is dropped (batch norm
+    cannot normalize a single sample, and one sample is noise anyway)."""
+    usable_rows = num_rows - 1 if num_rows % batch_size == 1 and num_rows > 1 else num_rows
+    return range(0, usable_rows, batch_size)
+
+
+def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                    images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+                    generator: torch.Generator, progress: tqdm | None = None) -> EpochLog:  # fmt: skip
+    """One pass over (images (N, H, W) uint8, labels (N,) int64) in a seeded random order."""
+    model.train()
+    order = torch.randperm(len(labels), generator=generator).to(labels.device)
+    images, labels = images[order], labels[order]  # one gather per epoch; batches are views
+    loss_sum = torch.zeros((), device=labels.device)
+    correct = torch.zeros((), dtype=torch.int64, device=labels.device)
+    seen = 0
+    for start in batch_starts(len(labels), cfg.batch_size):
+        x, y = images[start : start + cfg.batch_size], labels[start : start + cfg.batch_size]
+        with autocast(labels.device, cfg.precision):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(dim=1) == y).sum()
+        seen += len(y)
+        if progress is not None:
+            progress.update(1)
+    return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen}
+
+
+@torch.inference_mode()
+def evaluate_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                  batch_size: int, precision: str = "fp32") -> EpochLog:  # fmt: skip
+    """Mean cross-entropy (no label smoothing) and accuracy, in eval mode."""
+    model.eval()
+    loss_sum = torch.zeros((), device=labels.device)
+    correct = torch.zeros((), dtype=torch.int64, device=labels.device)
+    for start in range(0, len(labels), batch_size):
+        x, y = images[start : start + batch_size], labels[start : start + batch_size]
+        with autocast(labels.device, precision):
+            logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(dim=1) == y).sum()
+    return {"loss": loss_sum.item() / len(labels), "accuracy": correct.item() / len(labels)}
+
+
+def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
+        valid: tuple[torch.Tensor, torch.Tensor], cfg: TrainConfig, seed: int,
+        log_epoch: Callable[[EpochLog], None] = lambda log: None) -> FitResult:  # fmt: skip
+    """Train `model` in place (its device holds the data); returns the per-epoch history.
+
+    With early stopping, training ends after `early_stopping_patience` epochs
+    without a lower validation loss and the model gets the best epoch's weights.
+    """
+    step_model = torch.compile(model) if cfg.compile else model
+    steps_per_epoch = len(batch_starts(len(train[1]), cfg.batch_size))
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed)  # data order only, apart from init/dropout
+    result, best_loss, best_state = FitResult(), math.inf, None
+    for epoch in range(1, cfg.epochs + 1):
+        started_s = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                  leave=False, disable=None) as progress:  # fmt: skip
+            train_log = train_one_epoch(step_model, optimizer, scheduler, *train, cfg,
+                                        generator, progress)  # fmt: skip
+        valid_log = evaluate_loss(step_model, *valid, max(cfg.batch_size, 1024), cfg.precision)
+        log = {"epoch": epoch, "lr": lr, "epoch_seconds": time.perf_counter() - started_s,
+               **{f"train/{k}": v for k, v in train_log.items()},
+               **{f"valid/{k}": v for k, v in valid_log.items()}}  # fmt: skip
+        if not math.isfinite(train_log["loss"]):
+            raise PipelineError(f"training diverged: train loss is {train_log['loss']} in epoch "
+                                f"{epoch}; lower train.lr (now {cfg.lr})")  # fmt: skip
+        result.history.append(log)
+        log_epoch(log)
+        if valid_log["loss"] < best_loss:
+            best_loss, result.best_epoch = valid_log["loss"], epoch
+            if cfg.early_stopping_patience:
+                best_state = copy.deepcopy(model.state_dict())
+        elif cfg.early_stopping_patience and epoch - result.best_epoch >= cfg.early_stopping_patience:
+            result.stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        result.best_epoch = len(result.history)
+    return result

@@ -1,0 +1,34 @@
+"""Evaluate the trained checkpoint on the valid and test splits; write metrics and figures."""
+
+import sys
+from pathlib import Path
+
+from mnist_pipeline.checkpoint import load_checkpoint
+from mnist_pipeline.cli import run_stage, stage_parser
+from mnist_pipeline.config import load_params
+from mnist_pipeline.evaluation_report import evaluate_splits, write_outputs
+from mnist_pipeline.shards import load_splits
+
+parser = stage_parser(__doc__)
+parser.add_argument("--data", required=True, type=Path, help="prepared data directory")
+parser.add_argument("--model", required=True, type=Path, help="checkpoint to evaluate")
+parser.add_argument("--metrics", required=True, type=Path, help="metrics JSON to write")
+parser.add_argument("--plots", required=True, type=Path, help="directory for tables and figures")
+
+
+def main(args) -> None:
+    params = load_params(args.params)
+    model, checkpoint = load_checkpoint(args.model)
+    data = load_splits(args.data, ("valid", "test"))
+    results = evaluate_splits(model, data, params.evaluate, params.seed)
+    if params.evaluate.mc_samples > 0 and results["test"].mc_probs is None:
+        print("evaluate: the model has no dropout, so MC dropout has no spread to measure; "
+              "skipping it (set model.dropout > 0 to use it)")  # fmt: skip
+    write_outputs(results, data, checkpoint["class_names"], params.evaluate, args.plots, args.metrics)
+    test = results["test"].metrics
+    print(f"evaluate: test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}, "
+          f"ECE {test['ece']:.4f}; wrote {args.metrics} and {args.plots}/")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main, parser))
