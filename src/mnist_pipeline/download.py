@@ -57,7 +57,11 @@ class _Transient(_SourceFailed):
 
 
 def fetch_dataset(
-    config: FetchConfig, out_dir: Path, *, spec: DatasetSpec | None = None, sleep: Sleep = time.sleep
+    config: FetchConfig,
+    out_dir: Path,
+    *,
+    spec: DatasetSpec | None = None,
+    sleep: Sleep = time.sleep,
 ) -> dict[str, Any]:
     """Fetch and verify the data set's files into `out_dir`; write and return dataset.json.
 
@@ -131,7 +135,7 @@ def _is_dir(location: str) -> bool:
 
 def _join(location: str, name: str) -> str:
     if _is_url(location):
-        return location if location.endswith("/") else location + "/" + name
+        return (location if location.endswith("/") else location + "/") + name
     return str(Path(location) / name)
 
 
@@ -145,9 +149,12 @@ def _fetch_candidate(candidate: Candidate, spec: DatasetSpec, config: FetchConfi
             if name in config.checksums:
                 accepted.add(config.checksums[name])
             files[name] = _fetch_file(location, out_dir / name, accepted, config, sleep)
-    except _SourceFailed:
-        for name in candidate.locations:
-            (out_dir / name).unlink(missing_ok=True)
+    except _SourceFailed as exc:
+        for other in candidate.locations:
+            (out_dir / other).unlink(missing_ok=True)
+        # The label names a one-file candidate; with several files, say which one failed.
+        if len(candidate.locations) > 1:
+            raise type(exc)(f"{name}: {exc}") from None
         raise
     return files
 
@@ -161,7 +168,7 @@ def _fetch_file(location: str, dest: Path, accepted: set[str], config: FetchConf
             _download(location, part, config, sleep)
         else:
             _copy(Path(location), part)
-        md5 = _verify(part, dest.name, accepted)
+        md5 = _verify(part, accepted)
         part.replace(dest)
     finally:
         part.unlink(missing_ok=True)
@@ -170,14 +177,14 @@ def _fetch_file(location: str, dest: Path, accepted: set[str], config: FetchConf
 
 def _copy(path: Path, dest: Path) -> None:
     if not path.is_file():
-        raise _SourceFailed(f"{path}: not found")
+        raise _SourceFailed("not found")
     try:
         shutil.copyfile(path, dest)  # a copy, not a link: the output must not change under DVC
     except OSError as exc:
-        raise _SourceFailed(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise _SourceFailed(f"cannot read ({exc.strerror or exc})") from None
 
 
-def _verify(path: Path, name: str, accepted: set[str]) -> str:
+def _verify(path: Path, accepted: set[str]) -> str:
     """Return the file's md5 if it or its gunzipped content has an accepted md5."""
     file_md5 = file_digest(path, "md5")
     if file_md5 in accepted:
@@ -187,7 +194,7 @@ def _verify(path: Path, name: str, accepted: set[str]) -> str:
         return file_md5
     expected = " or ".join(sorted(accepted)) or "(none known)"
     raise _SourceFailed(
-        f"checksum mismatch for {name}: expected {expected}, got {file_md5} (file) / "
+        f"checksum mismatch: expected {expected}, got {file_md5} (file) / "
         f"{content_md5 or 'not gzip'} (gunzipped)"
     )
 
@@ -239,8 +246,9 @@ def _save_body(response: Any, dest: Path, name: str) -> None:
     length = response.headers.get("Content-Length")
     expected_bytes = int(length) if length and length.isdigit() else None
     received_bytes = 0
-    with open(dest, "wb") as f, tqdm(total=expected_bytes, unit="B", unit_scale=True,
-                                     desc=name, file=sys.stderr, disable=None, leave=False) as bar:  # fmt: skip
+    # disable=None: no bar unless stderr is a terminal (DVC logs, CI, tests).
+    progress = {"unit": "B", "unit_scale": True, "file": sys.stderr, "disable": None}
+    with open(dest, "wb") as f, tqdm(total=expected_bytes, desc=name, **progress) as bar:
         while chunk := response.read(CHUNK_BYTES):
             f.write(chunk)
             received_bytes += len(chunk)

@@ -79,7 +79,8 @@ def _mlp_layers(config: ModelConfig, in_features: int, num_classes: int) -> list
 
 def _cnn_layers(config: ModelConfig, spec: InputSpec) -> list[nn.Module]:
     """Conv blocks (3x3 conv, batch norm, ReLU, 2x2 max pool), then an MLP head."""
-    layers: list[nn.Module] = [nn.Unflatten(1, (1, *spec.image_shape))]
+    # (N, H, W) -> (N, 1, H, W): split dim 1 (H) into (1 channel, H).
+    layers: list[nn.Module] = [nn.Unflatten(1, (1, spec.image_shape[0]))]
     channels, (height, width) = 1, spec.image_shape
     for out_channels in config.conv_channels:
         layers += [

@@ -1,0 +1,57 @@
+"""The checkpoint rebuilds the model alone, loads weights-only, refuses bad files."""
+
+import pytest
+import torch
+
+from mnist_pipeline.checkpoint import load_checkpoint, save_checkpoint
+from mnist_pipeline.config import ModelConfig, Params
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.models import InputSpec, build_model
+
+SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
+NAMES = [str(i) for i in range(10)]
+
+
+def _save(path, config):
+    torch.manual_seed(0)
+    model = build_model(config, SPEC)
+    save_checkpoint(path, model, config, SPEC, NAMES, Params(model=config), {"device": "cpu"})
+    return model
+
+
+def test_round_trip_rebuilds_the_same_model(tmp_path):
+    config = ModelConfig(name="cnn", conv_channels=(4, 8), hidden_sizes=(16,), dropout=0.2)
+    model = _save(tmp_path / "m.pt", config).eval()
+    loaded, payload = load_checkpoint(tmp_path / "m.pt")
+    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    assert torch.equal(model(images), loaded(images))
+    assert payload["class_names"] == NAMES
+    assert payload["model_config"]["conv_channels"] == [4, 8]
+    assert payload["params"]["model"]["name"] == "cnn"
+    assert not loaded.training
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary left behind
+
+
+def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
+    path = tmp_path / "m.pt"
+    _save(path, ModelConfig(hidden_sizes=(16,)))
+    payload = torch.load(path, weights_only=True)
+    payload["model_config"]["hidden_sizes"] = [32]
+    torch.save(payload, path)
+    with pytest.raises(PipelineError, match="weights do not match the model config") as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value)
+
+
+def test_corrupt_missing_and_foreign_files_are_refused(tmp_path):
+    for content, message in [(b"not a zip", "not a readable checkpoint"),
+                             (None, "checkpoint not found")]:  # fmt: skip
+        path = tmp_path / "bad.pt"
+        path.unlink(missing_ok=True)
+        if content is not None:
+            path.write_bytes(content)
+        with pytest.raises(PipelineError, match=message):
+            load_checkpoint(path)
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(PipelineError, match="not a checkpoint of this pipeline"):
+        load_checkpoint(tmp_path / "foreign.pt")

@@ -1,0 +1,84 @@
+"""params.yaml validation: unknown keys, wrong types and bad ranges are one-line errors."""
+
+from pathlib import Path
+
+import pytest
+
+from mnist_pipeline.config import Params, load_params, to_dict
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.typed_config import parse
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_load_and_cover_every_key():
+    params = load_params(REPO / "params.yaml")
+    # Every field is spelled out in params.yaml: DVC tracks only keys that exist there.
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(_flat(raw)) == set(_flat(to_dict(params)))
+
+
+def _flat(data, prefix=""):
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"trian": {}}, "unknown key(s) trian"),
+        ({"train": {"lr": -0.1}}, "train.lr: must be > 0"),
+        ({"train": {"lr": 0}}, "train.lr: must be > 0"),
+        ({"train": {"lr": "fast"}}, "train.lr: expected a number, got 'fast'"),
+        ({"train": {"epochs": True}}, "train.epochs: expected an integer"),
+        ({"train": {"epochs": 2.5}}, "train.epochs: expected an integer"),
+        ({"train": {"batch_size": 0}}, "train.batch_size: must be >= 1"),
+        ({"train": {"optimizer": "rmsprop"}}, "train.optimizer: 'rmsprop' is not one of: sgd"),
+        ({"train": {"schedule": "linear"}}, "train.schedule: 'linear' is not one of"),
+        ({"train": {"device": "tpu"}}, "train.device: 'tpu' is not one of: auto, cpu, cuda"),
+        ({"train": {"optimizer": "adam", "momentum": 0.9}}, "train.momentum: applies to sgd"),
+        ({"train": {"nesterov": True}}, "train.nesterov: needs momentum > 0"),
+        ({"model": {"name": "resnet"}}, "model.name: 'resnet' is not one of: mlp, cnn"),
+        ({"model": {"dropout": 1.0}}, "model.dropout: must be in [0, 1)"),
+        ({"model": {"dropout": -0.1}}, "model.dropout: must be in [0, 1)"),
+        ({"model": {"hidden_sizes": [128, "x"]}}, "model.hidden_sizes[1]: expected an integer"),
+        ({"model": {"hidden_sizes": 128}}, "model.hidden_sizes: expected a list"),
+        ({"model": {"extra": 1}}, "model: unknown key(s) extra"),
+        ({"fetch": {"dataset": "cifar"}}, "fetch.dataset: 'cifar' is not one of"),
+        ({"fetch": {"checksums": {"a.gz": "nothex"}}}, "fetch.checksums.a.gz: expected 32"),
+        ({"evaluate": {"mc_samples": 1}}, "evaluate.mc_samples: 1 pass has no spread"),
+        ({"seed": "0"}, "seed: expected an integer"),
+        ({"train": None}, "train: expected a mapping, got null"),
+    ],
+)
+def test_bad_values_are_refused_with_the_key_named(data, message):
+    with pytest.raises(PipelineError) as info:
+        parse(Params, data, "")
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_load_params_names_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: -1\n")
+    with pytest.raises(PipelineError, match=r"params.yaml: train.lr: must be > 0"):
+        load_params(path)
+    path.write_text("train: [1, 2\n")
+    with pytest.raises(PipelineError, match="not valid YAML"):
+        load_params(path)
+    with pytest.raises(PipelineError, match="file not found"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_valid_values_are_typed():
+    params = parse(Params, {"train": {"lr": 1, "optimizer": "sgd", "momentum": 0.9,
+                                      "nesterov": True, "device": "cuda:1"},
+                            "model": {"hidden_sizes": [64]}}, "")  # fmt: skip
+    assert params.train.lr == 1.0 and isinstance(params.train.lr, float)
+    assert params.model.hidden_sizes == (64,)
+    assert params.train.device == "cuda:1"

@@ -1,0 +1,140 @@
+"""The training loop: it learns, it is bit-reproducible on CPU, its options work."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from mnist_pipeline.config import ModelConfig, TrainConfig
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.models import InputSpec, build_model
+from mnist_pipeline.synthetic import make_images
+from mnist_pipeline.training import (
+    batch_starts,
+    configure_torch,
+    fit,
+    make_optimizer,
+    make_scheduler,
+    resolve_device,
+)
+
+SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
+FAST = TrainConfig(device="cpu", epochs=3, batch_size=32, optimizer="adamw", lr=3e-3,
+                   schedule="onecycle", weight_decay=0.01)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data():
+    images, labels = make_images(600, seed=1)
+    return (images[:500], labels[:500]), (images[500:], labels[500:])
+
+
+def _train(data, model_cfg=ModelConfig(hidden_sizes=(32,), dropout=0.1), cfg=FAST, seed=0):
+    configure_torch(seed, threads=0, device=torch.device("cpu"))
+    model = build_model(model_cfg, SPEC)
+    result = fit(model, *data, cfg, seed)
+    return model, result
+
+
+def test_overfits_one_small_batch():
+    images, labels = make_images(32, seed=3)
+    cfg = dataclasses.replace(FAST, epochs=60, schedule="constant", weight_decay=0.0)
+    model, result = _train(((images, labels), (images, labels)), ModelConfig(hidden_sizes=(64,)), cfg)
+    assert result.history[-1]["train/accuracy"] == 1.0
+    assert result.history[-1]["valid/loss"] < 0.05
+
+
+def test_learns_the_synthetic_data(data):
+    _, result = _train(data)
+    assert result.history[-1]["valid/accuracy"] > 0.6
+    assert result.history[-1]["valid/loss"] < result.history[0]["valid/loss"]
+
+
+@pytest.mark.parametrize("model_cfg", [ModelConfig(hidden_sizes=(32,), dropout=0.2),
+                                       ModelConfig(name="cnn", conv_channels=(4,), hidden_sizes=(),
+                                                   dropout=0.2)])  # fmt: skip
+def test_two_cpu_runs_are_bit_identical(data, model_cfg):
+    cfg = dataclasses.replace(FAST, epochs=2)
+    model_a, result_a = _train(data, model_cfg, cfg)
+    model_b, result_b = _train(data, model_cfg, cfg)
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    strip = [{k: v for k, v in log.items() if k != "epoch_seconds"} for log in result_a.history]
+    assert strip == [{k: v for k, v in log.items() if k != "epoch_seconds"} for log in result_b.history]
+
+
+def test_a_different_seed_gives_different_weights(data):
+    model_a, _ = _train(data, seed=0, cfg=dataclasses.replace(FAST, epochs=1))
+    model_b, _ = _train(data, seed=1, cfg=dataclasses.replace(FAST, epochs=1))
+    assert not torch.equal(model_a[2].weight, model_b[2].weight)
+
+
+@pytest.mark.parametrize(("optimizer", "extra"), [("sgd", {"momentum": 0.9, "nesterov": True}),
+                                                   ("adam", {}), ("adamw", {})])  # fmt: skip
+def test_optimizers(optimizer, extra):
+    model = build_model(ModelConfig(hidden_sizes=(8,)), SPEC)
+    cfg = dataclasses.replace(FAST, optimizer=optimizer, weight_decay=0.1, **extra)
+    opt = make_optimizer(model, cfg)
+    assert type(opt).__name__.lower() == optimizer
+    assert opt.defaults["weight_decay"] == 0.1
+    if optimizer == "sgd":
+        assert opt.defaults["momentum"] == 0.9 and opt.defaults["nesterov"]
+
+
+def _lrs(schedule, steps=20, **extra):
+    model = build_model(ModelConfig(hidden_sizes=(8,)), SPEC)
+    cfg = dataclasses.replace(FAST, schedule=schedule, epochs=4, lr=1.0, **extra)
+    opt = make_optimizer(model, dataclasses.replace(cfg, optimizer="sgd"))
+    scheduler = make_scheduler(opt, cfg, steps_per_epoch=5)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if scheduler:
+            scheduler.step()
+    return lrs
+
+
+def test_schedules():
+    assert _lrs("constant") == [1.0] * 20
+    step = _lrs("step", step_epochs=2, gamma=0.5)
+    assert step[:10] == [1.0] * 10 and step[10:] == [0.5] * 10
+    cosine = _lrs("cosine")
+    assert cosine[0] == 1.0 and cosine == sorted(cosine, reverse=True) and cosine[-1] < 0.01
+    onecycle = _lrs("onecycle")
+    peak = onecycle.index(max(onecycle))
+    assert 0 < peak < 19 and max(onecycle) == pytest.approx(1.0) and onecycle[-1] < 0.01
+
+
+def test_early_stopping_restores_the_best_epoch(data):
+    # A huge constant lr makes validation loss get worse after the first epoch or two.
+    cfg = dataclasses.replace(FAST, epochs=30, lr=0.5, optimizer="sgd", schedule="constant",
+                              weight_decay=0.0, early_stopping_patience=2)  # fmt: skip
+    model, result = _train(data, cfg=cfg)
+    assert result.stopped_early and len(result.history) < 30
+    losses = [log["valid/loss"] for log in result.history]
+    assert result.best_epoch == losses.index(min(losses)) + 1
+    assert len(result.history) == result.best_epoch + 2
+
+
+def test_divergence_is_a_clear_error(data):
+    cfg = dataclasses.replace(FAST, lr=1e30, optimizer="sgd", schedule="constant", weight_decay=0.0)
+    with pytest.raises(PipelineError, match=r"training diverged.*lower train.lr"):
+        _train(data, cfg=cfg)
+
+
+def test_last_batch_of_one_row_is_dropped():
+    assert list(batch_starts(65, 64)) == [0]
+    assert list(batch_starts(66, 64)) == [0, 64]
+    assert list(batch_starts(64, 64)) == [0]
+
+
+def test_cuda_where_there_is_none_is_refused():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(PipelineError, match=r"train.device: 'cuda' asked for.*0 CUDA device"):
+        resolve_device("cuda")
+    with pytest.raises(PipelineError, match="train.device: 'cuda:3'"):
+        resolve_device("cuda:3")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
