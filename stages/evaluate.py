@@ -22,12 +22,18 @@ def main(args) -> None:
     data = load_splits(args.data, ("valid", "test"))
     results = evaluate_splits(model, data, params.evaluate, params.seed)
     if params.evaluate.mc_samples > 0 and results["test"].mc_probs is None:
-        print("evaluate: the model has no dropout, so MC dropout has no spread to measure; "
-              "skipping it (set model.dropout > 0 to use it)")  # fmt: skip
-    write_outputs(results, data, checkpoint["class_names"], params.evaluate, args.plots, args.metrics)
+        print(
+            "evaluate: the model has no dropout, so MC dropout has no spread to measure; "
+            "skipping it (set model.dropout > 0 to use it)"
+        )
+    write_outputs(
+        results, data, checkpoint["class_names"], params.evaluate, args.plots, args.metrics
+    )
     test = results["test"].metrics
-    print(f"evaluate: test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}, "
-          f"ECE {test['ece']:.4f}; wrote {args.metrics} and {args.plots}/")
+    print(
+        f"evaluate: test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}, "
+        f"ECE {test['ece']:.4f}; wrote {args.metrics} and {args.plots}/"
+    )
 
 
 if __name__ == "__main__":

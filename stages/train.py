@@ -28,17 +28,27 @@ def main(args) -> None:
     valid = [t.to(device) for t in load_split(args.data, "valid")]
     spec = input_spec_from_manifest(manifest)
     model = build_model(params.model, spec).to(device)
-    print(f"train: {params.model.name} with {count_parameters(model):,} parameters on {device}, "
-          f"{len(train[1]):,} train / {len(valid[1]):,} valid images")  # fmt: skip
+    print(
+        f"train: {params.model.name} with {count_parameters(model):,} parameters on {device}, "
+        f"{len(train[1]):,} train / {len(valid[1]):,} valid images"
+    )
     started_s = time.perf_counter()
     with Live(str(args.live), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         result = fit(model, train, valid, params.train, params.seed, dvclive_logger(live))
-        live.summary.update(best_epoch=result.best_epoch, train_seconds=time.perf_counter() - started_s)
-    run = {**run_info(device), "epochs_run": len(result.history), "best_epoch": result.best_epoch,
-           "stopped_early": result.stopped_early}  # fmt: skip
+        live.summary.update(
+            best_epoch=result.best_epoch, train_seconds=time.perf_counter() - started_s
+        )
+    run = {
+        **run_info(device),
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+    }
     save_checkpoint(args.model, model, params.model, spec, manifest["class_names"], params, run)
-    print(f"train: wrote {args.model} (best epoch {result.best_epoch}, "
-          f"valid loss {result.history[result.best_epoch - 1]['valid/loss']:.4f})")
+    print(
+        f"train: wrote {args.model} (best epoch {result.best_epoch}, "
+        f"valid loss {result.history[result.best_epoch - 1]['valid/loss']:.4f})"
+    )
 
 
 if __name__ == "__main__":

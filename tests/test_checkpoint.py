@@ -7,6 +7,7 @@ from mnist_pipeline.checkpoint import load_checkpoint, save_checkpoint
 from mnist_pipeline.config import ModelConfig, Params
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models import InputSpec, build_model
+from mnist_pipeline.training import run_info
 
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
 NAMES = [str(i) for i in range(10)]
@@ -15,7 +16,8 @@ NAMES = [str(i) for i in range(10)]
 def _save(path, config):
     torch.manual_seed(0)
     model = build_model(config, SPEC)
-    save_checkpoint(path, model, config, SPEC, NAMES, Params(model=config), {"device": "cpu"})
+    run = run_info(torch.device("cpu"))  # what the train stage records, as it records it
+    save_checkpoint(path, model, config, SPEC, NAMES, Params(model=config), run)
     return model
 
 
@@ -28,6 +30,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
     assert payload["class_names"] == NAMES
     assert payload["model_config"]["conv_channels"] == [4, 8]
     assert payload["params"]["model"]["name"] == "cnn"
+    assert payload["run"]["torch_version"] == torch.__version__
     assert not loaded.training
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary left behind
 
@@ -44,8 +47,10 @@ def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
 
 
 def test_corrupt_missing_and_foreign_files_are_refused(tmp_path):
-    for content, message in [(b"not a zip", "not a readable checkpoint"),
-                             (None, "checkpoint not found")]:  # fmt: skip
+    for content, message in [
+        (b"not a zip", "not a readable checkpoint"),
+        (None, "checkpoint not found"),
+    ]:
         path = tmp_path / "bad.pt"
         path.unlink(missing_ok=True)
         if content is not None:

@@ -76,9 +76,20 @@ def test_load_params_names_the_file(tmp_path):
 
 
 def test_valid_values_are_typed():
-    params = parse(Params, {"train": {"lr": 1, "optimizer": "sgd", "momentum": 0.9,
-                                      "nesterov": True, "device": "cuda:1"},
-                            "model": {"hidden_sizes": [64]}}, "")  # fmt: skip
+    params = parse(
+        Params,
+        {
+            "train": {
+                "lr": 1,
+                "optimizer": "sgd",
+                "momentum": 0.9,
+                "nesterov": True,
+                "device": "cuda:1",
+            },
+            "model": {"hidden_sizes": [64]},
+        },
+        "",
+    )
     assert params.train.lr == 1.0 and isinstance(params.train.lr, float)
     assert params.model.hidden_sizes == (64,)
     assert params.train.device == "cuda:1"

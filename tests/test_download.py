@@ -340,8 +340,14 @@ def run_stage(tmp_path: Path, source: str) -> subprocess.CompletedProcess:
     # JSON is YAML; it quotes the paths safely.
     params.write_text(json.dumps({"fetch": {"source": source, "checksums": ALL_MD5S}}))
     env = os.environ | {"PYTHONPATH": str(REPO / "src")}
-    command = [sys.executable, str(REPO / "stages" / "fetch.py"), "--params", str(params),
-               "--out", str(tmp_path / "data" / "raw")]  # fmt: skip
+    command = [
+        sys.executable,
+        str(REPO / "stages" / "fetch.py"),
+        "--params",
+        str(params),
+        "--out",
+        str(tmp_path / "data" / "raw"),
+    ]
     return subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )
@@ -368,3 +374,12 @@ def test_stage_writes_the_output_directory(tmp_path):
         "pickle", [PICKLE_FILE]
     )
     assert "mnist (pickle)" in result.stdout
+
+
+def test_a_list_of_sources_is_tried_in_order(tmp_path):
+    from mnist_pipeline.datasets import MNIST
+    from mnist_pipeline.download import candidate_sources
+
+    first, second = tmp_path / "a" / "mnist.pkl.gz", "http://127.0.0.1:9/b/"
+    labels = [c.label for c in candidate_sources(MNIST, (str(first), second))]
+    assert labels == [str(first), second + "mnist.pkl.gz", second + " (idx files)"]

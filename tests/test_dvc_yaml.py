@@ -32,8 +32,11 @@ def _imported_modules(path: Path) -> set[str]:
                     rest = node.module.removeprefix("mnist_pipeline").lstrip(".")
                     names = [rest] if rest else [a.name for a in node.names]
             elif isinstance(node, ast.Import):
-                names = [a.name.removeprefix("mnist_pipeline.") for a in node.names
-                         if a.name.startswith("mnist_pipeline.")]  # fmt: skip
+                names = [
+                    a.name.removeprefix("mnist_pipeline.")
+                    for a in node.names
+                    if a.name.startswith("mnist_pipeline.")
+                ]
             for name in names:
                 module = name.split(".")[0]
                 if module not in found and (PACKAGE / f"{module}.py").exists():

@@ -20,7 +20,7 @@ def test_confusion_counts():
 
 def test_per_class_precision_recall_f1():
     scores = ev.per_class_scores(ev.confusion_matrix(LABELS, PREDICTED, 3))
-    # class 0: tp 1, predicted 2, actual 2; class 1: tp 2, pred 3, act 2; class 2: tp 1, pred 1, act 2
+    # tp / predicted / actual: class 0: 1/2/2; class 1: 2/3/2; class 2: 1/1/2
     assert scores["precision"].tolist() == pytest.approx([1 / 2, 2 / 3, 1.0])
     assert scores["recall"].tolist() == pytest.approx([1 / 2, 1.0, 1 / 2])
     assert scores["f1"].tolist() == pytest.approx([0.5, 0.8, 2 / 3])
@@ -35,16 +35,22 @@ def test_a_class_never_predicted_scores_zero_not_nan():
 
 def test_classification_metrics_by_hand():
     # Confidences sit away from bin edges, where float rounding would pick the bin.
-    probs = torch.tensor([[0.72, 0.18, 0.1], [0.07, 0.63, 0.3], [0.2, 0.25, 0.55],
-                          [0.55, 0.35, 0.1]], dtype=torch.float64)  # fmt: skip
+    probs = torch.tensor(
+        [[0.72, 0.18, 0.1], [0.07, 0.63, 0.3], [0.2, 0.25, 0.55], [0.55, 0.35, 0.1]],
+        dtype=torch.float64,
+    )
     labels = torch.tensor([0, 2, 2, 1])
     metrics = ev.classification_metrics(probs.log(), labels, bins=10)
     assert metrics["accuracy"] == 0.5
     assert metrics["top2_accuracy"] == 1.0
     nll = -(math.log(0.72) + math.log(0.3) + math.log(0.55) + math.log(0.35)) / 4
     assert metrics["nll"] == pytest.approx(nll) and metrics["loss"] == metrics["nll"]
-    brier = ((0.28**2 + 0.18**2 + 0.1**2) + (0.07**2 + 0.63**2 + 0.7**2)
-             + (0.2**2 + 0.25**2 + 0.45**2) + (0.55**2 + 0.65**2 + 0.1**2)) / 4  # fmt: skip
+    brier = (
+        (0.28**2 + 0.18**2 + 0.1**2)
+        + (0.07**2 + 0.63**2 + 0.7**2)
+        + (0.2**2 + 0.25**2 + 0.45**2)
+        + (0.55**2 + 0.65**2 + 0.1**2)
+    ) / 4
     assert metrics["brier"] == pytest.approx(brier)
     # confidences .72 (right), .63 (wrong), .55 (right), .55 (wrong); bins of width 0.1:
     # (0.7,0.8]: acc 1 conf .72; (0.6,0.7]: acc 0 conf .63; (0.5,0.6]: acc .5 conf .55
@@ -87,8 +93,9 @@ def test_mc_dropout_without_dropout_reports_nothing():
 
 def test_mc_dropout_with_dropout_has_spread_and_leaves_eval_mode():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="cnn", conv_channels=(4,), hidden_sizes=(16,),
-                                    dropout=0.5), SPEC).eval()  # fmt: skip
+    model = build_model(
+        ModelConfig(name="cnn", conv_channels=(4,), hidden_sizes=(16,), dropout=0.5), SPEC
+    ).eval()
     mc = ev.mc_dropout_probs(model, IMAGES, samples=8, batch_size=16, seed=0)
     assert mc.shape == (8, 50, 10)
     assert mc.std(dim=0).max() > 1e-3
@@ -101,8 +108,9 @@ def test_mc_dropout_with_dropout_has_spread_and_leaves_eval_mode():
 
 
 def test_mc_dropout_keeps_batch_norm_in_eval_mode():
-    model = build_model(ModelConfig(name="cnn", conv_channels=(4,), hidden_sizes=(),
-                                    dropout=0.5), SPEC)  # fmt: skip
+    model = build_model(
+        ModelConfig(name="cnn", conv_channels=(4,), hidden_sizes=(), dropout=0.5), SPEC
+    )
     ev.enable_mc_dropout(model)
     kinds = {type(m).__name__: m.training for m in model.modules() if m is not model}
     assert kinds["Dropout"] is True and kinds["BatchNorm2d"] is False

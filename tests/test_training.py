@@ -19,8 +19,15 @@ from mnist_pipeline.training import (
 )
 
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
-FAST = TrainConfig(device="cpu", epochs=3, batch_size=32, optimizer="adamw", lr=3e-3,
-                   schedule="onecycle", weight_decay=0.01)  # fmt: skip
+FAST = TrainConfig(
+    device="cpu",
+    epochs=3,
+    batch_size=32,
+    optimizer="adamw",
+    lr=3e-3,
+    schedule="onecycle",
+    weight_decay=0.01,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +36,10 @@ def data():
     return (images[:500], labels[:500]), (images[500:], labels[500:])
 
 
-def _train(data, model_cfg=ModelConfig(hidden_sizes=(32,), dropout=0.1), cfg=FAST, seed=0):
+SMALL_MLP = ModelConfig(hidden_sizes=(32,), dropout=0.1)
+
+
+def _train(data, model_cfg=SMALL_MLP, cfg=FAST, seed=0):
     configure_torch(seed, threads=0, device=torch.device("cpu"))
     model = build_model(model_cfg, SPEC)
     result = fit(model, *data, cfg, seed)
@@ -39,7 +49,7 @@ def _train(data, model_cfg=ModelConfig(hidden_sizes=(32,), dropout=0.1), cfg=FAS
 def test_overfits_one_small_batch():
     images, labels = make_images(32, seed=3)
     cfg = dataclasses.replace(FAST, epochs=60, schedule="constant", weight_decay=0.0)
-    model, result = _train(((images, labels), (images, labels)), ModelConfig(hidden_sizes=(64,)), cfg)
+    _, result = _train(((images, labels), (images, labels)), ModelConfig(hidden_sizes=(64,)), cfg)
     assert result.history[-1]["train/accuracy"] == 1.0
     assert result.history[-1]["valid/loss"] < 0.05
 
@@ -50,17 +60,25 @@ def test_learns_the_synthetic_data(data):
     assert result.history[-1]["valid/loss"] < result.history[0]["valid/loss"]
 
 
-@pytest.mark.parametrize("model_cfg", [ModelConfig(hidden_sizes=(32,), dropout=0.2),
-                                       ModelConfig(name="cnn", conv_channels=(4,), hidden_sizes=(),
-                                                   dropout=0.2)])  # fmt: skip
+@pytest.mark.parametrize(
+    "model_cfg",
+    [
+        ModelConfig(hidden_sizes=(32,), dropout=0.2),
+        ModelConfig(name="cnn", conv_channels=(4,), hidden_sizes=(), dropout=0.2),
+    ],
+)
 def test_two_cpu_runs_are_bit_identical(data, model_cfg):
     cfg = dataclasses.replace(FAST, epochs=2)
     model_a, result_a = _train(data, model_cfg, cfg)
     model_b, result_b = _train(data, model_cfg, cfg)
-    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(), strict=True):
+    for (name, a), b in zip(
+        model_a.state_dict().items(), model_b.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
     strip = [{k: v for k, v in log.items() if k != "epoch_seconds"} for log in result_a.history]
-    assert strip == [{k: v for k, v in log.items() if k != "epoch_seconds"} for log in result_b.history]
+    assert strip == [
+        {k: v for k, v in log.items() if k != "epoch_seconds"} for log in result_b.history
+    ]
 
 
 def test_a_different_seed_gives_different_weights(data):
@@ -69,8 +87,10 @@ def test_a_different_seed_gives_different_weights(data):
     assert not torch.equal(model_a[2].weight, model_b[2].weight)
 
 
-@pytest.mark.parametrize(("optimizer", "extra"), [("sgd", {"momentum": 0.9, "nesterov": True}),
-                                                   ("adam", {}), ("adamw", {})])  # fmt: skip
+@pytest.mark.parametrize(
+    ("optimizer", "extra"),
+    [("sgd", {"momentum": 0.9, "nesterov": True}), ("adam", {}), ("adamw", {})],
+)
 def test_optimizers(optimizer, extra):
     model = build_model(ModelConfig(hidden_sizes=(8,)), SPEC)
     cfg = dataclasses.replace(FAST, optimizer=optimizer, weight_decay=0.1, **extra)
@@ -108,9 +128,16 @@ def test_schedules():
 
 def test_early_stopping_restores_the_best_epoch(data):
     # A huge constant lr makes validation loss get worse after the first epoch or two.
-    cfg = dataclasses.replace(FAST, epochs=30, lr=0.5, optimizer="sgd", schedule="constant",
-                              weight_decay=0.0, early_stopping_patience=2)  # fmt: skip
-    model, result = _train(data, cfg=cfg)
+    cfg = dataclasses.replace(
+        FAST,
+        epochs=30,
+        lr=0.5,
+        optimizer="sgd",
+        schedule="constant",
+        weight_decay=0.0,
+        early_stopping_patience=2,
+    )
+    _, result = _train(data, cfg=cfg)
     assert result.stopped_early and len(result.history) < 30
     losses = [log["valid/loss"] for log in result.history]
     assert result.best_epoch == losses.index(min(losses)) + 1
@@ -134,7 +161,7 @@ def test_cuda_where_there_is_none_is_refused():
         pytest.skip("this machine has CUDA")
     with pytest.raises(PipelineError, match=r"train.device: 'cuda' asked for.*0 CUDA device"):
         resolve_device("cuda")
-    with pytest.raises(PipelineError, match="train.device: 'cuda:3'"):
+    with pytest.raises(PipelineError, match=r"train\.device: 'cuda:3'"):
         resolve_device("cuda:3")
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type in {"cpu", "cuda", "mps"}

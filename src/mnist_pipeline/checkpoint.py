@@ -26,11 +26,26 @@ from .models import InputSpec, build_model
 from .typed_config import parse
 
 FORMAT_VERSION = 1
-KEYS = ("format_version", "state_dict", "model_config", "input_spec", "class_names", "params", "run")
+KEYS = (
+    "format_version",
+    "state_dict",
+    "model_config",
+    "input_spec",
+    "class_names",
+    "params",
+    "run",
+)
 
 
-def save_checkpoint(path: Path, model: nn.Module, model_config: ModelConfig, spec: InputSpec,
-                    class_names: list[str], params: Any, run: dict[str, Any]) -> None:  # fmt: skip
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    model_config: ModelConfig,
+    spec: InputSpec,
+    class_names: list[str],
+    params: Any,
+    run: dict[str, Any],
+) -> None:
     """Write the checkpoint atomically: an interrupted run leaves the old file or none."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {

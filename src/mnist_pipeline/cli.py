@@ -18,13 +18,18 @@ VERBOSE_ENV = "MNIST_PIPELINE_VERBOSE"
 def stage_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every stage takes."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: %(default)s)"
+    )
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     return parser
 
 
-def run_stage(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
-              argv: Sequence[str] | None = None) -> int:  # fmt: skip
+def run_stage(
+    main: Callable[[argparse.Namespace], None],
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+) -> int:
     """Parse args and run `main`; turn any failure into one line on stderr and exit 1."""
     args = parser.parse_args(argv)
     verbose = args.verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
@@ -33,7 +38,7 @@ def run_stage(main: Callable[[argparse.Namespace], None], parser: argparse.Argum
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - every failure must end as one line
+    except Exception as exc:
         if verbose:
             traceback.print_exc()
         print(f"{parser.prog}: error: {one_line(exc)}", file=sys.stderr)

@@ -22,8 +22,9 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 class FetchConfig:
     dataset: DatasetName = "mnist"
     # None: the data set's built-in mirrors. Otherwise an http(s):// or file:// URL,
-    # or a local path, of the file (pickle) or the directory holding the files.
-    source: str | None = None
+    # or a local path, of the file (pickle) or the directory holding the files;
+    # or a list of such sources, tried in order (your own mirrors).
+    source: str | tuple[str, ...] | None = None
     # File name -> md5 that the user trusts (of the file or its decompressed bytes);
     # adds to the built-in checksums, for private mirrors and recompressed copies.
     checksums: dict[str, str] = field(default_factory=dict)
@@ -35,6 +36,9 @@ class FetchConfig:
         check(self.timeout_s > 0, "timeout_s", "must be > 0")
         check(self.retries >= 1, "retries", "must be >= 1")
         check(self.backoff_s >= 0, "backoff_s", "must be >= 0")
+        check(
+            self.source != (), "source", "an empty list names no source; use null for the mirrors"
+        )
         for name, md5 in self.checksums.items():
             ok = re.fullmatch(r"[0-9a-f]{32}", md5) is not None
             check(ok, f"checksums.{name}", f"expected 32 lowercase hex digits (md5), got {md5!r}")
@@ -85,8 +89,11 @@ class TrainConfig:
     threads: int = 0  # intra-op CPU threads; 0 keeps torch's default
 
     def __post_init__(self) -> None:
-        check(DEVICE_PATTERN.fullmatch(self.device) is not None, "device",
-              f"{self.device!r} is not one of: auto, cpu, cuda, cuda:N, mps")  # fmt: skip
+        check(
+            DEVICE_PATTERN.fullmatch(self.device) is not None,
+            "device",
+            f"{self.device!r} is not one of: auto, cpu, cuda, cuda:N, mps",
+        )
         check(self.epochs >= 1, "epochs", "must be >= 1")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")

@@ -32,8 +32,18 @@ TRAIN_ROWS = 50_000
 SPLITS = ("train", "valid", "test")
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
-FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
+FASHION_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 @dataclass(frozen=True)
@@ -59,13 +69,16 @@ MNIST = DatasetSpec(
     name="mnist",
     class_names=DIGIT_NAMES,
     sources=(
-        Source("pickle", (
-            "https://github.com/pytorch/tutorials/raw/main/_static/mnist.pkl.gz",
-            "https://figshare.com/ndownloader/files/25635053",
-            "http://www.iro.umontreal.ca/~lisa/deep/data/mnist/mnist.pkl.gz",
-        )),
+        Source(
+            "pickle",
+            (
+                "https://github.com/pytorch/tutorials/raw/main/_static/mnist.pkl.gz",
+                "https://figshare.com/ndownloader/files/25635053",
+                "http://www.iro.umontreal.ca/~lisa/deep/data/mnist/mnist.pkl.gz",
+            ),
+        ),
         Source("idx", ("https://ossci-datasets.s3.amazonaws.com/mnist/",)),
-    ),  # fmt: skip
+    ),
     md5s={
         PICKLE_FILE: frozenset({"a02cd19f81d51c426d7ca14024243ce9"}),
         "train-images-idx3-ubyte.gz": frozenset({"f68b3c2dcbeaaa9fbdd348bbdeb94873"}),

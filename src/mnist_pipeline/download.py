@@ -79,18 +79,28 @@ def fetch_dataset(
             continue
         # The source stays out of dataset.json so that switching mirrors changes nothing.
         print(f"{spec.name}: {candidate.format} files from {candidate.label}", file=sys.stderr)
-        description = {"dataset": spec.name, "format": candidate.format,
-                       "class_names": list(spec.class_names), "files": files}  # fmt: skip
+        description = {
+            "dataset": spec.name,
+            "format": candidate.format,
+            "class_names": list(spec.class_names),
+            "files": files,
+        }
         write_json(out_dir / "dataset.json", description)
         return description
     raise PipelineError(f"could not fetch {spec.name}: tried {'; '.join(failures)}; {HINT}")
 
 
-def candidate_sources(spec: DatasetSpec, source: str | None) -> list[Candidate]:
-    """The candidates to try in order: the built-in mirrors, or those `source` stands for."""
+def candidate_sources(spec: DatasetSpec, source: str | tuple[str, ...] | None) -> list[Candidate]:
+    """The candidates to try in order: the built-in mirrors, or those `source` stands for
+    (a list of sources: each one's candidates, in the list's order)."""
+    if isinstance(source, tuple):
+        return [candidate for one in source for candidate in candidate_sources(spec, one)]
     if source is None:
-        return [_candidate(src.format, mirror, spec, in_dir=src.format == "idx")
-                for src in spec.sources for mirror in src.mirrors]  # fmt: skip
+        return [
+            _candidate(src.format, mirror, spec, in_dir=src.format == "idx")
+            for src in spec.sources
+            for mirror in src.mirrors
+        ]
     location = _location(source)
     formats = [fmt for fmt in ("pickle", "idx") if any(s.format == fmt for s in spec.sources)]
     if "pickle" in formats and not _is_dir(location):
@@ -139,8 +149,9 @@ def _join(location: str, name: str) -> str:
     return str(Path(location) / name)
 
 
-def _fetch_candidate(candidate: Candidate, spec: DatasetSpec, config: FetchConfig,
-                     out_dir: Path, sleep: Sleep) -> dict[str, dict[str, Any]]:  # fmt: skip
+def _fetch_candidate(
+    candidate: Candidate, spec: DatasetSpec, config: FetchConfig, out_dir: Path, sleep: Sleep
+) -> dict[str, dict[str, Any]]:
     """Fetch all of one candidate's files, or none: a partial set is removed."""
     files = {}
     try:
@@ -159,8 +170,9 @@ def _fetch_candidate(candidate: Candidate, spec: DatasetSpec, config: FetchConfi
     return files
 
 
-def _fetch_file(location: str, dest: Path, accepted: set[str], config: FetchConfig,
-                sleep: Sleep) -> dict[str, Any]:  # fmt: skip
+def _fetch_file(
+    location: str, dest: Path, accepted: set[str], config: FetchConfig, sleep: Sleep
+) -> dict[str, Any]:
     """Download or copy to a temporary name, verify, then rename onto `dest`."""
     part = dest.with_name(f".{dest.name}.part")
     try:

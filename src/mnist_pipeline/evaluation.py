@@ -18,13 +18,17 @@ COVERAGE = 0.9  # keep the 90% most confident predictions for "accuracy at cover
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Logits (N, C) float32 of the model in its current mode, computed in batches."""
-    return torch.cat([
-        model(images[start : start + batch_size]).float()
-        for start in range(0, len(images), batch_size)
-    ])  # fmt: skip
+    return torch.cat(
+        [
+            model(images[start : start + batch_size]).float()
+            for start in range(0, len(images), batch_size)
+        ]
+    )
 
 
-def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+def confusion_matrix(
+    labels: torch.Tensor, predicted: torch.Tensor, num_classes: int
+) -> torch.Tensor:
     """Counts (C, C): row = actual class, column = predicted class."""
     flat = labels * num_classes + predicted
     return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
@@ -50,7 +54,9 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     return float((gaps * table["count"]).sum() / len(labels))
 
 
-def reliability_table(probs: torch.Tensor, labels: torch.Tensor, bins: int) -> dict[str, torch.Tensor]:
+def reliability_table(
+    probs: torch.Tensor, labels: torch.Tensor, bins: int
+) -> dict[str, torch.Tensor]:
     """Per confidence bin (bins,): sample count, mean confidence, accuracy (0 when empty)."""
     confidence, predicted = probs.max(dim=1)
     correct = (predicted == labels).double()
@@ -96,8 +102,9 @@ def enable_mc_dropout(model: nn.Module) -> None:
             module.train()
 
 
-def mc_dropout_probs(model: nn.Module, images: torch.Tensor, samples: int, batch_size: int,
-                     seed: int) -> torch.Tensor | None:  # fmt: skip
+def mc_dropout_probs(
+    model: nn.Module, images: torch.Tensor, samples: int, batch_size: int, seed: int
+) -> torch.Tensor | None:
     """Probabilities (T, N, C) of T stochastic passes, or None if the model has no dropout."""
     if not has_dropout(model):
         return None
@@ -127,15 +134,18 @@ def mc_dropout_metrics(mc_probs: torch.Tensor, labels: torch.Tensor) -> dict:
     }
 
 
-def accuracy_at_coverage(correct: torch.Tensor, uncertainty: torch.Tensor, coverage: float) -> float:
+def accuracy_at_coverage(
+    correct: torch.Tensor, uncertainty: torch.Tensor, coverage: float
+) -> float:
     """Accuracy on the `coverage` share of samples with the lowest uncertainty."""
     keep = max(1, math.ceil(coverage * len(correct)))
     order = torch.sort(uncertainty, stable=True).indices[:keep]
     return correct[order].double().mean().item()
 
 
-def rejection_curve(correct: torch.Tensor, uncertainty: torch.Tensor,
-                    steps: int = 19) -> tuple[list[float], list[float]]:  # fmt: skip
+def rejection_curve(
+    correct: torch.Tensor, uncertainty: torch.Tensor, steps: int = 19
+) -> tuple[list[float], list[float]]:
     """Accuracy of the kept samples when the most uncertain fraction is rejected,
     for rejected fractions 0, 0.05, ..., 0.9 (steps points)."""
     fractions = [i * 0.9 / (steps - 1) for i in range(steps)]
@@ -143,7 +153,7 @@ def rejection_curve(correct: torch.Tensor, uncertainty: torch.Tensor,
 
 
 def most_confident_errors(probs: torch.Tensor, labels: torch.Tensor, count: int) -> torch.Tensor:
-    """Indices of the `count` wrong predictions with the highest confidence, most confident first."""
+    """Indices of the `count` most confident wrong predictions, most confident first."""
     confidence, predicted = probs.max(dim=1)
     wrong = (predicted != labels).nonzero().squeeze(1)
     order = torch.sort(confidence[wrong], descending=True, stable=True).indices

@@ -32,8 +32,9 @@ class SplitResult:
     mc_probs: torch.Tensor | None  # (T, N, C), None without MC dropout
 
 
-def evaluate_split(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                   cfg: EvaluateConfig, seed: int) -> SplitResult:  # fmt: skip
+def evaluate_split(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: EvaluateConfig, seed: int
+) -> SplitResult:
     """All metrics of one split; MC dropout ones only when enabled and the model has dropout."""
     model.eval()
     logits = ev.predict_logits(model, images, cfg.batch_size)
@@ -43,19 +44,32 @@ def evaluate_split(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         mc_probs = ev.mc_dropout_probs(model, images, cfg.mc_samples, cfg.batch_size, seed)
         if mc_probs is not None:
             metrics.update(ev.mc_dropout_metrics(mc_probs, labels))
-    return SplitResult(metrics, labels.cpu(), logits.softmax(dim=1).cpu(),
-                       None if mc_probs is None else mc_probs.cpu())  # fmt: skip
+    return SplitResult(
+        metrics,
+        labels.cpu(),
+        logits.softmax(dim=1).cpu(),
+        None if mc_probs is None else mc_probs.cpu(),
+    )
 
 
-def evaluate_splits(model: nn.Module, data: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                    cfg: EvaluateConfig, seed: int) -> dict[str, SplitResult]:  # fmt: skip
+def evaluate_splits(
+    model: nn.Module,
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    cfg: EvaluateConfig,
+    seed: int,
+) -> dict[str, SplitResult]:
     """`evaluate_split` for each split of data {split: (images, labels)}."""
     return {split: evaluate_split(model, *tensors, cfg, seed) for split, tensors in data.items()}
 
 
-def write_outputs(results: dict[str, SplitResult], data: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                  class_names: list[str], cfg: EvaluateConfig, plots_dir: Path,
-                  metrics_path: Path) -> None:  # fmt: skip
+def write_outputs(
+    results: dict[str, SplitResult],
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    class_names: list[str],
+    cfg: EvaluateConfig,
+    plots_dir: Path,
+    metrics_path: Path,
+) -> None:
     """Tables and figures of every split into plots_dir (replaced whole), then the metrics."""
     with atomic_dir(plots_dir) as tmp:
         for split, result in results.items():
@@ -63,33 +77,69 @@ def write_outputs(results: dict[str, SplitResult], data: dict[str, tuple[torch.T
     write_json(metrics_path, rounded({split: r.metrics for split, r in results.items()}))
 
 
-def write_split_outputs(result: SplitResult, split: str, images: torch.Tensor,
-                        class_names: list[str], cfg: EvaluateConfig, out_dir: Path) -> None:  # fmt: skip
+def write_split_outputs(
+    result: SplitResult,
+    split: str,
+    images: torch.Tensor,
+    class_names: list[str],
+    cfg: EvaluateConfig,
+    out_dir: Path,
+) -> None:
     """The CSV tables and PNG figures of one split (file names in the module docstring)."""
     labels, probs = result.labels, result.probs
     predicted = probs.argmax(dim=1)
     confusion = ev.confusion_matrix(labels, predicted, len(class_names))
-    _write_csv(out_dir / f"confusion_{split}.csv", ["actual", "predicted"],
-               [(class_names[a], class_names[p]) for a, p in zip(labels.tolist(),
-                                                                 predicted.tolist(), strict=True)])  # fmt: skip
+    _write_csv(
+        out_dir / f"confusion_{split}.csv",
+        ["actual", "predicted"],
+        [
+            (class_names[a], class_names[p])
+            for a, p in zip(labels.tolist(), predicted.tolist(), strict=True)
+        ],
+    )
     scores = ev.per_class_scores(confusion)
-    _write_csv(out_dir / f"per_class_{split}.csv", ["class", "precision", "recall", "f1", "support"],
-               [(name, *(round(float(scores[k][i]), 6) for k in ("precision", "recall", "f1")),
-                 int(scores["support"][i])) for i, name in enumerate(class_names)])  # fmt: skip
+    _write_csv(
+        out_dir / f"per_class_{split}.csv",
+        ["class", "precision", "recall", "f1", "support"],
+        [
+            (
+                name,
+                *(round(float(scores[k][i]), 6) for k in ("precision", "recall", "f1")),
+                int(scores["support"][i]),
+            )
+            for i, name in enumerate(class_names)
+        ],
+    )
     for normalize, suffix in ((False, ""), (True, "_normalized")):
-        plots.confusion_heatmap(confusion.numpy(), class_names,
-                                out_dir / f"confusion_{split}{suffix}.png", normalize,
-                                f"{split}: confusion matrix" + (" (row shares)" if normalize else ""))  # fmt: skip
-    table = {k: v.numpy() for k, v in ev.reliability_table(probs, labels, cfg.calibration_bins).items()}
-    plots.reliability_diagram(table, result.metrics["ece"], out_dir / f"reliability_{split}.png",
-                              f"{split}: reliability")  # fmt: skip
-    plots.rejection_plot(_rejection_curves(result), out_dir / f"uncertainty_{split}.png",
-                         _uncertainty_title(split, result, cfg))  # fmt: skip
+        plots.confusion_heatmap(
+            confusion.numpy(),
+            class_names,
+            out_dir / f"confusion_{split}{suffix}.png",
+            normalize,
+            f"{split}: confusion matrix" + (" (row shares)" if normalize else ""),
+        )
+    table = {
+        k: v.numpy() for k, v in ev.reliability_table(probs, labels, cfg.calibration_bins).items()
+    }
+    plots.reliability_diagram(
+        table, result.metrics["ece"], out_dir / f"reliability_{split}.png", f"{split}: reliability"
+    )
+    plots.rejection_plot(
+        _rejection_curves(result),
+        out_dir / f"uncertainty_{split}.png",
+        _uncertainty_title(split, result, cfg),
+    )
     worst = ev.most_confident_errors(probs, labels, cfg.worst_examples)
-    captions = [f"true {class_names[labels[i]]}\npred {class_names[predicted[i]]} "
-                f"({probs[i].max():.0%})" for i in worst.tolist()]  # fmt: skip
-    plots.image_grid(images[worst].cpu().numpy(), captions, out_dir / f"worst_{split}.png",
-                     f"{split}: most confidently wrong")  # fmt: skip
+    captions = [
+        f"true {class_names[labels[i]]}\npred {class_names[predicted[i]]} ({probs[i].max():.0%})"
+        for i in worst.tolist()
+    ]
+    plots.image_grid(
+        images[worst].cpu().numpy(),
+        captions,
+        out_dir / f"worst_{split}.png",
+        f"{split}: most confidently wrong",
+    )
 
 
 def _rejection_curves(result: SplitResult) -> dict[str, tuple[list[float], list[float]]]:
@@ -120,4 +170,6 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
 
 def rounded(metrics: dict[str, dict[str, float]], digits: int = 6) -> dict:
     """Round for stable, readable JSON (float noise below 1e-6 is not a change)."""
-    return {split: {k: float(np.round(v, digits)) for k, v in m.items()} for split, m in metrics.items()}
+    return {
+        split: {k: float(np.round(v, digits)) for k, v in m.items()} for split, m in metrics.items()
+    }

@@ -58,8 +58,9 @@ def build_model(config: ModelConfig, spec: InputSpec) -> nn.Module:
     else:
         norm = InputNorm(0.0, 1.0)
     if config.name == "mlp":
-        return nn.Sequential(norm, nn.Flatten(), *_mlp_layers(config, math.prod(spec.image_shape),
-                                                              spec.num_classes))  # fmt: skip
+        return nn.Sequential(
+            norm, nn.Flatten(), *_mlp_layers(config, math.prod(spec.image_shape), spec.num_classes)
+        )
     if config.name == "cnn":
         return nn.Sequential(norm, *_cnn_layers(config, spec))
     raise ValueError(f"unknown model {config.name!r}")  # ModelConfig already refuses it

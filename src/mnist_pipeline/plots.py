@@ -21,8 +21,9 @@ def _save(fig: Figure, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
 
 
-def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], path: Path,
-                      normalize: bool, title: str) -> None:  # fmt: skip
+def confusion_heatmap(
+    confusion: np.ndarray, class_names: Sequence[str], path: Path, normalize: bool, title: str
+) -> None:
     """Heatmap of confusion (C, C) (rows actual); each cell shows its count
     (and its share of the row when normalized): DVC's renderers show no numbers."""
     counts = np.asarray(confusion, dtype=np.int64)
@@ -56,10 +57,22 @@ def reliability_diagram(table: dict[str, np.ndarray], ece: float, path: Path, ti
     fig = Figure(figsize=(5.5, 6))
     ax, ax_count = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax.plot([0, 1], [0, 1], "--", color="gray", label="perfectly calibrated")
-    ax.bar(centers[filled], table["accuracy"][filled], width=1 / bins, edgecolor="black",
-           alpha=0.7, label="accuracy")  # fmt: skip
-    ax.plot(centers[filled], table["confidence"][filled], "o", color="red", ms=4,
-            label="mean confidence")  # fmt: skip
+    ax.bar(
+        centers[filled],
+        table["accuracy"][filled],
+        width=1 / bins,
+        edgecolor="black",
+        alpha=0.7,
+        label="accuracy",
+    )
+    ax.plot(
+        centers[filled],
+        table["confidence"][filled],
+        "o",
+        color="red",
+        ms=4,
+        label="mean confidence",
+    )
     ax.set_ylabel("accuracy")
     ax.set_title(f"{title} (ECE {ece:.4f})")
     ax.legend(loc="upper left")
@@ -70,8 +83,9 @@ def reliability_diagram(table: dict[str, np.ndarray], ece: float, path: Path, ti
     _save(fig, path)
 
 
-def rejection_plot(curves: dict[str, tuple[list[float], list[float]]], path: Path,
-                   title: str) -> None:  # fmt: skip
+def rejection_plot(
+    curves: dict[str, tuple[list[float], list[float]]], path: Path, title: str
+) -> None:
     """Accuracy of the kept samples against the fraction rejected as most uncertain."""
     fig = Figure(figsize=(6, 4.5))
     ax = fig.add_subplot()

@@ -36,7 +36,7 @@ class FitResult:
 def run_info(device: torch.device) -> dict:
     """What a rerun must match to reproduce the numbers bit for bit."""
     return {
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-loadable
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
@@ -51,10 +51,13 @@ def dvclive_logger(live) -> Callable[[EpochLog], None]:
             if name != "epoch":
                 live.log_metric(name, value)
         live.next_step()
-        print(f"epoch {log['epoch']:>3}: train loss {log['train/loss']:.4f} "
-              f"acc {log['train/accuracy']:.4f} | valid loss {log['valid/loss']:.4f} "
-              f"acc {log['valid/accuracy']:.4f} | lr {log['lr']:.3g} | "
-              f"{log['epoch_seconds']:.2f} s", flush=True)  # fmt: skip
+        print(
+            f"epoch {log['epoch']:>3}: train loss {log['train/loss']:.4f} "
+            f"acc {log['train/accuracy']:.4f} | valid loss {log['valid/loss']:.4f} "
+            f"acc {log['valid/accuracy']:.4f} | lr {log['lr']:.3g} | "
+            f"{log['epoch_seconds']:.2f} s",
+            flush=True,
+        )
 
     return log_epoch
 
@@ -68,9 +71,11 @@ def resolve_device(name: str) -> torch.device:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(name.partition(":")[2] or 0)
         if index >= count:
-            raise PipelineError(f"train.device: {name!r} asked for, but this machine has "
-                                f"{count} CUDA device(s); allowed: auto, cpu" +
-                                "".join(f", cuda:{i}" for i in range(count)))  # fmt: skip
+            raise PipelineError(
+                f"train.device: {name!r} asked for, but this machine has "
+                f"{count} CUDA device(s); allowed: auto, cpu"
+                + "".join(f", cuda:{i}" for i in range(count))
+            )
     if name == "mps" and not mps_ok:
         raise PipelineError("train.device: 'mps' asked for, but MPS is not available here")
     return torch.device(name)
@@ -90,18 +95,26 @@ def configure_torch(seed: int, threads: int, device: torch.device) -> None:
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = model.parameters()
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)  # fmt: skip
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
     optimizer_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     return optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:  # fmt: skip
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     """A per-step schedule (None for constant) over epochs * steps_per_epoch steps."""
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=total_steps
+        )
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     if cfg.schedule == "step":
@@ -123,9 +136,16 @@ def batch_starts(num_rows: int, batch_size: int) -> range:
     return range(0, usable_rows, batch_size)
 
 
-def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-                    images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
-                    generator: torch.Generator, progress: tqdm | None = None) -> EpochLog:  # fmt: skip
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    progress: tqdm | None = None,
+) -> EpochLog:
     """One pass over (images (N, H, W) uint8, labels (N,) int64) in a seeded random order."""
     model.train()
     order = torch.randperm(len(labels), generator=generator).to(labels.device)
@@ -152,8 +172,13 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
 
 
 @torch.inference_mode()
-def evaluate_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                  batch_size: int, precision: str = "fp32") -> EpochLog:  # fmt: skip
+def evaluate_loss(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    precision: str = "fp32",
+) -> EpochLog:
     """Mean cross-entropy (no label smoothing) and accuracy, in eval mode."""
     model.eval()
     loss_sum = torch.zeros((), device=labels.device)
@@ -167,9 +192,14 @@ def evaluate_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return {"loss": loss_sum.item() / len(labels), "accuracy": correct.item() / len(labels)}
 
 
-def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
-        valid: tuple[torch.Tensor, torch.Tensor], cfg: TrainConfig, seed: int,
-        log_epoch: Callable[[EpochLog], None] = lambda log: None) -> FitResult:  # fmt: skip
+def fit(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    valid: tuple[torch.Tensor, torch.Tensor],
+    cfg: TrainConfig,
+    seed: int,
+    log_epoch: Callable[[EpochLog], None] = lambda log: None,
+) -> FitResult:
     """Train `model` in place (its device holds the data); returns the per-epoch history.
 
     With early stopping, training ends after `early_stopping_patience` epochs
@@ -184,24 +214,38 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
     for epoch in range(1, cfg.epochs + 1):
         started_s = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                  leave=False, disable=None) as progress:  # fmt: skip
-            train_log = train_one_epoch(step_model, optimizer, scheduler, *train, cfg,
-                                        generator, progress)  # fmt: skip
+        with tqdm(
+            total=steps_per_epoch,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            unit="batch",
+            leave=False,
+            disable=None,
+        ) as progress:
+            train_log = train_one_epoch(
+                step_model, optimizer, scheduler, *train, cfg, generator, progress
+            )
         valid_log = evaluate_loss(step_model, *valid, max(cfg.batch_size, 1024), cfg.precision)
-        log = {"epoch": epoch, "lr": lr, "epoch_seconds": time.perf_counter() - started_s,
-               **{f"train/{k}": v for k, v in train_log.items()},
-               **{f"valid/{k}": v for k, v in valid_log.items()}}  # fmt: skip
+        log = {
+            "epoch": epoch,
+            "lr": lr,
+            "epoch_seconds": time.perf_counter() - started_s,
+            **{f"train/{k}": v for k, v in train_log.items()},
+            **{f"valid/{k}": v for k, v in valid_log.items()},
+        }
         if not math.isfinite(train_log["loss"]):
-            raise PipelineError(f"training diverged: train loss is {train_log['loss']} in epoch "
-                                f"{epoch}; lower train.lr (now {cfg.lr})")  # fmt: skip
+            raise PipelineError(
+                f"training diverged: train loss is {train_log['loss']} in epoch "
+                f"{epoch}; lower train.lr (now {cfg.lr})"
+            )
         result.history.append(log)
         log_epoch(log)
         if valid_log["loss"] < best_loss:
             best_loss, result.best_epoch = valid_log["loss"], epoch
             if cfg.early_stopping_patience:
                 best_state = copy.deepcopy(model.state_dict())
-        elif cfg.early_stopping_patience and epoch - result.best_epoch >= cfg.early_stopping_patience:
+        elif (
+            cfg.early_stopping_patience and epoch - result.best_epoch >= cfg.early_stopping_patience
+        ):
             result.stopped_early = True
             break
     if best_state is not None:

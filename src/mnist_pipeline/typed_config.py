@@ -71,8 +71,14 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, key)
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for inner in options:  # the first type that accepts the value wins
+            try:
+                return _convert(inner, value, key)
+            except PipelineError as exc:
+                errors.append(str(exc).removeprefix(f"{key}: "))
+        raise PipelineError(f"{key}: {' or '.join(errors)}")
     if origin is Literal:
         if value not in args:
             allowed = ", ".join(map(str, args))
