@@ -10,7 +10,7 @@ from mnist_pipeline.checkpoint import save_checkpoint
 from mnist_pipeline.cli import run_stage, stage_parser
 from mnist_pipeline.config import load_params
 from mnist_pipeline.models import build_model, count_parameters, input_spec_from_manifest
-from mnist_pipeline.shards import load_split, read_manifest
+from mnist_pipeline.shards import load_splits, read_manifest
 from mnist_pipeline.training import configure_torch, dvclive_logger, fit, resolve_device, run_info
 
 parser = stage_parser(__doc__)
@@ -24,17 +24,18 @@ def main(args) -> None:
     device = resolve_device(params.train.device)  # before any work: a missing GPU fails fast
     configure_torch(params.seed, params.train.threads, device)
     manifest = read_manifest(args.data)
-    train = [t.to(device) for t in load_split(args.data, "train")]
-    valid = [t.to(device) for t in load_split(args.data, "valid")]
+    data = load_splits(args.data, ("train", "valid"))
     spec = input_spec_from_manifest(manifest)
     model = build_model(params.model, spec).to(device)
     print(
         f"train: {params.model.name} with {count_parameters(model):,} parameters on {device}, "
-        f"{len(train[1]):,} train / {len(valid[1]):,} valid images"
+        f"{len(data['train'][1]):,} train / {len(data['valid'][1]):,} valid images"
     )
     started_s = time.perf_counter()
     with Live(str(args.live), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        result = fit(model, train, valid, params.train, params.seed, dvclive_logger(live))
+        result = fit(
+            model, data["train"], data["valid"], params.train, params.seed, dvclive_logger(live)
+        )
         live.summary.update(
             best_epoch=result.best_epoch, train_seconds=time.perf_counter() - started_s
         )

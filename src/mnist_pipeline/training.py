@@ -200,11 +200,14 @@ def fit(
     seed: int,
     log_epoch: Callable[[EpochLog], None] = lambda log: None,
 ) -> FitResult:
-    """Train `model` in place (its device holds the data); returns the per-epoch history.
+    """Train `model` in place; returns the per-epoch history. The data (uint8 images,
+    int64 labels) moves to the model's device once, here, and stays there.
 
     With early stopping, training ends after `early_stopping_patience` epochs
     without a lower validation loss and the model gets the best epoch's weights.
     """
+    device = next(model.parameters()).device
+    train, valid = [tuple(t.to(device) for t in split) for split in (train, valid)]
     step_model = torch.compile(model) if cfg.compile else model
     steps_per_epoch = len(batch_starts(len(train[1]), cfg.batch_size))
     optimizer = make_optimizer(model, cfg)
