@@ -6,6 +6,7 @@ from pathlib import Path
 from mnist_pipeline.checkpoint import load_checkpoint
 from mnist_pipeline.cli import run_stage, stage_parser
 from mnist_pipeline.config import load_params
+from mnist_pipeline.devices import resolve_device
 from mnist_pipeline.evaluation_report import evaluate_splits, write_outputs
 from mnist_pipeline.shards import load_splits
 
@@ -18,7 +19,9 @@ parser.add_argument("--plots", required=True, type=Path, help="directory for tab
 
 def main(args) -> None:
     params = load_params(args.params)
-    model, checkpoint = load_checkpoint(args.model)
+    model, checkpoint = load_checkpoint(
+        args.model, resolve_device(params.evaluate.device, "evaluate.device")
+    )
     data = load_splits(args.data, ("valid", "test"))
     results = evaluate_splits(model, data, params.evaluate, params.seed)
     if params.evaluate.mc_samples > 0 and results["test"].mc_probs is None:

@@ -9,9 +9,10 @@ from dvclive import Live
 from mnist_pipeline.checkpoint import save_checkpoint
 from mnist_pipeline.cli import run_stage, stage_parser
 from mnist_pipeline.config import load_params
+from mnist_pipeline.devices import configure_torch, resolve_device, run_info
 from mnist_pipeline.models import build_model, count_parameters, input_spec_from_manifest
 from mnist_pipeline.shards import load_splits, read_manifest
-from mnist_pipeline.training import configure_torch, dvclive_logger, fit, resolve_device, run_info
+from mnist_pipeline.training import dvclive_logger, fit
 
 parser = stage_parser(__doc__)
 parser.add_argument("--data", required=True, type=Path, help="prepared data directory")

@@ -18,6 +18,12 @@ DatasetName = Literal["mnist", "fashion-mnist"]
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
+def check_device(device: str) -> None:
+    allowed = "auto, cpu, cuda, cuda:N, mps"
+    ok = DEVICE_PATTERN.fullmatch(device) is not None
+    check(ok, "device", f"{device!r} is not one of: {allowed}")
+
+
 @dataclass(frozen=True)
 class FetchConfig:
     dataset: DatasetName = "mnist"
@@ -89,11 +95,7 @@ class TrainConfig:
     threads: int = 0  # intra-op CPU threads; 0 keeps torch's default
 
     def __post_init__(self) -> None:
-        check(
-            DEVICE_PATTERN.fullmatch(self.device) is not None,
-            "device",
-            f"{self.device!r} is not one of: auto, cpu, cuda, cuda:N, mps",
-        )
+        check_device(self.device)
         check(self.epochs >= 1, "epochs", "must be >= 1")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
@@ -111,12 +113,14 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     batch_size: int = 1000
     mc_samples: int = 0  # Monte-Carlo dropout passes; 0 disables
     calibration_bins: int = 15
     worst_examples: int = 16  # most confidently wrong test images shown in a grid
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.mc_samples >= 0, "mc_samples", "must be >= 0")
         check(self.mc_samples != 1, "mc_samples", "1 pass has no spread; use 0 or >= 2")

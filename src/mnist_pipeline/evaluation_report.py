@@ -1,7 +1,8 @@
 """Evaluate a model on each split and write what reviewers read and DVC diffs.
 
 Outputs (under the directory the stage is given):
-    confusion_<split>.csv          actual,predicted per sample (DVC `confusion` template)
+    confusion_test.csv             actual,predicted per test sample (DVC `confusion` template;
+                                   test only: it grows with the split and lives in git)
     per_class_<split>.csv          precision, recall, F1, support per class
     confusion_<split>.png          counts heatmap; confusion_<split>_normalized.png row shares
     reliability_<split>.png        reliability diagram
@@ -23,6 +24,8 @@ from . import plots
 from .config import EvaluateConfig
 from .fileio import atomic_dir, atomic_file, write_json
 
+CONFUSION_DATA_SPLITS = ("test",)
+
 
 @dataclass
 class SplitResult:
@@ -37,6 +40,8 @@ def evaluate_split(
 ) -> SplitResult:
     """All metrics of one split; MC dropout ones only when enabled and the model has dropout."""
     model.eval()
+    device = next(model.parameters()).device
+    images, labels = images.to(device), labels.to(device)
     logits = ev.predict_logits(model, images, cfg.batch_size)
     metrics = ev.classification_metrics(logits, labels, cfg.calibration_bins)
     mc_probs = None
@@ -86,43 +91,47 @@ def write_split_outputs(
     out_dir: Path,
 ) -> None:
     """The CSV tables and PNG figures of one split (file names in the module docstring)."""
-    labels, probs = result.labels, result.probs
-    predicted = probs.argmax(dim=1)
-    confusion = ev.confusion_matrix(labels, predicted, len(class_names))
-    _write_csv(
-        out_dir / f"confusion_{split}.csv",
-        ["actual", "predicted"],
-        [
-            (class_names[a], class_names[p])
-            for a, p in zip(labels.tolist(), predicted.tolist(), strict=True)
-        ],
-    )
+    predicted = result.probs.argmax(dim=1)
+    confusion = ev.confusion_matrix(result.labels, predicted, len(class_names))
+    if split in CONFUSION_DATA_SPLITS:
+        pairs = zip(result.labels.tolist(), predicted.tolist(), strict=True)
+        rows = [(class_names[actual], class_names[guess]) for actual, guess in pairs]
+        _write_csv(out_dir / f"confusion_{split}.csv", ["actual", "predicted"], rows)
     scores = ev.per_class_scores(confusion)
+    rows = [
+        (
+            name,
+            *(round(float(scores[k][i]), 6) for k in ("precision", "recall", "f1")),
+            int(scores["support"][i]),
+        )
+        for i, name in enumerate(class_names)
+    ]
     _write_csv(
-        out_dir / f"per_class_{split}.csv",
-        ["class", "precision", "recall", "f1", "support"],
-        [
-            (
-                name,
-                *(round(float(scores[k][i]), 6) for k in ("precision", "recall", "f1")),
-                int(scores["support"][i]),
-            )
-            for i, name in enumerate(class_names)
-        ],
+        out_dir / f"per_class_{split}.csv", ["class", "precision", "recall", "f1", "support"], rows
     )
     for normalize, suffix in ((False, ""), (True, "_normalized")):
-        plots.confusion_heatmap(
-            confusion.numpy(),
-            class_names,
-            out_dir / f"confusion_{split}{suffix}.png",
-            normalize,
-            f"{split}: confusion matrix" + (" (row shares)" if normalize else ""),
-        )
-    table = {
-        k: v.numpy() for k, v in ev.reliability_table(probs, labels, cfg.calibration_bins).items()
-    }
+        title = f"{split}: confusion matrix" + (" (row shares)" if normalize else "")
+        path = out_dir / f"confusion_{split}{suffix}.png"
+        plots.confusion_heatmap(confusion.numpy(), class_names, path, normalize, title)
+    _write_uncertainty_figures(result, split, images, class_names, cfg, out_dir)
+
+
+def _write_uncertainty_figures(
+    result: SplitResult,
+    split: str,
+    images: torch.Tensor,
+    class_names: list[str],
+    cfg: EvaluateConfig,
+    out_dir: Path,
+) -> None:
+    """Reliability diagram, rejection curve and the most confidently wrong images."""
+    labels, probs = result.labels, result.probs
+    table = ev.reliability_table(probs, labels, cfg.calibration_bins)
     plots.reliability_diagram(
-        table, result.metrics["ece"], out_dir / f"reliability_{split}.png", f"{split}: reliability"
+        {k: v.numpy() for k, v in table.items()},
+        result.metrics["ece"],
+        out_dir / f"reliability_{split}.png",
+        f"{split}: reliability",
     )
     plots.rejection_plot(
         _rejection_curves(result),
@@ -130,8 +139,9 @@ def write_split_outputs(
         _uncertainty_title(split, result, cfg),
     )
     worst = ev.most_confident_errors(probs, labels, cfg.worst_examples)
+    predicted = probs.argmax(dim=1)
     captions = [
-        f"true {class_names[labels[i]]}\npred {class_names[predicted[i]]} ({probs[i].max():.0%})"
+        f"true {class_names[labels[i]]}\npred {class_names[predicted[i]]} ({probs[i].max():.2%})"
         for i in worst.tolist()
     ]
     plots.image_grid(

@@ -27,6 +27,7 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; outputs get the usual mode
         yield tmp
         if dest.is_dir() and not dest.is_symlink():
             shutil.rmtree(dest)
@@ -47,10 +48,17 @@ def atomic_file(dest: Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes it private; outputs get the usual mode
         yield tmp
         tmp.replace(dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    current = os.umask(0)  # the only way to read it is to set it
+    os.umask(current)
+    return current
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -7,10 +7,8 @@ loop never synchronizes with the device inside an epoch (losses accumulate
 on the device and are read once at its end).
 """
 
-import contextlib
 import copy
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import TrainConfig
+from .devices import autocast
 from .errors import PipelineError
 
 EpochLog = dict[str, float]
@@ -31,16 +30,6 @@ class FitResult:
     history: list[EpochLog] = field(default_factory=list)
     best_epoch: int = 0  # 1-based epoch whose weights the model holds at the end
     stopped_early: bool = False
-
-
-def run_info(device: torch.device) -> dict:
-    """What a rerun must match to reproduce the numbers bit for bit."""
-    return {
-        "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-loadable
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(),
-    }
 
 
 def dvclive_logger(live) -> Callable[[EpochLog], None]:
@@ -60,36 +49,6 @@ def dvclive_logger(live) -> Callable[[EpochLog], None]:
         )
 
     return log_epoch
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA, then MPS, then CPU; an explicit device must exist."""
-    mps_ok = torch.backends.mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
-    if name.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(name.partition(":")[2] or 0)
-        if index >= count:
-            raise PipelineError(
-                f"train.device: {name!r} asked for, but this machine has "
-                f"{count} CUDA device(s); allowed: auto, cpu"
-                + "".join(f", cuda:{i}" for i in range(count))
-            )
-    if name == "mps" and not mps_ok:
-        raise PipelineError("train.device: 'mps' asked for, but MPS is not available here")
-    return torch.device(name)
-
-
-def configure_torch(seed: int, threads: int, device: torch.device) -> None:
-    """Seed every generator and make kernels deterministic (bit-identical CPU reruns)."""
-    if device.type == "cuda":
-        # cuBLAS needs this before its first use to be deterministic.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    if threads > 0:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)  # also seeds CUDA and MPS
-    torch.use_deterministic_algorithms(True)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -121,12 +80,6 @@ def make_scheduler(
         step_size = cfg.step_epochs * steps_per_epoch
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=cfg.gamma)
     return None
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def batch_starts(num_rows: int, batch_size: int) -> range:

@@ -1,0 +1,58 @@
+"""Where and how torch runs: device choice, seeding, determinism, precision.
+
+Nothing here changes silently with the machine: `auto` is the only setting that
+picks a device, and an explicit device that is missing is an error.
+"""
+
+import contextlib
+import os
+
+import torch
+
+from .errors import PipelineError
+
+
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """`auto` picks CUDA, then MPS, then CPU; an explicit device must exist."""
+    mps_ok = torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            raise PipelineError(
+                f"{key}: {name!r} asked for, but this machine has "
+                f"{count} CUDA device(s); allowed: auto, cpu"
+                + "".join(f", cuda:{i}" for i in range(count))
+            )
+    if name == "mps" and not mps_ok:
+        raise PipelineError(f"{key}: 'mps' asked for, but MPS is not available here")
+    return torch.device(name)
+
+
+def configure_torch(seed: int, threads: int, device: torch.device) -> None:
+    """Seed every generator and make kernels deterministic (bit-identical CPU reruns)."""
+    if device.type == "cuda":
+        # cuBLAS needs this before its first use to be deterministic.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)  # also seeds CUDA and MPS
+    torch.use_deterministic_algorithms(True)
+
+
+def run_info(device: torch.device) -> dict:
+    """What a rerun must match to reproduce the numbers bit for bit."""
+    return {
+        "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-loadable
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+    }
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
