@@ -1,0 +1,129 @@
+"""The train and evaluate stage scripts on a tiny prepared data set: they round-trip,
+and bad input ends in one stderr line, a non-zero exit and no output."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_pipeline import shards, synthetic
+from mnist_pipeline.checkpoint import load_checkpoint
+from mnist_pipeline.parsers import read_raw
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = """
+seed: 3
+model: {name: mlp, hidden_sizes: [16], dropout: 0.2}
+train: {device: cpu, epochs: 2, batch_size: 50, threads: 1, optimizer: adamw, lr: 0.003}
+evaluate: {device: cpu, mc_samples: 3, worst_examples: 4}
+"""
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    splits = synthetic.make_splits((300, 60, 60), seed=11)
+    synthetic.write_raw_dir(root / "raw", "pickle", splits)
+    parsed, description = read_raw(root / "raw")
+    shards.write_prepared(parsed, description["class_names"], "mnist", 100, root / "prepared")
+    return root / "prepared"
+
+
+def _stage(name, tmp_path, params_text, *args):
+    params = tmp_path / "params.yaml"
+    params.write_text(params_text)
+    argv = [sys.executable, str(REPO / "stages" / f"{name}.py"), "--params", str(params), *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def _train(tmp_path, prepared, params_text=PARAMS):
+    model, live = tmp_path / "models" / "model.pt", tmp_path / "metrics" / "train"
+    args = ["--data", str(prepared), "--model", str(model), "--live", str(live)]
+    return _stage("train", tmp_path, params_text, *args), model, live
+
+
+def _evaluate(tmp_path, prepared, model, params_text=PARAMS):
+    metrics, plots = tmp_path / "metrics" / "evaluate.json", tmp_path / "metrics" / "evaluate"
+    args = ["--data", str(prepared), "--model", str(model), "--metrics", str(metrics),
+            "--plots", str(plots)]  # fmt: skip
+    return _stage("evaluate", tmp_path, params_text, *args), metrics, plots
+
+
+def test_train_then_evaluate_round_trip(tmp_path, prepared):
+    result, model, live = _train(tmp_path, prepared)
+    assert result.returncode == 0, result.stderr
+    assert "valid loss" in result.stdout  # printed each epoch, as the tutorial does
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary["step"] == 1 and "valid" in summary and summary["best_epoch"] == 2
+    assert (live / "plots" / "metrics" / "valid" / "loss.tsv").read_text().count("\n") == 3
+    _, payload = load_checkpoint(model)
+    assert payload["run"]["epochs_run"] == 2 and payload["run"]["threads"] == 1
+    assert payload["params"]["train"]["epochs"] == 2
+
+    result, metrics, plots = _evaluate(tmp_path, prepared, model)
+    assert result.returncode == 0, result.stderr
+    values = json.loads(metrics.read_text())
+    assert set(values) == {"valid", "test"}
+    assert {"accuracy", "macro_f1", "top2_accuracy", "ece", "brier", "mc_accuracy",
+            "mc_mutual_info_mean"} <= set(values["test"])  # fmt: skip
+    assert all(isinstance(v, float) for split in values.values() for v in split.values())
+    figures = ["confusion_{}.png", "confusion_{}_normalized.png", "reliability_{}.png",
+               "uncertainty_{}.png", "worst_{}.png"]  # fmt: skip
+    expected = ["confusion_test.csv", "per_class_test.csv", "per_class_valid.csv"]
+    expected += [name.format(split) for name in figures for split in ("test", "valid")]
+    assert sorted(p.name for p in plots.iterdir()) == sorted(expected)
+
+
+def test_evaluate_without_dropout_says_so(tmp_path, prepared):
+    no_dropout = PARAMS.replace("dropout: 0.2", "dropout: 0.0")
+    _, model, _ = _train(tmp_path, prepared, no_dropout)
+    result, metrics, _ = _evaluate(tmp_path, prepared, model, no_dropout)
+    assert result.returncode == 0, result.stderr
+    assert "no dropout" in result.stdout
+    assert not any(k.startswith("mc_") for k in json.loads(metrics.read_text())["test"])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("lr: 0.003", "lr: -1"), "train.lr: must be > 0"),
+        (("device: cpu, epochs", "device: cuda:7, epochs"), "train.device: 'cuda:7' asked for"),
+        (("name: mlp", "name: resnet"), "model.name: 'resnet' is not one of: mlp, cnn"),
+        (("batch_size: 50", "batch_size: 0"), "train.batch_size: must be >= 1"),
+        (("dropout: 0.2", "dropout: 1.5"), "model.dropout: must be in [0, 1)"),
+        (("optimizer: adamw", "optimizer: lbfgs"), "train.optimizer: 'lbfgs' is not one of"),
+    ],
+)
+def test_bad_train_params_fail_fast_with_one_line(tmp_path, prepared, change, message):
+    result, model, live = _train(tmp_path, prepared, PARAMS.replace(*change))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not model.parent.exists() and not live.exists()
+
+
+def test_corrupt_shard_fails_train_with_one_line(tmp_path, prepared):
+    broken = tmp_path / "prepared"
+    subprocess.run(["cp", "-r", str(prepared), str(broken)], check=True)
+    shard = next((broken / "train").glob("shard-*.pt"))
+    shard.write_bytes(shard.read_bytes()[:-10])
+    result, model, _ = _train(tmp_path, broken)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "dvc repro prepare" in result.stderr and not model.exists()
+
+
+def test_mismatched_or_corrupt_checkpoint_fails_evaluate(tmp_path, prepared):
+    _, model, _ = _train(tmp_path, prepared)
+    payload = torch.load(model, weights_only=True)
+    payload["model_config"]["hidden_sizes"] = [8]
+    torch.save(payload, model)
+    result, metrics, plots = _evaluate(tmp_path, prepared, model)
+    assert result.returncode == 1 and "weights do not match the model config" in result.stderr
+    assert result.stderr.count("\n") == 1 and not metrics.exists() and not plots.exists()
+    model.write_bytes(b"garbage")
+    result, _, _ = _evaluate(tmp_path, prepared, model)
+    assert result.returncode == 1 and "not a readable checkpoint" in result.stderr
