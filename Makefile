@@ -36,8 +36,11 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
+# A Markdown comparison of the workspace against REV (default HEAD) for a pull request.
 report: $(STAMP)
-	$(BIN)/python stages/report.py --rev $(or $(REV),HEAD) --out report.md
+	$(BIN)/python scripts/report.py --rev $(or $(REV),HEAD) --params params.yaml \
+	  --metrics metrics/evaluate.json metrics/train/metrics.json \
+	  --figures metrics/evaluate --out report.md
 
 # Re-pin the whole environment from what .venv holds now.
 lock: $(STAMP)

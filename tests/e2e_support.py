@@ -4,8 +4,10 @@ fed by synthetic data, driven through the real `dvc` command line."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -100,3 +102,118 @@ def stages_run(output: str) -> list[str]:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+# Helpers for tests/test_workflows_e2e.py: a local data source, commits, the exp queue.
+
+
+def write_local_source(folder: Path, rows: tuple[int, int, int], seed: int) -> dict:
+    """Synthetic mnist.pkl.gz in `folder`; returns the `fetch` params that read it.
+
+    Give a folder outside the repository: queued experiments run in a copy that holds
+    only git-tracked files, and a fresh clone has no untracked ones either.
+    """
+    from mnist_pipeline.datasets import PICKLE_FILE
+    from mnist_pipeline.fileio import file_digest
+    from mnist_pipeline.synthetic import make_splits, write_pickle
+
+    path = Path(folder).resolve() / PICKLE_FILE
+    write_pickle(path, make_splits(rows, seed))
+    return {"source": str(path), "checksums": {PICKLE_FILE: file_digest(path, "md5")}}
+
+
+def copy_into(repo: Path, *names: str) -> None:
+    """Copy more files of this repository (beyond PIPELINE_FILES) into the copy."""
+    for name in names:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, repo / name)
+
+
+def commit_all(repo: Path, message: str) -> None:
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-q", "--allow-empty", "-m", message)
+
+
+QUEUE_ACTIVE = ("Queued", "Running")
+
+
+def queue_tasks(repo: Path) -> dict[str, str]:
+    """Experiment name -> status, from `dvc queue status` (task, name, created, status)."""
+    lines = run(repo, "dvc", "queue", "status").stdout.splitlines()
+    rows = [line.split() for line in lines[1:] if line.strip()]
+    return {row[1]: row[-1] for row in rows if len(row) >= 4 and row[0] != "Worker"}
+
+
+def wait_for_queue(repo: Path, timeout_s: float, poll_s: float = 3.0) -> dict[str, str]:
+    """Poll until no task is queued or running (`dvc queue start` returns at once and
+    its workers run in the background); returns the final statuses."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        tasks = queue_tasks(repo)
+        if not any(status in QUEUE_ACTIVE for status in tasks.values()):
+            return tasks
+        if time.monotonic() > deadline:
+            raise AssertionError(f"queue still busy after {timeout_s:.0f} s: {tasks}")
+        time.sleep(poll_s)
+
+
+def stop_queue_workers(repo: Path) -> None:
+    """Stop the copy's queue workers, and kill any that outlive that, by their pid files.
+
+    Only a process whose cmdline is a dvc queue worker and whose working directory is
+    this copy is killed, so a stale pid file can never hit an unrelated process.
+    """
+    run(repo, "dvc", "queue", "stop", "--kill", check=False)
+    deadline = time.monotonic() + 10
+    for pid_file in (repo / ".dvc/tmp/exps/celery").glob("*.pid"):
+        pid = int(pid_file.read_text().split()[0])
+        while _is_our_worker(pid, repo) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _is_our_worker(pid, repo):
+            # Its group holds the experiment it runs; never our own group, though.
+            group = os.getpgid(pid)
+            if group != os.getpgrp():
+                os.killpg(group, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+
+
+def _is_our_worker(pid: int, repo: Path) -> bool:
+    proc = Path(f"/proc/{pid}")
+    try:
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        cwd = Path(os.readlink(proc / "cwd")).resolve()
+    except OSError:  # gone, or not ours to read
+        return False
+    return "queue-worker" in cmdline and cwd == Path(repo).resolve()
+
+
+def head_experiments(repo: Path) -> dict[str, tuple[dict, dict]]:
+    """name -> (params.yaml data, {metrics path: data}) of HEAD's experiments."""
+    shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
+    head = run(repo, "git", "rev-parse", "HEAD").stdout.strip()
+    baseline = next(row for row in shown if row["rev"] == head)
+    found = {}
+    for exp in baseline.get("experiments") or []:
+        data = exp["revs"][0]["data"]
+        metrics = {path: entry["data"] for path, entry in data["metrics"].items()}
+        found[exp["name"]] = (data["params"]["params.yaml"]["data"], metrics)
+    return found
+
+
+def changed_leaves(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
+    """Dotted name -> (old, new) for every leaf that differs between two nested dicts."""
+    changed = {}
+    for key in old.keys() | new.keys():
+        a, b, name = old.get(key), new.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed.update(changed_leaves(a, b, f"{name}."))
+        elif a != b:
+            changed[name] = (a, b)
+    return changed
+
+
+def lock_out_md5(repo: Path, stage: str, path: str) -> str:
+    """The md5 that dvc.lock records for one output of `stage`."""
+    outs = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]["outs"]
+    return next(out["md5"] for out in outs if out["path"] == path)

@@ -30,9 +30,17 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
     assert payload["class_names"] == NAMES
     assert payload["model_config"]["conv_channels"] == [4, 8]
     assert payload["params"]["model"]["name"] == "cnn"
+    assert set(payload["params"]) == {"seed", "model", "train"}  # no fetch/evaluate params
     assert payload["run"]["torch_version"] == torch.__version__
     assert not loaded.training
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary left behind
+
+
+def test_same_weights_give_the_same_bytes_whatever_the_file_name(tmp_path):
+    config = ModelConfig(hidden_sizes=(8,))
+    _save(tmp_path / "a.pt", config)
+    _save(tmp_path / "b.pt", config)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
 
 
 def test_weights_that_do_not_match_the_config_are_refused(tmp_path):

@@ -8,11 +8,12 @@ can read it back without executing code. Layout (all keys required):
     model_config:   ModelConfig as a dict
     input_spec:     InputSpec as a dict (image shape, classes, pixel mean/std)
     class_names:    list of class names, index = label
-    params:         the whole validated params.yaml used for training
+    params:         the params training depended on (seed, model, train sections)
     run:            torch version, device, threads, epochs run, seconds
 """
 
 import dataclasses
+import io
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .models import InputSpec, build_model
 from .typed_config import parse
 
 FORMAT_VERSION = 1
+TRAIN_PARAMS = ("seed", "model", "train")  # the params sections of the train stage
 KEYS = (
     "format_version",
     "state_dict",
@@ -54,11 +56,17 @@ def save_checkpoint(
         "model_config": to_dict(model_config),
         "input_spec": {**dataclasses.asdict(spec), "image_shape": list(spec.image_shape)},
         "class_names": list(class_names),
-        "params": to_dict(params),
+        # Only what train depends on: the file's bytes must not change with fetch or
+        # evaluate params, or DVC would re-run evaluate for nothing.
+        "params": {k: v for k, v in to_dict(params).items() if k in TRAIN_PARAMS},
         "run": run,
     }
+    # Saved to memory first: given a path, torch names the archive's inner folder after
+    # the (temporary) file name, and the same weights must give the same bytes for DVC.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     with atomic_file(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:

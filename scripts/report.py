@@ -1,0 +1,108 @@
+"""Write a Markdown review report: the workspace's metrics, params and figures against a
+git revision (default HEAD), ready to paste into a pull request.
+
+Example (what `make report` runs):
+  python scripts/report.py --rev HEAD --params params.yaml \
+      --metrics metrics/evaluate.json metrics/train/metrics.json \
+      --figures metrics/evaluate --out report.md
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_pipeline.cli import run_stage, stage_parser
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.fileio import atomic_file
+from mnist_pipeline.report import build_report
+
+parser = stage_parser(__doc__.split("\n\n")[0])
+parser.add_argument("--rev", default="HEAD", help="git revision to compare against (%(default)s)")
+parser.add_argument(
+    "--metrics", required=True, nargs="+", type=Path, help="metrics JSON files to compare"
+)
+parser.add_argument(
+    "--figures", type=Path, action="append", default=[], help="directory of PNG figures to link"
+)
+parser.add_argument("--out", type=Path, help="Markdown file to write (default: stdout)")
+
+
+def git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+
+
+def describe(rev: str) -> str:
+    """The short sha and subject of the commit `rev` names; fails on an unknown revision."""
+    if git("rev-parse", "--git-dir").returncode != 0:
+        raise PipelineError("not inside a git repository; run the report from the repository")
+    if rev.startswith("-"):  # git would read it as an option
+        raise PipelineError(f"--rev {rev}: a revision cannot start with '-'")
+    shown = git("log", "-1", "--format=%h %s", f"{rev}^{{commit}}", "--")
+    if shown.returncode != 0:
+        raise PipelineError(f"--rev {rev}: not a git revision in this repository")
+    return shown.stdout.strip()
+
+
+def text_at(rev: str, path: Path) -> str | None:
+    """The file's text at `rev`, or None if it did not exist there. `./` makes the path
+    relative to the current directory, as the user typed it, not to the git root."""
+    shown = git("show", f"{rev}:./{path.as_posix()}")
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def read_workspace(path: Path) -> str:
+    if not path.is_file():
+        raise PipelineError(f"{path}: no such file in the workspace (run `dvc repro` first?)")
+    return path.read_text()
+
+
+def parse(text: str, path: Path) -> Any:
+    try:
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise PipelineError(f"{path}: not valid {path.suffix[1:]}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def parse_at(rev: str, path: Path) -> Any:
+    text = text_at(rev, path)
+    return None if text is None else parse(text, path)
+
+
+def figure_links(folders: list[Path], out: Path | None) -> list[str]:
+    """The PNGs in `folders`, as paths relative to the report's own directory, so the
+    links work wherever --out puts it."""
+    for folder in folders:
+        if not folder.is_dir():
+            raise PipelineError(f"{folder}: no such directory in the workspace")
+    base = out.parent if out is not None else Path()
+    pngs = [p for folder in folders for p in sorted(folder.glob("*.png"))]
+    return [Path(os.path.relpath(p, base)).as_posix() for p in pngs]
+
+
+def main(args) -> None:
+    title = describe(args.rev)
+    params_path = Path(args.params)
+    new_params = parse(read_workspace(params_path), params_path)
+    new_metrics = {p.as_posix(): parse(read_workspace(p), p) for p in args.metrics}
+    old_metrics = {p.as_posix(): parse_at(args.rev, p) for p in args.metrics}
+    params = (params_path.as_posix(), parse_at(args.rev, params_path), new_params)
+    figures = figure_links(args.figures, args.out)
+    report = build_report(args.rev, title, params, old_metrics, new_metrics, figures)
+    if args.out is None:
+        sys.stdout.write(report)
+        return
+    with atomic_file(args.out) as tmp:
+        tmp.write_text(report)
+    print(f"report: wrote {args.out} (workspace against {args.rev}: {title})")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main, parser))

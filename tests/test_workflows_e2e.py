@@ -1,0 +1,225 @@
+"""The DVC workflows users run every day, on a copy of this repository and synthetic data.
+
+One repository serves the whole module (a full `dvc repro` costs ~20 s on 2 cores):
+each test starts from a committed, reproduced workspace and leaves one behind, so
+each also runs alone (-k). The data set is a local file outside the copy,
+so queued experiments and fresh clones reach it too; nothing touches the network.
+"""
+
+import itertools
+import json
+import re
+
+import pytest
+import yaml
+from e2e_support import (
+    SMALL_PARAMS,
+    changed_leaves,
+    commit_all,
+    copy_into,
+    head_experiments,
+    lock_out_md5,
+    make_repo,
+    read_json,
+    run,
+    set_params,
+    stages_run,
+    stop_queue_workers,
+    wait_for_queue,
+    write_local_source,
+)
+
+pytestmark = pytest.mark.e2e
+
+ALL_STAGES = ["fetch", "prepare", "train", "evaluate"]
+METRICS = ("metrics/evaluate.json", "metrics/train/metrics.json")
+MODEL = "models/model.pt"
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """The pipeline (plus scripts/report.py) with small params, reproduced and committed."""
+    fetch = write_local_source(tmp_path_factory.mktemp("source"), (1000, 200, 200), seed=7)
+    repo = make_repo(tmp_path_factory.mktemp("workflows") / "repo")
+    copy_into(repo, "scripts/report.py")
+    set_params(repo, SMALL_PARAMS)
+    set_params(repo, {"fetch": fetch})
+    assert stages_run(run(repo, "dvc", "repro").stdout) == ALL_STAGES
+    commit_all(repo, "baseline")
+    return repo
+
+
+def test_dag_shows_the_four_stages_in_order(repo):
+    mermaid = run(repo, "dvc", "dag", "--md").stdout
+    names = dict(re.findall(r'(node\d+)\["(\w+)"\]', mermaid))
+    edges = {(names[a], names[b]) for a, b in re.findall(r"(node\d+)-->(node\d+)", mermaid)}
+    assert sorted(names.values()) == sorted(ALL_STAGES)
+    assert edges == {
+        ("fetch", "prepare"),
+        ("prepare", "train"),
+        ("prepare", "evaluate"),  # the prepared test split
+        ("train", "evaluate"),
+    }
+
+
+def _append_comment(repo, module):
+    path = repo / "src/mnist_pipeline" / module
+    path.write_text(path.read_text() + "# touched by test_workflows_e2e\n")
+
+
+# What a user changes -> the stages `dvc repro` must re-run, in this order. fileio.py is
+# a dep of every stage (dvc.yaml). A comment in training.py re-runs train, but training
+# is deterministic, so the checkpoint comes out bit-identical and DVC, which compares
+# outputs by content, keeps evaluate.
+CHANGES = {
+    "train param": ({"train": {"lr": 0.01}}, ["train", "evaluate"]),
+    "model param": ({"model": {"hidden_sizes": [48]}}, ["train", "evaluate"]),
+    "training.py": ("training.py", ["train"]),
+    "evaluate param": ({"evaluate": {"calibration_bins": 10}}, ["evaluate"]),
+    "plots.py": ("plots.py", ["evaluate"]),
+    "fileio.py": ("fileio.py", ALL_STAGES),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_repro_reruns_exactly_the_stages_whose_inputs_changed(repo, change):
+    edit, expected = CHANGES[change]
+    if isinstance(edit, dict):
+        set_params(repo, edit)
+    else:
+        _append_comment(repo, edit)
+    assert stages_run(run(repo, "dvc", "repro").stdout) == expected
+    second = run(repo, "dvc", "repro").stdout
+    assert stages_run(second) == [] and "Data and pipelines are up to date." in second
+    commit_all(repo, f"change {change}")
+
+
+def test_queued_grid_runs_four_experiments_and_the_best_one_is_committed(repo):
+    dropouts, lrs = (0.1, 0.3), (0.01, 0.03)
+    grid = ["-S", "model.dropout=0.1,0.3", "-S", "train.lr=0.01,0.03"]
+    run(repo, "dvc", "exp", "run", *grid, "--queue")
+    try:
+        # train.threads is 1 (SMALL_PARAMS): 2 workers x 2 threads thrash 2 cores.
+        run(repo, "dvc", "queue", "start", "-j", "2")
+        statuses = wait_for_queue(repo, timeout_s=480)
+    finally:
+        stop_queue_workers(repo)
+    assert sorted(statuses.values()) == ["Success"] * 4, statuses
+
+    experiments = head_experiments(repo)
+    grid_points = {(p["model"]["dropout"], p["train"]["lr"]) for p, _ in experiments.values()}
+    assert grid_points == set(itertools.product(dropouts, lrs))
+    for _, metrics in experiments.values():
+        assert set(metrics) == set(METRICS)
+        assert 0 < metrics["metrics/evaluate.json"]["test"]["accuracy"] <= 1
+
+    def accuracy(name):
+        return experiments[name][1]["metrics/evaluate.json"]["test"]["accuracy"]
+
+    best = max(experiments, key=accuracy)
+    run(repo, "dvc", "exp", "apply", best)
+    commit_all(repo, f"apply {best}")
+    committed = json.loads(run(repo, "git", "show", "HEAD:metrics/evaluate.json").stdout)
+    assert committed == experiments[best][1]["metrics/evaluate.json"]
+    shown = json.loads(run(repo, "dvc", "metrics", "show", "--json").stdout)
+    assert shown[""]["data"]["metrics/evaluate.json"]["data"] == committed
+    assert stages_run(run(repo, "dvc", "repro").stdout) == []  # the applied lock is complete
+
+
+def _assert_metrics_diff_lists_every_change(repo, *revs, old_rev, new_files):
+    """`dvc metrics diff` names every changed number (`test.accuracy`, ...) with both values."""
+    diff = json.loads(run(repo, "dvc", "metrics", "diff", "--json", *revs).stdout)
+    for path in METRICS:
+        old = json.loads(run(repo, "git", "show", f"{old_rev}:{path}").stdout)
+        new = new_files[path]
+        expected = changed_leaves(old, new)
+        assert expected, f"{path}: nothing changed, the check would be empty"
+        shown = {name: (d["old"], d["new"]) for name, d in diff[path].items()}
+        assert shown == expected
+    return diff
+
+
+def test_metrics_params_and_plots_diff_between_commits_and_against_the_workspace(repo, tmp_path):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    epochs, lr, bins = (params[s][k] for s, k in _DIFFED)
+    set_params(repo, {"train": {"epochs": epochs + 1}})
+    assert stages_run(run(repo, "dvc", "repro").stdout) == ["train", "evaluate"]
+    commit_all(repo, "one more epoch")
+
+    # Two commits.
+    head = {p: json.loads(run(repo, "git", "show", f"HEAD:{p}").stdout) for p in METRICS}
+    _assert_metrics_diff_lists_every_change(
+        repo, "HEAD~1", "HEAD", old_rev="HEAD~1", new_files=head
+    )
+    table = run(repo, "dvc", "metrics", "diff", "--md", "HEAD~1", "HEAD").stdout
+    assert "| test.accuracy " in table and "| train.loss " in table
+    diff = json.loads(run(repo, "dvc", "params", "diff", "--json", "HEAD~1", "HEAD").stdout)
+    assert diff == {"params.yaml": {"train.epochs": {"old": epochs, "new": epochs + 1, "diff": 1}}}
+    _assert_plots_diff_html(repo, tmp_path / "plots", "HEAD~1", "HEAD")
+
+    # The workspace against HEAD (no revisions given).
+    changed = {"train.lr": (lr, lr * 2), "evaluate.calibration_bins": (bins, bins + 2)}
+    set_params(repo, {"train": {"lr": lr * 2}, "evaluate": {"calibration_bins": bins + 2}})
+    assert stages_run(run(repo, "dvc", "repro").stdout) == ["train", "evaluate"]
+    workspace = {p: read_json(repo / p) for p in METRICS}
+    _assert_metrics_diff_lists_every_change(repo, old_rev="HEAD", new_files=workspace)
+    diff = json.loads(run(repo, "dvc", "params", "diff", "--json").stdout)["params.yaml"]
+    assert {name: (d["old"], d["new"]) for name, d in diff.items()} == changed
+    _assert_review_report(repo, tmp_path / "review" / "report.md", head, workspace, changed)
+    commit_all(repo, "double lr")
+
+
+_DIFFED = (("train", "epochs"), ("train", "lr"), ("evaluate", "calibration_bins"))
+
+
+def _assert_plots_diff_html(repo, out, old_rev, new_rev):
+    """Training curves and the confusion matrix as vega specs holding both revisions'
+    data, and both revisions' PNG figures copied beside the page."""
+    run(repo, "dvc", "plots", "diff", old_rev, new_rev, "-o", str(out))
+    html = (out / "index.html").read_text()
+    specs = re.findall(r"var spec = (\{.*?\});\n", html, re.S)
+    by_title = {json.loads(s)["title"]["text"]: json.loads(s) for s in specs}
+    fields = {"Loss": "loss", "Accuracy": "accuracy", "Confusion matrix (test)": "actual"}
+    assert set(fields) <= set(by_title)
+    for title, field in fields.items():
+        rows = by_title[title]["data"]["values"]
+        assert {row["rev"] for row in rows} == {old_rev, new_rev}
+        assert all(field in row for row in rows)
+    for rev in (old_rev, new_rev):
+        image = f"static/{rev}_metrics_evaluate_confusion_test.png"
+        assert f'<img src="{image}">' in html and (out / image).stat().st_size > 0
+        assert f"<p>{rev}</p>" in html
+
+
+def _assert_review_report(repo, out, old, new, changed_params):
+    command = ["python", "scripts/report.py", "--rev", "HEAD", "--params", "params.yaml"]
+    command += ["--metrics", *METRICS, "--figures", "metrics/evaluate", "--out", str(out)]
+    run(repo, *command)
+    report = out.read_text()
+    old_acc, new_acc = old[METRICS[0]]["test"]["accuracy"], new[METRICS[0]]["test"]["accuracy"]
+    assert re.search(rf"\| test\.accuracy \| {old_acc:.6g} \| {new_acc:.6g} \| [-+0]", report)
+    for name, (before, after) in changed_params.items():
+        assert f"| {name} | {before:.6g} | {after:.6g} |" in report
+    link = re.search(r"\[confusion_test\.png\]\(([^)]+)\)", report).group(1)
+    assert (out.parent / link).resolve() == (repo / "metrics/evaluate/confusion_test.png")
+    bad_rev = ["python", "scripts/report.py", "--rev", "no-such-rev", "--metrics", METRICS[0]]
+    bad = run(repo, *bad_rev, check=False)
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0
+
+
+def test_a_fresh_clone_without_cache_or_data_reproduces_the_committed_results(repo, tmp_path):
+    clone = tmp_path / "clone"
+    run(repo, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "data").exists() and not (clone / ".dvc/cache").exists()
+    # Same code, params and data on one CPU thread: the same weights, so the same
+    # checkpoint bytes, and DVC (comparing outputs by content) keeps the evaluation.
+    ran = stages_run(run(clone, "dvc", "repro").stdout)
+    assert lock_out_md5(clone, "train", MODEL) == lock_out_md5(repo, "train", MODEL)
+    assert ran == ["fetch", "prepare", "train"]
+    # Forced, evaluate works in the clone too and gives the committed numbers; of the
+    # training log only the timings differ.
+    forced = run(clone, "dvc", "repro", "--force", "--single-item", "evaluate")
+    assert stages_run(forced.stdout) == ["evaluate"]
+    diff = json.loads(run(clone, "dvc", "metrics", "diff", "--json").stdout)
+    assert not diff.get("metrics/evaluate.json")
+    assert set(diff.get("metrics/train/metrics.json", {})) <= {"epoch_seconds", "train_seconds"}
