@@ -71,7 +71,7 @@ def fit(epochs, model, loss_func, opt, train_dl, valid_dl):
 
         model.eval()
         with torch.no_grad():
-            losses, nums = zip(*[loss_batch(model, loss_func, xb, yb) for xb, yb in valid_dl])
+            losses, nums = zip(*[loss_batch(model, loss_func, xb, yb) for xb, yb in valid_dl])  # noqa: B905
         val_loss = np.sum(np.multiply(losses, nums)) / np.sum(nums)
 
         print(epoch, val_loss)
@@ -94,8 +94,8 @@ def run_epochs(
 ) -> list[EpochRecord]:
     """The tutorial on (images uint8, labels) splits; seed torch beforehand.
 
-    Per epoch: wall seconds of `fit(1, ...)` (train pass + valid pass, as the
-    tutorial's epoch is), its printed valid loss, and the valid accuracy.
+    Per epoch: wall and process CPU seconds of `fit(1, ...)` (train pass + valid
+    pass, as the tutorial's epoch is), its printed valid loss, the valid accuracy.
     """
     train_ds = TensorDataset(*tutorial_tensors(*train))
     valid_ds = TensorDataset(*tutorial_tensors(*valid))
@@ -106,16 +106,16 @@ def run_epochs(
     for epoch in range(1, epochs + 1):
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             fit(1, model, loss_func, opt, train_dl, valid_dl)
-            seconds = time.perf_counter() - started
+            seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
         record = {
             "epoch": epoch,
             "epoch_seconds": seconds,
+            "epoch_cpu_seconds": cpu_seconds,
             "valid/loss": float(printed.getvalue().split()[1]),
             "valid/accuracy": accuracy(model, *valid_ds.tensors),
         }
         records.append(record)
         on_epoch(record)
     return records
-

@@ -86,6 +86,7 @@ class TrainConfig:
     nesterov: bool = False  # sgd only; needs momentum > 0
     weight_decay: float = 0.0
     schedule: Literal["constant", "step", "cosine", "onecycle"] = "constant"
+    warmup_fraction: float = 0.3  # onecycle: share of the steps spent rising to the peak lr
     step_epochs: int = 10  # step: decay every this many epochs
     gamma: float = 0.1  # step: decay factor
     label_smoothing: float = 0.0
@@ -102,6 +103,7 @@ class TrainConfig:
         check(0.0 <= self.momentum < 1.0, "momentum", "must be in [0, 1)")
         check(not self.nesterov or self.momentum > 0, "nesterov", "needs momentum > 0")
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(0.0 < self.warmup_fraction < 1.0, "warmup_fraction", "must be in (0, 1)")
         check(self.step_epochs >= 1, "step_epochs", "must be >= 1")
         check(0.0 < self.gamma <= 1.0, "gamma", "must be in (0, 1]")
         check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")

@@ -45,7 +45,8 @@ class InputNorm(nn.Module):
 
     def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
         # mul() allocates, so add_() never writes into a float input of the caller.
-        return images_u8.to(torch.float32).mul(self.scale).add_(self.shift)
+        scaled = images_u8.to(torch.float32).mul(self.scale)
+        return scaled.add_(self.shift) if self.shift else scaled  # unit: no shift to add
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:.6g}, shift={self.shift:.6g}"

@@ -1,0 +1,99 @@
+"""Wall time of the whole pipeline: `dvc repro` with default params in a throwaway copy.
+
+The copy (git + DVC, made by tests/e2e_support.py) fetches from a local raw
+directory (fetch.source, with its md5s as fetch.checksums): full-size
+synthetic MNIST by default, or `--raw DIR` (for Fashion-MNIST also set
+--dataset). After the repro the evaluate stage's command runs once more on
+its own, for the evaluate timing; train_seconds comes from the train stage's
+dvclive summary. Needs PYTHONPATH=src (or make install), git and dvc.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_repro.py
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import train_support as ts
+import yaml
+
+from mnist_pipeline import synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from e2e_support import env_for, make_repo, set_params, stages_run  # noqa: E402
+from e2e_support import run as run_in  # noqa: E402
+
+
+def run(raw: Path | None = None, workdir: Path | None = None, seed: int = 0,
+        rows: tuple[int, int, int] = ts.FULL_ROWS,
+        params: dict | None = None) -> dict[str, Any]:  # fmt: skip
+    """`dvc repro` of a fresh copy fed from `raw` (default: synthetic data of `rows`).
+    `params`: updates to params.yaml (nested dict) on top of fetch.source/checksums."""
+    load = ts.load_start("dvc repro")
+    with tempfile.TemporaryDirectory(prefix="bench-repro-", dir=workdir) as tmp_name:
+        tmp = Path(tmp_name)
+        if raw is None:
+            splits = synthetic.make_splits(rows, seed)
+            raw = synthetic.write_raw_dir(tmp / "raw", "pickle", splits)
+            del splits
+        description = json.loads((raw / "dataset.json").read_text())
+        repo = make_repo(tmp / "repo")
+        fetch = {
+            "dataset": description["dataset"],
+            "source": str(Path(raw).resolve()),
+            "checksums": {name: f["md5"] for name, f in description["files"].items()},
+        }
+        set_params(repo, {**(params or {}), "fetch": fetch})
+        started = time.perf_counter()
+        output = run_in(repo, "dvc", "repro").stdout
+        result = {"data": description["dataset"], "repro_seconds": time.perf_counter() - started}
+        result["stages_run"] = stages_run(output)
+        result["train_seconds"] = _read_json(repo / "metrics/train/metrics.json")["train_seconds"]
+        result["evaluate_seconds"] = time_stage(repo, "evaluate")
+        result["test_accuracy"] = _read_json(repo / "metrics/evaluate.json")["test"]["accuracy"]
+    result.update(load_start=load, load_end=ts.load_now())
+    _print(result)
+    return result
+
+
+def time_stage(repo: Path, stage: str) -> float:
+    """Wall seconds of one stage's command from the copy's dvc.yaml (as DVC runs it)."""
+    cmd = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    started = time.perf_counter()
+    done = subprocess.run(cmd, shell=True, cwd=repo, env=env_for(repo), capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{stage} failed: {done.stderr.strip()[-2000:]}")
+    return seconds
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(
+        f"\ndvc repro ({r['data']}, default params; stages {', '.join(r['stages_run'])}): "
+        f"{r['repro_seconds']:.1f} s, of which train {r['train_seconds']:.1f} s; evaluate "
+        f"stage alone {r['evaluate_seconds']:.1f} s; test accuracy {r['test_accuracy']:.4f}; "
+        f"load {r['load_start']} -> {r['load_end']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--raw", type=Path, help="raw data dir with dataset.json")
+    parser.add_argument("--workdir", type=Path, help="where temporary data goes (default: $TMPDIR)")
+    args = parser.parse_args(argv)
+    return run(args.raw, args.workdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Where the project's training step spends its time: torch.profiler on N steps.
+
+Profiles `training.train_one_epoch` in the tutorial setting (MLP 784-128-256-10,
+SGD lr 0.001, batch 64) on synthetic data of steps * batch rows, after one
+untimed warm-up pass, and prints the top operators by self CPU time plus the
+share of the matrix multiplies (the part no loop can avoid). Best-of-N
+timings of the same steps, with and without the profiler's overhead, too.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py --steps 100
+"""
+
+import argparse
+import dataclasses
+import time
+from typing import Any
+
+import torch
+import train_support as ts
+from torch.profiler import ProfilerActivity, profile
+
+from mnist_pipeline import synthetic
+from mnist_pipeline.models import build_model
+from mnist_pipeline.training import make_optimizer, train_one_epoch
+
+GEMM_OPS = ("aten::mm", "aten::addmm")
+
+
+def run(steps: int = 100, batch_size: int = 64, repeats: int = 10, rows: int = 20) -> dict:
+    """Profile `steps` steps; `repeats` unprofiled passes give the best time per step."""
+    load = ts.load_start("profile")
+    images, labels = synthetic.make_images(steps * batch_size, seed=0)
+    cfg = dataclasses.replace(ts.TUTORIAL_TRAIN, batch_size=batch_size)
+    ts.seed_torch(0)
+    model = build_model(ts.TUTORIAL_MODEL, ts.input_spec(images))
+    optimizer = make_optimizer(model, cfg)
+    generator = torch.Generator().manual_seed(0)
+
+    def epoch() -> None:
+        train_one_epoch(model, optimizer, None, images, labels, cfg, generator)
+
+    epoch()  # warm-up
+    best_s = min(_timed(epoch) for _ in range(repeats))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        epoch()
+    averages = prof.key_averages()
+    total_us = sum(e.self_cpu_time_total for e in averages)
+    gemm_us = sum(e.self_cpu_time_total for e in averages if e.key in GEMM_OPS)
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=rows))
+    result = _result(steps, batch_size, best_s, total_us, gemm_us, load)
+    print(
+        f"{steps} steps of batch {batch_size}, {result['threads']} threads: best "
+        f"{result['us_per_step']:.0f} us/step unprofiled; matrix multiplies "
+        f"{100 * result['gemm_share']:.0f}% of profiled self CPU time; "
+        f"load {result['load_start']} -> {result['load_end']}"
+    )
+    return result
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _result(steps, batch_size, best_s, total_us, gemm_us, load) -> dict[str, Any]:
+    return {
+        "steps": steps,
+        "batch_size": batch_size,
+        "threads": torch.get_num_threads(),
+        "us_per_step": best_s / steps * 1e6,
+        "gemm_share": gemm_us / total_us if total_us else 0.0,
+        "load_start": load,
+        "load_end": ts.load_now(),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=10, help="unprofiled passes (best counts)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's default")
+    args = parser.parse_args(argv)
+    ts.set_threads(args.threads)
+    return run(args.steps, args.batch_size, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""What the training benchmarks share: data, the tutorial setting, seeding, load checks.
+
+Both loops run in this process on the same tensors with the same thread
+count, and each starts from `seed_torch(seed)` (the pipeline's own seeding:
+manual_seed + deterministic kernels), so both models start from identical
+weights (the project's normalization and Flatten layers have no parameters).
+"""
+
+import contextlib
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mnist_pipeline import synthetic
+from mnist_pipeline.config import ModelConfig, TrainConfig
+from mnist_pipeline.devices import configure_torch
+from mnist_pipeline.models import InputSpec, build_model
+from mnist_pipeline.parsers import read_raw
+from mnist_pipeline.shards import pixel_mean_std
+from mnist_pipeline.training import fit
+
+FULL_ROWS = (50_000, 10_000, 10_000)  # train, valid, test: MNIST's size
+BUSY_LOAD = 1.5  # 1-minute load average above which timings are suspect (2-core machine)
+CPU = torch.device("cpu")
+Split = tuple[torch.Tensor, torch.Tensor]  # images uint8 (N, 28, 28), labels int64 (N,)
+EpochRecord = dict[str, float]
+
+# The tutorial's setting, in the project's terms.
+TUTORIAL_MODEL = ModelConfig(name="mlp", hidden_sizes=(128, 256), dropout=0.0, input_norm="unit")
+TUTORIAL_TRAIN = TrainConfig(
+    device="cpu",
+    optimizer="sgd",
+    lr=0.001,
+    momentum=0.0,
+    batch_size=64,
+    epochs=25,
+    schedule="constant",
+    weight_decay=0.0,
+    label_smoothing=0.0,
+)
+
+
+def load_data(raw: Path | None, rows: tuple[int, int, int], seed: int) -> dict[str, Any]:
+    """{"name", "train", "valid"}: a raw dir as the fetch stage leaves it (its first `rows`
+    of train and valid), or synthetic data of `rows` (train, valid, test) rows."""
+    if raw is None:
+        train, valid, _ = synthetic.make_splits(rows, seed)
+        return {"name": f"synthetic {rows[0]}/{rows[1]}", "train": train, "valid": valid}
+    splits, description = read_raw(raw)
+    tensors = {
+        name: (torch.from_numpy(np.array(x[:n])), torch.from_numpy(np.array(y[:n])))
+        for name, n in zip(("train", "valid"), rows[:2], strict=True)
+        for x, y in [splits[name]]
+    }
+    return {"name": description["dataset"], **tensors}
+
+
+def with_raw_dir(idx_dir: Path | None, dataset: str, run: Callable[[Path | None], Any]) -> Any:
+    """run(raw dir): one built from four idx .gz files (e.g. Debian's Fashion-MNIST), or None."""
+    if idx_dir is None:
+        return run(None)
+    from bench_prepare import raw_dir_from_idx
+
+    with tempfile.TemporaryDirectory(prefix="bench-raw-") as tmp:
+        return run(raw_dir_from_idx(idx_dir, Path(tmp), dataset))
+
+
+def set_threads(threads: int) -> int:
+    """Give every measurement the same intra-op thread count; 0 keeps torch's default."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def seed_torch(seed: int) -> None:
+    configure_torch(seed, torch.get_num_threads(), CPU)
+
+
+def load_start(label: str) -> list[float]:
+    """The load averages now; warns when the machine is already busy."""
+    load = [round(x, 2) for x in os.getloadavg()]
+    if load[0] > BUSY_LOAD:
+        sys.stdout.flush()  # keep the warning next to the output it concerns
+        print(
+            f"WARNING: {label}: 1-min load average {load[0]} > {BUSY_LOAD} before starting; "
+            "other processes compete for the CPU and the timings will be noisy",
+            file=sys.stderr,
+        )
+    return load
+
+
+def load_now() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def input_spec(images: torch.Tensor) -> InputSpec:
+    mean, std = pixel_mean_std(images.numpy())
+    return InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=mean, pixel_std=std)
+
+
+class _Stop(Exception):
+    """Raised by a log_epoch callback to end `fit` early."""
+
+
+def run_project(
+    data: dict[str, Any],
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    seed: int,
+    stop_when: Callable[[EpochRecord], bool] = lambda record: False,
+) -> list[EpochRecord]:
+    """The project's loop (`training.fit`) on CPU; per epoch: fit's epoch_seconds (train +
+    valid pass), valid loss/accuracy, `elapsed_s` since fit was called, and the process
+    CPU seconds since the previous epoch (`epoch_cpu_seconds`: less skewed by other
+    processes than wall time when running one thread)."""
+    cfg = dataclasses.replace(train_cfg, device="cpu", threads=torch.get_num_threads())
+    seed_torch(seed)
+    model = build_model(model_cfg, input_spec(data["train"][0]))
+    records: list[EpochRecord] = []
+
+    def log_epoch(log: dict[str, float]) -> None:
+        cpu_s = time.process_time()
+        previous_cpu_s = records[-1]["cpu_s"] if records else started_cpu_s
+        record = {**log, "elapsed_s": time.perf_counter() - started, "cpu_s": cpu_s}
+        records.append({**record, "epoch_cpu_seconds": cpu_s - previous_cpu_s})
+        if stop_when(records[-1]):
+            raise _Stop
+
+    started, started_cpu_s = time.perf_counter(), time.process_time()
+    with contextlib.suppress(_Stop):
+        fit(model, data["train"], data["valid"], cfg, seed, log_epoch)
+    return records
+
+
+def median(values: list[float]) -> float:
+    return float(np.median(values))

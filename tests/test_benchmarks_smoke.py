@@ -1,0 +1,120 @@
+"""The benchmark scripts still run: each on tiny synthetic data, one round, one epoch.
+
+No timing assertions (the numbers mean nothing at this size); only that every
+mode runs end to end and reports what its tables need.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_pipeline import synthetic
+from mnist_pipeline.models import build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_repro
+import bench_train
+import profile_train
+import run_all
+import train_support as ts
+import tutorial_loop
+
+TINY_ROWS = (600, 200, 10)
+SMALL_PARAMS = """
+model: {name: mlp, hidden_sizes: [32], dropout: 0.1, input_norm: standardize}
+train: {device: cpu, epochs: 2, batch_size: 64, optimizer: adamw, lr: 0.003, schedule: onecycle}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return ts.load_data(None, TINY_ROWS, seed=0)
+
+
+@pytest.fixture
+def tiny_rows(monkeypatch):
+    """--quick and the full-size defaults both mean TINY_ROWS here."""
+    monkeypatch.setattr(bench_train, "QUICK_ROWS", TINY_ROWS)
+    monkeypatch.setattr(ts, "FULL_ROWS", TINY_ROWS)
+
+
+def test_both_loops_start_from_the_same_weights(tiny_data):
+    ts.seed_torch(3)
+    tutorial = tutorial_loop.tutorial_model()
+    ts.seed_torch(3)
+    project = build_model(ts.TUTORIAL_MODEL, ts.input_spec(tiny_data["train"][0]))
+    project_linears = [m for m in project if isinstance(m, torch.nn.Linear)]
+    tutorial_linears = [m for m in tutorial if isinstance(m, torch.nn.Linear)]
+    assert len(project_linears) == len(tutorial_linears) == 3
+    for p, t in zip(project_linears, tutorial_linears, strict=True):
+        assert torch.equal(p.weight, t.weight) and torch.equal(p.bias, t.bias)
+
+
+def test_tutorial_loop_reads_its_printed_valid_loss(tiny_data):
+    ts.seed_torch(0)
+    records = tutorial_loop.run_epochs(tiny_data["train"], tiny_data["valid"], epochs=2)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(0 < r["valid/loss"] < 5 and 0 <= r["valid/accuracy"] <= 1 for r in records)
+
+
+def test_bench_train_runs_every_mode(tiny_data, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(SMALL_PARAMS)
+    result = bench_train.run(
+        tiny_data, rounds=1, epochs=1, batch_sizes=(64, 256), faithful_epochs=2, params=params
+    )
+    assert [r["batch_size"] for r in result["compare"]] == [64, 256]
+    for row in result["compare"]:
+        assert row["ratio"] > 0 and row["project"]["samples_per_s"] > 0
+    faithful = result["faithfulness"]
+    assert len(faithful["tutorial"]) == len(faithful["project"]) == 2
+    assert faithful["abs_diff_last"] < 0.1  # same setting, same start: nearly the same loss
+    assert result["time_to_result"]["tutorial_epochs"] == 2
+    assert result["threads"] == torch.get_num_threads()
+    json.dumps(result)  # --json must be able to write it
+
+
+def test_bench_train_cli_quick(tiny_rows, tmp_path):
+    out = tmp_path / "train.json"
+    argv = ["--quick", "--modes", "compare", "--batch-sizes", "64", "--json", str(out)]
+    bench_train.main(argv)
+    assert json.loads(out.read_text())["compare"][0]["batch_size"] == 64
+
+
+def test_bench_train_on_a_raw_dir(tmp_path):
+    splits = synthetic.make_splits((60, 12, 10), seed=1)
+    raw = synthetic.write_raw_dir(tmp_path / "raw", "idx", splits)
+    data = ts.load_data(raw, (50, 10, 10), seed=0)
+    assert data["name"] == "mnist" and len(data["train"][1]) == 50 and len(data["valid"][1]) == 10
+    result = bench_train.run(data, rounds=1, epochs=1, batch_sizes=(64,), modes=("compare",))
+    assert result["train_rows"] == 50
+
+
+def test_run_all_train_step_and_summary(tiny_rows, tmp_path, capsys):
+    out = tmp_path / "all.json"
+    run_all.main(["--quick", "--steps", "train", "--json", str(out)])
+    results = json.loads(out.read_text())
+    assert set(results["train"]) >= {"compare", "faithfulness", "time_to_result"}
+    assert "== Summary" in capsys.readouterr().out
+
+
+def test_profile_train_runs():
+    result = profile_train.run(steps=3, repeats=1, rows=5)
+    assert result["us_per_step"] > 0 and 0 < result["gemm_share"] < 1
+
+
+@pytest.mark.e2e
+def test_bench_repro_runs_the_pipeline(tmp_path):
+    small = {
+        "prepare": {"shard_size": 400},
+        "model": {"hidden_sizes": [32]},
+        "train": {"epochs": 1, "device": "cpu"},
+        "evaluate": {"mc_samples": 0, "worst_examples": 4, "device": "cpu"},
+    }
+    result = bench_repro.run(workdir=tmp_path, rows=(600, 120, 120), params=small)
+    assert result["stages_run"] == ["fetch", "prepare", "train", "evaluate"]
+    lines = run_all.summary({"threads": 1, "repro": result})
+    assert any(what.startswith("dvc repro") for what, _, _ in lines)
