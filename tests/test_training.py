@@ -159,3 +159,11 @@ def test_cuda_where_there_is_none_is_refused():
         resolve_device("cuda:3")
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
+
+
+def test_bf16_autocast_trains_on_cpu(data):
+    # The same params must work on a CPU-only machine: bf16 autocast runs there too.
+    cfg = dataclasses.replace(FAST, precision="bf16")
+    model, result = _train(data, cfg=cfg)
+    assert result.history[-1]["valid/accuracy"] > 0.5
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
