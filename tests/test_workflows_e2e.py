@@ -152,7 +152,8 @@ def test_metrics_params_and_plots_diff_between_commits_and_against_the_workspace
         repo, "HEAD~1", "HEAD", old_rev="HEAD~1", new_files=head
     )
     table = run(repo, "dvc", "metrics", "diff", "--md", "HEAD~1", "HEAD").stdout
-    assert "| test.accuracy " in table and "| train.loss " in table
+    # Losses move with any extra epoch (an accuracy can stay put on 200 test images).
+    assert "| test.loss " in table and "| train.loss " in table
     diff = json.loads(run(repo, "dvc", "params", "diff", "--json", "HEAD~1", "HEAD").stdout)
     assert diff == {"params.yaml": {"train.epochs": {"old": epochs, "new": epochs + 1, "diff": 1}}}
     _assert_plots_diff_html(repo, tmp_path / "plots", "HEAD~1", "HEAD")
