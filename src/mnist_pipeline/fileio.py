@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import PipelineError
+
 
 @contextlib.contextmanager
 def atomic_dir(dest: Path) -> Iterator[Path]:
@@ -59,6 +61,16 @@ def _umask() -> int:
     current = os.umask(0)  # the only way to read it is to set it
     os.umask(current)
     return current
+
+
+def read_json(path: Path, fix: str) -> Any:
+    """Parse a JSON file; a missing or unparsable one is a PipelineError ending in `fix`."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found; {fix}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path}: not valid JSON ({exc}); {fix}") from None
 
 
 def write_json(path: Path, data: Any) -> None:

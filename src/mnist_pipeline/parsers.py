@@ -11,7 +11,6 @@ a crafted file cannot run code (plain `pickle.load` would run anything).
 """
 
 import gzip
-import json
 import pickle
 import struct
 import zlib
@@ -22,6 +21,7 @@ import numpy as np
 
 from .datasets import DATASETS, IDX_FILES, PICKLE_FILE, SPLITS
 from .errors import PipelineError
+from .fileio import read_json
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
@@ -44,12 +44,7 @@ def read_raw(raw_dir: Path) -> tuple[Splits, dict[str, Any]]:
 def read_description(raw_dir: Path) -> dict[str, Any]:
     """dataset.json, checked against the files beside it (present, recorded size)."""
     path = raw_dir / DESCRIPTION_FILE
-    try:
-        description = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: not found; run `dvc repro fetch` first") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path}: not valid JSON ({exc})") from None
+    description = read_json(path, "run `dvc repro fetch` first")
     problem = _description_problem(description)
     if problem:
         raise PipelineError(f"{path}: {problem}; re-run `dvc repro fetch`")

@@ -15,7 +15,6 @@ shard's sha256 in the manifest catches corruption before anything is loaded.
 
 import hashlib
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from .errors import PipelineError
-from .fileio import write_json
+from .fileio import read_json, write_json
 
 MANIFEST_FILE = "manifest.json"
 IMAGE_SHAPE = (28, 28)
@@ -121,12 +120,7 @@ def _write_shards(
 def read_manifest(prepared_dir: Path) -> dict[str, Any]:
     """manifest.json of a prepared directory, with its keys checked."""
     path = Path(prepared_dir) / MANIFEST_FILE
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: not found; {REBUILD}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path}: not valid JSON ({exc}); {REBUILD}") from None
+    manifest = read_json(path, REBUILD)
     missing = [k for k in MANIFEST_KEYS if not isinstance(manifest, dict) or k not in manifest]
     if missing:
         raise PipelineError(f"{path}: missing {', '.join(missing)}; {REBUILD}")
