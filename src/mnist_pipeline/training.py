@@ -173,38 +173,20 @@ def fit(
     for epoch in range(1, cfg.epochs + 1):
         started_s = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        with tqdm(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch}/{cfg.epochs}",
-            unit="batch",
-            leave=False,
-            disable=None,
-        ) as progress:
+        with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                  leave=False, disable=None) as progress:  # fmt: skip
             train_log = train_one_epoch(
                 step_model, optimizer, scheduler, *train, cfg, generator, progress
             )
         valid_log = evaluate_loss(step_model, *valid, max(cfg.batch_size, 1024), cfg.precision)
-        log = {
-            "epoch": epoch,
-            "lr": lr,
-            "epoch_seconds": time.perf_counter() - started_s,
-            **{f"train/{k}": v for k, v in train_log.items()},
-            **{f"valid/{k}": v for k, v in valid_log.items()},
-        }
-        if not math.isfinite(train_log["loss"]):
-            raise PipelineError(
-                f"training diverged: train loss is {train_log['loss']} in epoch "
-                f"{epoch}; lower train.lr (now {cfg.lr})"
-            )
+        log = _epoch_log(epoch, lr, time.perf_counter() - started_s, train_log, valid_log, cfg)
         result.history.append(log)
         log_epoch(log)
         if valid_log["loss"] < best_loss:
             best_loss, result.best_epoch = valid_log["loss"], epoch
             if cfg.early_stopping_patience:
                 best_state = copy.deepcopy(model.state_dict())
-        elif (
-            cfg.early_stopping_patience and epoch - result.best_epoch >= cfg.early_stopping_patience
-        ):
+        elif 0 < cfg.early_stopping_patience <= epoch - result.best_epoch:
             result.stopped_early = True
             break
     if best_state is not None:
@@ -212,3 +194,18 @@ def fit(
     else:
         result.best_epoch = len(result.history)
     return result
+
+
+def _epoch_log(epoch: int, lr: float, seconds: float, train_log: EpochLog,
+               valid_log: EpochLog, cfg: TrainConfig) -> EpochLog:  # fmt: skip
+    """One epoch's numbers under dvclive's names; a non-finite train loss is an error."""
+    if not math.isfinite(train_log["loss"]):
+        raise PipelineError(f"training diverged: train loss is {train_log['loss']} in epoch "
+                            f"{epoch}; lower train.lr (now {cfg.lr})")  # fmt: skip
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        "epoch_seconds": seconds,
+        **{f"train/{k}": v for k, v in train_log.items()},
+        **{f"valid/{k}": v for k, v in valid_log.items()},
+    }
