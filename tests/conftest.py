@@ -82,3 +82,17 @@ def http_server() -> Iterator[ScriptedServer]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A tiny prepared data set (300/60/60 synthetic images) as the prepare stage writes it."""
+    from mnist_pipeline import shards, synthetic
+    from mnist_pipeline.parsers import read_raw
+
+    root = tmp_path_factory.mktemp("data")
+    splits = synthetic.make_splits((300, 60, 60), seed=11)
+    synthetic.write_raw_dir(root / "raw", "pickle", splits)
+    parsed, description = read_raw(root / "raw")
+    shards.write_prepared(parsed, description["class_names"], "mnist", 100, root / "prepared")
+    return root / "prepared"

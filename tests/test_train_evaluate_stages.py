@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_pipeline import shards, synthetic
 from mnist_pipeline.checkpoint import load_checkpoint
-from mnist_pipeline.parsers import read_raw
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = """
@@ -21,16 +19,6 @@ model: {name: mlp, hidden_sizes: [16], dropout: 0.2}
 train: {device: cpu, epochs: 2, batch_size: 50, threads: 1, optimizer: adamw, lr: 0.003}
 evaluate: {device: cpu, mc_samples: 3, worst_examples: 4}
 """
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    splits = synthetic.make_splits((300, 60, 60), seed=11)
-    synthetic.write_raw_dir(root / "raw", "pickle", splits)
-    parsed, description = read_raw(root / "raw")
-    shards.write_prepared(parsed, description["class_names"], "mnist", 100, root / "prepared")
-    return root / "prepared"
 
 
 def _stage(name, tmp_path, params_text, *args):
@@ -127,3 +115,11 @@ def test_mismatched_or_corrupt_checkpoint_fails_evaluate(tmp_path, prepared):
     model.write_bytes(b"garbage")
     result, _, _ = _evaluate(tmp_path, prepared, model)
     assert result.returncode == 1 and "not a readable checkpoint" in result.stderr
+
+
+def test_training_that_diverges_leaves_no_logs_or_checkpoint(tmp_path, prepared):
+    diverging = PARAMS.replace("optimizer: adamw, lr: 0.003", "optimizer: sgd, lr: 1.0e+30")
+    result, model, live = _train(tmp_path, prepared, diverging)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "training diverged" in result.stderr
+    assert not model.exists() and not list(live.parent.iterdir())  # no temporary dirs either

@@ -5,8 +5,10 @@ traceback appears only with `--verbose` or MNIST_PIPELINE_VERBOSE=1.
 """
 
 import argparse
+import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 
@@ -41,7 +43,11 @@ def run_stage(
     except Exception as exc:
         if verbose:
             traceback.print_exc()
-        print(f"{parser.prog}: error: {one_line(exc)}", file=sys.stderr)
+        message = one_line(exc)
+        if "TORCHELASTIC_ERROR_FILE" in os.environ:  # a torchrun worker: its launcher reports
+            record_worker_error(message, traceback.format_exc())
+            message = f"rank {os.environ.get('RANK', '?')}: {message}"
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return 1
     return 0
 
@@ -52,3 +58,15 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, PipelineError):
         return text
     return f"{type(exc).__name__}: {text}"
+
+
+def record_worker_error(message: str, traceback_text: str) -> None:
+    """Leave `message` in the error file that torchrun's agent reads for a worker, in its
+    JSON layout; `distributed.launch` reports the rank whose error came first."""
+    extra = {
+        "py_callstack": traceback_text,
+        "timestamp": str(int(time.time())),
+        "failed_at_ns": str(time.time_ns()),  # finer than the seconds torchrun compares
+    }
+    with open(os.environ["TORCHELASTIC_ERROR_FILE"], "w") as error_file:
+        json.dump({"message": {"message": message, "extraInfo": extra}}, error_file)

@@ -114,6 +114,34 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """Data-parallel training with torchrun: world size = nproc_per_node * nnodes."""
+
+    nproc_per_node: int = 1  # processes on each machine (CUDA: one GPU each); 1: no torchrun
+    nnodes: int = 1  # machines; > 1 needs rdzv_endpoint, the same on every machine
+    rdzv_endpoint: str = ""  # host:port of the c10d rendezvous (one of the machines)
+    rdzv_id: str = "mnist-pipeline"  # names the run at the rendezvous; same on every machine
+    timeout_s: float = 300.0  # rendezvous and collectives: a stuck rank ends the run then
+
+    def __post_init__(self) -> None:
+        check(self.nproc_per_node >= 1, "nproc_per_node", "must be >= 1")
+        check(self.nnodes >= 1, "nnodes", "must be >= 1")
+        check(self.timeout_s > 0, "timeout_s", "must be > 0")
+        endpoint_ok = re.fullmatch(r"[\w.\-\[\]:]+:\d{1,5}", self.rdzv_endpoint) is not None
+        check(
+            self.nnodes == 1 or endpoint_ok,
+            "rdzv_endpoint",
+            f"nnodes is {self.nnodes}, so it must be host:port, got {self.rdzv_endpoint!r}",
+        )
+        check(re.fullmatch(r"[\w.\-]+", self.rdzv_id) is not None, "rdzv_id",
+              f"letters, digits, '.', '-', '_' only, got {self.rdzv_id!r}")  # fmt: skip
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     batch_size: int = 1000
@@ -137,6 +165,7 @@ class Params:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
@@ -144,7 +173,15 @@ def load_params(path: Path) -> Params:
     """Read and validate the whole params file (missing sections take defaults)."""
     data = load_yaml_mapping(path)
     try:
-        return parse(Params, data, where="")
+        params = parse(Params, data, where="")
+        per_rank = params.train.batch_size // params.distributed.world_size
+        check(
+            per_rank * params.distributed.world_size == params.train.batch_size,
+            "train.batch_size",
+            f"the global batch {params.train.batch_size} must split evenly over the "
+            f"{params.distributed.world_size} processes (distributed.nproc_per_node * nnodes)",
+        )
+        return params
     except PipelineError as exc:
         raise PipelineError(f"{path}: {exc}") from None
 

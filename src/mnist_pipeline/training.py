@@ -5,22 +5,32 @@ permutes them once with a seeded generator and slices mini-batches, which
 avoids the per-sample Python work of `DataLoader(TensorDataset(...))`. The
 loop never synchronizes with the device inside an epoch (losses accumulate
 on the device and are read once at its end).
+
+With several processes (see distributed.py) every rank draws the same
+permutation and trains its slice of each global batch; DDP averages the
+gradients, and each rank's loss is scaled so that the average is the mean over
+the whole global batch: the same step as one process with that batch.
 """
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .config import TrainConfig
 from .devices import autocast
+from .distributed import SINGLE_PROCESS, Rank, all_reduce_sum
 from .errors import PipelineError
+from .fileio import atomic_dir
 
 EpochLog = dict[str, float]
 
@@ -32,23 +42,36 @@ class FitResult:
     stopped_early: bool = False
 
 
-def dvclive_logger(live) -> Callable[[EpochLog], None]:
-    """A `fit` callback that logs each epoch's numbers to a dvclive `Live` and prints them."""
+@contextlib.contextmanager
+def epoch_logger(live_dir: Path, rank: Rank) -> Iterator[Callable[..., None]]:
+    """A `fit` callback that logs each epoch to dvclive in `live_dir` and prints it, on
+    rank 0; a no-op on other ranks. `callback.summary(**values)` adds to the summary.
+    The directory appears only when the block succeeds (no half-written logs)."""
+    if not rank.is_main:
+        no_op = lambda log: None  # noqa: E731
+        no_op.summary = lambda **values: None
+        yield no_op
+        return
+    from dvclive import Live  # only rank 0 needs it
 
-    def log_epoch(log: EpochLog) -> None:
-        for name, value in log.items():
-            if name != "epoch":
-                live.log_metric(name, value)
-        live.next_step()
-        print(
-            f"epoch {log['epoch']:>3}: train loss {log['train/loss']:.4f} "
-            f"acc {log['train/accuracy']:.4f} | valid loss {log['valid/loss']:.4f} "
-            f"acc {log['valid/accuracy']:.4f} | lr {log['lr']:.3g} | "
-            f"{log['epoch_seconds']:.2f} s",
-            flush=True,
-        )
+    with atomic_dir(live_dir) as tmp_dir, \
+            Live(str(tmp_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:  # fmt: skip
 
-    return log_epoch
+        def log_epoch(log: EpochLog) -> None:
+            for name, value in log.items():
+                if name != "epoch":
+                    live.log_metric(name, value)
+            live.next_step()
+            print(
+                f"epoch {log['epoch']:>3}: train loss {log['train/loss']:.4f} "
+                f"acc {log['train/accuracy']:.4f} | valid loss {log['valid/loss']:.4f} "
+                f"acc {log['valid/accuracy']:.4f} | lr {log['lr']:.3g} | "
+                f"{log['epoch_seconds']:.2f} s",
+                flush=True,
+            )
+
+        log_epoch.summary = lambda **values: live.summary.update(values)
+        yield log_epoch
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -85,11 +108,13 @@ def make_scheduler(
     return None
 
 
-def batch_starts(num_rows: int, batch_size: int) -> range:
-    """Start rows of the mini-batches; a last batch of one row is dropped (batch norm
-    cannot normalize a single sample, and one sample is noise anyway)."""
-    usable_rows = num_rows - 1 if num_rows % batch_size == 1 and num_rows > 1 else num_rows
-    return range(0, usable_rows, batch_size)
+def batch_starts(num_rows: int, batch_size: int, world_size: int = 1) -> range:
+    """Start rows of the (global) mini-batches. A last batch of one row is dropped (batch
+    norm cannot normalize a single sample, and one sample is noise anyway), and so is one
+    with fewer rows than processes, which would leave a rank without data."""
+    remainder = num_rows % batch_size
+    too_small = 0 < remainder < max(2, world_size) and num_rows > remainder
+    return range(0, num_rows - remainder if too_small else num_rows, batch_size)
 
 
 def train_one_epoch(
@@ -101,30 +126,46 @@ def train_one_epoch(
     cfg: TrainConfig,
     generator: torch.Generator,
     progress: tqdm | None = None,
+    rank: Rank = SINGLE_PROCESS,
 ) -> EpochLog:
-    """One pass over (images (N, H, W) uint8, labels (N,) int64) in a seeded random order."""
+    """One pass over (images (N, H, W) uint8, labels (N,) int64) in a seeded random order;
+    each rank trains its slice of every global batch of `cfg.batch_size` rows."""
     model.train()
     order = torch.randperm(len(labels), generator=generator).to(labels.device)
     images, labels = images[order], labels[order]  # one gather per epoch; batches are views
     loss_sum = torch.zeros((), device=labels.device)
     correct = torch.zeros((), dtype=torch.int64, device=labels.device)
     seen = 0
-    for start in batch_starts(len(labels), cfg.batch_size):
-        x, y = images[start : start + cfg.batch_size], labels[start : start + cfg.batch_size]
+    for start in batch_starts(len(labels), cfg.batch_size, rank.world_size):
+        batch_rows = min(cfg.batch_size, len(labels) - start)  # all ranks together
+        mine = rank.rows(batch_rows)
+        x, y = images[start:][mine], labels[start:][mine]
         with autocast(labels.device, cfg.precision):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        rank_loss_sum = F.cross_entropy(
+            logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum"
+        )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP divides the summed gradients by the world size: this makes them those of
+        # the mean loss over the global batch (plain mean loss for one process).
+        (rank_loss_sum * (rank.world_size / batch_rows)).backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        loss_sum += loss.detach() * len(y)
+        loss_sum += rank_loss_sum.detach()
         correct += (logits.detach().argmax(dim=1) == y).sum()
         seen += len(y)
         if progress is not None:
             progress.update(1)
-    return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen}
+    return _mean_over_ranks(loss_sum, correct, seen, rank)
+
+
+def _mean_over_ranks(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int,
+                     rank: Rank) -> EpochLog:  # fmt: skip
+    """Mean loss and accuracy over the rows of every rank (one device sync)."""
+    totals = torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(seen).double()])
+    loss_total, correct_total, rows = all_reduce_sum(totals, rank).tolist()
+    return {"loss": loss_total / rows, "accuracy": correct_total / rows}
 
 
 @torch.inference_mode()
@@ -134,9 +175,13 @@ def evaluate_loss(
     labels: torch.Tensor,
     batch_size: int,
     precision: str = "fp32",
+    rank: Rank = SINGLE_PROCESS,
 ) -> EpochLog:
-    """Mean cross-entropy (no label smoothing) and accuracy, in eval mode."""
+    """Mean cross-entropy (no label smoothing) and accuracy, in eval mode; each rank
+    evaluates its share of the rows and the sums are reduced over the ranks."""
     model.eval()
+    mine = rank.rows(len(labels))
+    images, labels = images[mine], labels[mine]
     loss_sum = torch.zeros((), device=labels.device)
     correct = torch.zeros((), dtype=torch.int64, device=labels.device)
     for start in range(0, len(labels), batch_size):
@@ -145,7 +190,7 @@ def evaluate_loss(
             logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(dim=1) == y).sum()
-    return {"loss": loss_sum.item() / len(labels), "accuracy": correct.item() / len(labels)}
+    return _mean_over_ranks(loss_sum, correct, len(labels), rank)
 
 
 def fit(
@@ -155,17 +200,19 @@ def fit(
     cfg: TrainConfig,
     seed: int,
     log_epoch: Callable[[EpochLog], None] = lambda log: None,
+    rank: Rank = SINGLE_PROCESS,
 ) -> FitResult:
     """Train `model` in place; returns the per-epoch history. The data (uint8 images,
-    int64 labels) moves to the model's device once, here, and stays there.
+    int64 labels) moves to the model's device once, here, and stays there. With
+    several ranks, every rank calls `fit` with the whole data and its `rank`.
 
     With early stopping, training ends after `early_stopping_patience` epochs
     without a lower validation loss and the model gets the best epoch's weights.
     """
     device = next(model.parameters()).device
     train, valid = [tuple(t.to(device) for t in split) for split in (train, valid)]
-    step_model = torch.compile(model) if cfg.compile else model
-    steps_per_epoch = len(batch_starts(len(train[1]), cfg.batch_size))
+    step_model, eval_model = _wrap(model, cfg.compile, rank)
+    steps_per_epoch = len(batch_starts(len(train[1]), cfg.batch_size, rank.world_size))
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)  # data order only, apart from init/dropout
@@ -174,11 +221,12 @@ def fit(
         started_s = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                  leave=False, disable=None) as progress:  # fmt: skip
+                  leave=False, disable=None if rank.is_main else True) as progress:  # fmt: skip
             train_log = train_one_epoch(
-                step_model, optimizer, scheduler, *train, cfg, generator, progress
+                step_model, optimizer, scheduler, *train, cfg, generator, progress, rank
             )
-        valid_log = evaluate_loss(step_model, *valid, max(cfg.batch_size, 1024), cfg.precision)
+        eval_batch = max(cfg.batch_size, 1024)
+        valid_log = evaluate_loss(eval_model, *valid, eval_batch, cfg.precision, rank)
         log = _epoch_log(epoch, lr, time.perf_counter() - started_s, train_log, valid_log, cfg)
         result.history.append(log)
         log_epoch(log)
@@ -194,6 +242,21 @@ def fit(
     else:
         result.best_epoch = len(result.history)
     return result
+
+
+def _wrap(model: nn.Module, compile_model: bool, rank: Rank) -> tuple[nn.Module, nn.Module]:
+    """The modules to train and to evaluate with. Training goes through DDP when there
+    are several ranks; evaluation never does (its batches differ per rank, and DDP's
+    buffer broadcast would wait for ranks that have no batch left)."""
+    device = next(model.parameters()).device
+    step_model = model
+    if rank.distributed:
+        step_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if compile_model:
+        return torch.compile(step_model), torch.compile(model)
+    return step_model, model
 
 
 def _epoch_log(epoch: int, lr: float, seconds: float, train_log: EpochLog,

@@ -1,0 +1,191 @@
+"""Data-parallel training over several processes with torchrun and DDP.
+
+With `distributed.nproc_per_node * nnodes > 1` the train script re-runs itself
+under PyTorch's own launcher (`torch.distributed.run`, i.e. torchrun:
+`--standalone` on one machine, the c10d rendezvous across machines). Each
+worker reads its rank from the environment torchrun sets, joins the process
+group (gloo on CPU, nccl on CUDA with one GPU per process) and trains its
+slice of every global batch; DDP averages the gradients.
+
+A failing worker ends the run: torchrun stops the others and `launch` turns the
+failure into one line naming the rank and its error, which each worker leaves
+in the error file torchrun gives it (see `cli.record_worker_error`).
+"""
+
+import contextlib
+import datetime
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .config import DistributedConfig
+from .errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Rank:
+    """Where this process sits in the run; the defaults describe a single process."""
+
+    rank: int = 0  # global index of this process
+    local_rank: int = 0  # index on this machine (picks the GPU)
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone prints progress and writes outputs."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def rows(self, num_rows: int) -> slice:
+        """This rank's contiguous share of `num_rows` rows (shares differ by at most one)."""
+        return slice(self.rank * num_rows // self.world_size,
+                     (self.rank + 1) * num_rows // self.world_size)  # fmt: skip
+
+
+SINGLE_PROCESS = Rank()
+
+
+def under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def needs_launch(cfg: DistributedConfig) -> bool:
+    """Whether this process must start the workers (rather than be one)."""
+    return cfg.world_size > 1 and not under_torchrun()
+
+
+def torchrun_args(cfg: DistributedConfig, threads: int, script_argv: Sequence[str]) -> list[str]:
+    """Command-line arguments of torchrun (`torch.distributed.run`) for this config."""
+    args = [
+        f"--nproc-per-node={cfg.nproc_per_node}",
+        f"--nnodes={cfg.nnodes}",
+        "--max-restarts=0",  # a failed rank ends the run (a restart would repeat the error)
+        "--monitor-interval=0.1",  # how soon the other ranks are stopped after a failure
+    ]
+    if cfg.nnodes == 1:
+        args.append("--standalone")
+    else:
+        args += [
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={cfg.rdzv_endpoint}",
+            f"--rdzv-id={cfg.rdzv_id}",
+            f"--rdzv-conf=join_timeout={int(cfg.timeout_s)}",
+        ]
+    # torchrun's own default for several processes is 1 thread each (it warns about it);
+    # train.threads says otherwise when set.
+    os.environ["OMP_NUM_THREADS"] = str(threads or 1)
+    return [*args, *script_argv]
+
+
+def launch(cfg: DistributedConfig, threads: int, script_argv: Sequence[str]) -> None:
+    """Run `script_argv` (this script and its arguments) on every rank; wait for all."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    args = torchrun_args(cfg, threads, script_argv)
+    print(f"torchrun {' '.join(args)}", flush=True)
+    try:
+        run(parse_args(args))
+    except ChildFailedError as exc:
+        rank, failure = min(exc.failures.items(), key=lambda item: _failed_at_ns(item[1]))
+        raise PipelineError(f"rank {rank} of {cfg.world_size} failed: {_text(failure)}") from None
+    except Exception as exc:  # rendezvous errors: unreachable endpoint, timeout, ...
+        text = " ".join(str(exc).split())
+        raise PipelineError(f"torchrun could not start the workers: {text}") from exc
+
+
+def _recorded(failure) -> dict:
+    """What the rank wrote with `cli.record_worker_error` ({} if it wrote nothing)."""
+    recorded = failure.error_file_data.get("message")
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def _failed_at_ns(failure) -> float:
+    """When the rank recorded its error; a rank killed without one sorts last, so the
+    root cause wins over ranks that only saw their peer vanish."""
+    return float(_recorded(failure).get("extraInfo", {}).get("failed_at_ns", "inf"))
+
+
+def _text(failure) -> str:
+    """The rank's own one-line error, else torchrun's description (exit code, signal)."""
+    message = _recorded(failure).get("message") or failure.message
+    if not isinstance(message, str) or not message:
+        message = f"exit code {failure.exitcode}"
+    return " ".join(message.split())
+
+
+def current_rank(cfg: DistributedConfig) -> Rank:
+    """This process's rank from torchrun's environment; a single process outside it."""
+    if not under_torchrun():
+        return Rank()
+    world_size = int(os.environ["WORLD_SIZE"])
+    if world_size != cfg.world_size:
+        raise PipelineError(
+            f"torchrun started {world_size} processes, but distributed.nproc_per_node * "
+            f"nnodes = {cfg.world_size}; set them to match (or let the stage start torchrun)"
+        )
+    return Rank(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), world_size)
+
+
+def rank_device(device: torch.device, rank: Rank) -> torch.device:
+    """The device this rank trains on: its own GPU (cuda:LOCAL_RANK) or the CPU."""
+    if not rank.distributed or device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise PipelineError(f"train.device: {device.type} cannot train with several processes; "
+                            "use cpu or cuda")  # fmt: skip
+    if device.index not in (None, 0):
+        raise PipelineError(f"train.device: {device} names one GPU, but each of the "
+                            f"{rank.world_size} processes takes its own; use cuda")  # fmt: skip
+    if rank.local_rank >= torch.cuda.device_count():
+        raise PipelineError(
+            f"distributed.nproc_per_node: process {rank.local_rank} has no GPU of its own "
+            f"(this machine has {torch.cuda.device_count()})"
+        )
+    return torch.device("cuda", rank.local_rank)
+
+
+@contextlib.contextmanager
+def process_group(rank: Rank, device: torch.device, timeout_s: float) -> Iterator[None]:
+    """Join the ranks (gloo on CPU, nccl on CUDA) for the block; nothing for one process."""
+    if not rank.distributed:
+        yield
+        return
+    # torchrun stops the other ranks with SIGTERM when one fails: unwind (removing
+    # temporary outputs) instead of dying on the spot.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        dist.init_process_group(backend, timeout=timeout, device_id=device)
+    else:
+        dist.init_process_group(backend, timeout=timeout)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise PipelineError("stopped by torchrun (SIGTERM), as another rank failed")
+
+
+def seed_rank(seed: int, rank: Rank) -> None:
+    """After the (identical) model init: a different dropout stream on every rank."""
+    if rank.distributed:
+        torch.manual_seed(seed + 1_000_003 * rank.rank)
+
+
+def all_reduce_sum(values: torch.Tensor, rank: Rank) -> torch.Tensor:
+    """`values` summed over the ranks (returned as is for one process)."""
+    if rank.distributed:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values

@@ -1,0 +1,209 @@
+"""Data-parallel training with torchrun on CPU (gloo, 127.0.0.1 only): two ranks train
+exactly like one process with the global batch, only rank 0 writes, and a failing
+rank ends the run at once with its own error."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from e2e_support import make_repo, read_json, run, set_params, stages_run
+
+from mnist_pipeline.checkpoint import load_checkpoint
+from mnist_pipeline.config import DistributedConfig, TrainConfig
+from mnist_pipeline.distributed import Rank, current_rank, rank_device, torchrun_args
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.training import batch_starts
+
+REPO = Path(__file__).resolve().parents[1]
+# 300 train rows in batches of 64: four full batches and one of 44, split 22/22.
+BASE = {
+    "seed": 5,
+    "model": {"name": "mlp", "hidden_sizes": [16], "dropout": 0.0},
+    "train": {"device": "cpu", "epochs": 3, "batch_size": 64, "threads": 1},
+}
+SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
+ADAMW = {"optimizer": "adamw", "lr": 0.01, "schedule": "onecycle", "label_smoothing": 0.1}
+
+
+def _train(tmp_path: Path, data: Path, params: dict, out: str = "out", env_extra=None):
+    params_file = tmp_path / f"{out}.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    model, live = tmp_path / out / "model.pt", tmp_path / out / "live"
+    argv = [sys.executable, str(REPO / "stages" / "train.py"), "--params", str(params_file),
+            "--data", str(data), "--model", str(model), "--live", str(live)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env_extra or {})}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    return subprocess.Popen(argv, env=env, cwd=tmp_path, **pipes), model, live
+
+
+def _finish(process: subprocess.Popen, timeout_s: float = 240) -> tuple[int, str, str]:
+    stdout, stderr = process.communicate(timeout=timeout_s)  # a hang fails the test here
+    return process.returncode, stdout, stderr
+
+
+def _params(train: dict, **distributed) -> dict:
+    return {**BASE, "train": {**BASE["train"], **train}, "distributed": distributed}
+
+
+@pytest.mark.parametrize("num_rows", [0, 1, 7, 64, 101])
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_rank_rows_cover_every_row_once(num_rows, world_size):
+    shares = [Rank(r, r, world_size).rows(num_rows) for r in range(world_size)]
+    rows = [i for share in shares for i in range(num_rows)[share]]
+    assert rows == list(range(num_rows))
+    assert (
+        max(map(len, [range(num_rows)[s] for s in shares]))
+        - min(len(range(num_rows)[s]) for s in shares)
+        <= 1
+    )
+
+
+def test_batch_starts_drop_a_last_batch_smaller_than_the_world():
+    assert list(batch_starts(130, 64, world_size=1)) == [0, 64, 128]
+    assert list(batch_starts(129, 64, world_size=1)) == [0, 64]  # one row: dropped
+    assert list(batch_starts(130, 64, world_size=4)) == [0, 64]  # 2 rows for 4 ranks
+    assert list(batch_starts(132, 64, world_size=4)) == [0, 64, 128]
+
+
+def test_torchrun_args_for_one_machine_and_for_several(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    one = torchrun_args(DistributedConfig(nproc_per_node=4), 0, ["train.py", "--x"])
+    assert "--standalone" in one and "--nproc-per-node=4" in one and one[-2:] == ["train.py", "--x"]
+    assert os.environ["OMP_NUM_THREADS"] == "1"  # torchrun's default, without its banner
+    cfg = DistributedConfig(nproc_per_node=2, nnodes=3, rdzv_endpoint="node0:29400", rdzv_id="r7")
+    several = torchrun_args(cfg, 4, ["train.py"])
+    assert "--standalone" not in several and "--nnodes=3" in several
+    assert {"--rdzv-backend=c10d", "--rdzv-endpoint=node0:29400", "--rdzv-id=r7"} <= set(several)
+    assert os.environ["OMP_NUM_THREADS"] == "4"
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        ({"nproc_per_node": 0}, "nproc_per_node: must be >= 1"),
+        ({"nnodes": 2}, "rdzv_endpoint: nnodes is 2, so it must be host:port"),
+        ({"nnodes": 2, "rdzv_endpoint": "node0"}, "must be host:port, got 'node0'"),
+        ({"rdzv_id": "a b"}, "rdzv_id: letters, digits"),
+    ],
+)
+def test_bad_distributed_config_is_refused(cfg, message):
+    with pytest.raises(PipelineError, match=message):
+        DistributedConfig(**cfg)
+
+
+def test_global_batch_must_split_over_the_ranks(tmp_path):
+    from mnist_pipeline.config import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(_params({"batch_size": 63}, nproc_per_node=2)))
+    with pytest.raises(PipelineError, match="batch 63 must split evenly over the 2 processes"):
+        load_params(path)
+
+
+def test_rank_comes_from_torchrun_and_must_match_params(monkeypatch):
+    assert current_rank(DistributedConfig(nproc_per_node=2)) == Rank()  # not under torchrun
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert current_rank(DistributedConfig(nproc_per_node=2)) == Rank(1, 1, 2)
+    with pytest.raises(PipelineError, match=r"torchrun started 2 processes, but .* = 4"):
+        current_rank(DistributedConfig(nproc_per_node=4))
+
+
+def test_rank_device_gives_each_rank_its_own_gpu_or_the_cpu():
+    two = Rank(1, 1, 2)
+    assert rank_device(torch.device("cpu"), two) == torch.device("cpu")
+    assert rank_device(torch.device("cuda", 3), Rank()) == torch.device("cuda", 3)  # one process
+    with pytest.raises(PipelineError, match="names one GPU, but each of the 2 processes"):
+        rank_device(torch.device("cuda", 1), two)
+    with pytest.raises(PipelineError, match="mps cannot train with several processes"):
+        rank_device(torch.device("mps"), two)
+    assert TrainConfig().batch_size % 2 == 0  # the default global batch splits over 2 ranks
+
+
+@pytest.mark.parametrize("optimizer", [SGD, ADAMW], ids=["sgd-momentum", "adamw-onecycle-ls"])
+def test_two_ranks_train_like_one_process_with_the_global_batch(tmp_path, prepared, optimizer):
+    code1, _, err1 = _finish(_train(tmp_path, prepared, _params(optimizer), "one")[0])
+    two, model2, live2 = _train(tmp_path, prepared, _params(optimizer, nproc_per_node=2), "two")
+    code2, out2, err2 = _finish(two)
+    assert code1 == 0 and code2 == 0, err1 + err2
+    assert out2.count("valid loss") == 4  # rank 0 alone prints: 3 epochs + the last line
+    one_model, one_payload = load_checkpoint(tmp_path / "one" / "model.pt")
+    two_model, two_payload = load_checkpoint(model2)
+    assert two_payload["run"]["world_size"] == 2 and one_payload["run"]["world_size"] == 1
+    assert not any(key.startswith("module.") for key in two_payload["state_dict"])
+    for name, weight in one_model.state_dict().items():
+        other = two_model.state_dict()[name]
+        assert (other - weight).norm() <= 1e-5 * weight.norm(), name
+    one_summary = read_json(tmp_path / "one" / "live" / "metrics.json")
+    two_summary = read_json(live2 / "metrics.json")
+    for split in ("train", "valid"):
+        for metric in ("loss", "accuracy"):
+            assert two_summary[split][metric] == pytest.approx(one_summary[split][metric], rel=1e-5)
+
+
+def test_a_failing_rank_ends_the_run_with_its_error(tmp_path, prepared):
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    # Loaded by every Python process at start-up: rank 1 fails in its first epoch, while
+    # rank 0 waits for it in the gradient all-reduce and must not hang there.
+    (inject / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    from mnist_pipeline import training\n"
+        "    def broken(*args, **kwargs):\n"
+        "        raise ValueError('rank 1 ran out of luck')\n"
+        "    training.train_one_epoch = broken\n"
+    )
+    params = _params({**SGD, "epochs": 500}, nproc_per_node=2)
+    env = {"PYTHONPATH": f"{inject}{os.pathsep}{REPO / 'src'}"}
+    process, _, _ = _train(tmp_path, prepared, params, env_extra=env)
+    code, _, stderr = _finish(process, timeout_s=120)
+    assert code == 1
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line == "train.py: error: rank 1 of 2 failed: ValueError: rank 1 ran out of luck"
+    assert not list((tmp_path / "out").rglob("*"))  # not even temporary files
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_machines_meet_at_the_c10d_rendezvous(tmp_path, prepared):
+    """Two launchers (one per "machine", here both on 127.0.0.1) with nnodes 2; each is
+    given its own output paths so we can see that only the rank-0 machine writes."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    params = _params(SGD, nnodes=2, rdzv_endpoint=endpoint, timeout_s=60)
+    first = _train(tmp_path, prepared, params, "first")
+    second = _train(tmp_path, prepared, params, "second")
+    results = [_finish(first[0]), _finish(second[0])]
+    assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+    written = [model.exists() and live.exists() for _, model, live in (first, second)]
+    assert sorted(written) == [False, True]
+    _, payload = load_checkpoint(first[1] if written[0] else second[1])
+    assert payload["run"]["world_size"] == 2
+
+
+@pytest.mark.e2e
+def test_dvc_repro_with_two_processes_then_evaluate(tmp_path):
+    from e2e_support import SMALL_PARAMS, write_local_source
+
+    repo = make_repo(tmp_path / "repo")
+    (tmp_path / "source").mkdir()
+    fetch = write_local_source(tmp_path / "source", (600, 120, 120), seed=4)
+    set_params(repo, {**SMALL_PARAMS, "fetch": {**SMALL_PARAMS["fetch"], **fetch},
+                      "distributed": {"nproc_per_node": 2}})  # fmt: skip
+    result = run(repo, "dvc", "repro")
+    assert stages_run(result.stdout) == ["fetch", "prepare", "train", "evaluate"]
+    assert "torchrun --nproc-per-node=2" in result.stdout
+    _, payload = load_checkpoint(repo / "models" / "model.pt")
+    assert payload["run"]["world_size"] == 2
+    assert read_json(repo / "metrics" / "evaluate.json")["test"]["accuracy"] > 0.5
