@@ -5,7 +5,9 @@
    batch 64/256/1024, faithfulness over the tutorial's 25 epochs, time to the
    tutorial's result with the default config);
 3. bench_repro: `dvc repro` of the whole pipeline with default params in a
-   throwaway copy, and the evaluate stage on its own.
+   throwaway copy, and the evaluate stage on its own;
+4. bench_distributed: the train stage as 1 process x 2 threads against 2
+   processes x 1 thread (torchrun + DDP), default params, 5 epochs.
 Synthetic full-size data by default; `--idx-dir DIR --dataset NAME` or `--raw
 DIR` for a real data set. The benchmarks run one after another, never at once;
 each reports the load averages, since other processes skew the timings.
@@ -19,12 +21,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import bench_distributed
 import bench_prepare
 import bench_repro
 import bench_train
 import train_support as ts
 
-STEPS = ("prepare", "train", "repro")
+STEPS = ("prepare", "train", "repro", "distributed")
 QUICK_REPRO_PARAMS = {"train": {"epochs": 2}, "evaluate": {"mc_samples": 0}}
 
 
@@ -46,6 +49,10 @@ def run(args: argparse.Namespace, raw: Path | None) -> dict[str, Any]:
         print("\n== bench_repro", flush=True)
         params = QUICK_REPRO_PARAMS if args.quick else None
         results["repro"] = bench_repro.run(raw, args.workdir, args.seed, rows, params)
+    if "distributed" in args.steps:
+        print("\n== bench_distributed", flush=True)
+        epochs = 1 if args.quick else 5
+        results["distributed"] = bench_distributed.run(raw, epochs, seed=args.seed, rows=rows)
     return results
 
 
@@ -75,6 +82,10 @@ def summary(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         lines.append(("dvc repro (default params): total / train / evaluate",
                       f"{r['repro_seconds']:.1f} / {r['train_seconds']:.1f} / "
                       f"{r['evaluate_seconds']:.1f} s", ""))  # fmt: skip
+    for r in results.get("distributed", []):
+        what = f"train stage, {r['processes']} process(es) x {r['threads']} thread(s)"
+        speed = f"{r['epoch_s']:.2f} s/epoch, {r['samples_per_s']:.0f} samples/s"
+        lines.append((what, speed, ""))
     return lines
 
 

@@ -101,6 +101,17 @@ def test_run_all_train_step_and_summary(tiny_rows, tmp_path, capsys):
     assert "== Summary" in capsys.readouterr().out
 
 
+def test_bench_distributed_runs_every_layout():
+    import bench_distributed
+
+    results = bench_distributed.run(None, epochs=1, overrides={"model.hidden_sizes": [8]},
+                                    rows=TINY_ROWS)  # fmt: skip
+    assert [(r["processes"], r["threads"]) for r in results] == [(1, 2), (2, 1), (1, 1)]
+    assert all(r["epoch_s"] > 0 and 0 <= r["valid_accuracy"] <= 1 for r in results)
+    lines = run_all.summary({"threads": 1, "distributed": results})
+    assert any("2 process(es) x 1 thread(s)" in what for what, _, _ in lines)
+
+
 def test_profile_train_runs():
     result = profile_train.run(steps=3, repeats=1, rows=5)
     assert result["us_per_step"] > 0 and 0 < result["gemm_share"] < 1
