@@ -1,10 +1,11 @@
 """Where the project's training step spends its time: torch.profiler on N steps.
 
 Profiles `training.train_one_epoch` in the tutorial setting (MLP 784-128-256-10,
-SGD lr 0.001, batch 64) on synthetic data of steps * batch rows, after one
-untimed warm-up pass, and prints the top operators by self CPU time plus the
-share of the matrix multiplies (the part no loop can avoid). Best-of-N
-timings of the same steps, with and without the profiler's overhead, too.
+SGD lr 0.001, batch 64; hand-written gradients as `fit` uses them, or --autograd)
+on synthetic data of steps * batch rows, after one untimed warm-up pass, and
+prints the top operators by self CPU time plus the share of the matrix
+multiplies (the part no loop can avoid). Best-of-N timings of the same steps,
+with and without the profiler's overhead, too.
 
     PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py --steps 100
 """
@@ -19,24 +20,30 @@ import train_support as ts
 from torch.profiler import ProfilerActivity, profile
 
 from mnist_pipeline import synthetic
+from mnist_pipeline.distributed import SINGLE_PROCESS
+from mnist_pipeline.mlp_step import ManualMLPStep
 from mnist_pipeline.models import build_model
-from mnist_pipeline.training import make_optimizer, train_one_epoch
+from mnist_pipeline.training import make_optimizer, train_one_epoch, uses_manual_step
 
 GEMM_OPS = ("aten::mm", "aten::addmm")
 
 
-def run(steps: int = 100, batch_size: int = 64, repeats: int = 10, rows: int = 20) -> dict:
+def run(steps: int = 100, batch_size: int = 64, repeats: int = 10, rows: int = 20,
+        autograd: bool = False) -> dict:  # fmt: skip
     """Profile `steps` steps; `repeats` unprofiled passes give the best time per step."""
     load = ts.load_start("profile")
     images, labels = synthetic.make_images(steps * batch_size, seed=0)
-    cfg = dataclasses.replace(ts.TUTORIAL_TRAIN, batch_size=batch_size)
+    cfg = dataclasses.replace(ts.TUTORIAL_TRAIN, batch_size=batch_size,
+                              manual_mlp_step=not autograd)  # fmt: skip
     ts.seed_torch(0)
     model = build_model(ts.TUTORIAL_MODEL, ts.input_spec(images))
     optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(0)
+    manual = ManualMLPStep(model) if uses_manual_step(model, cfg, SINGLE_PROCESS) else None
 
-    def epoch() -> None:
-        train_one_epoch(model, optimizer, None, images, labels, cfg, generator)
+    def epoch() -> None:  # as training.fit runs it
+        train_one_epoch(model, optimizer, None, images, labels, cfg, generator, None,
+                        SINGLE_PROCESS, manual)  # fmt: skip
 
     epoch()  # warm-up
     best_s = min(_timed(epoch) for _ in range(repeats))
@@ -80,9 +87,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=10, help="unprofiled passes (best counts)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's default")
+    parser.add_argument("--autograd", action="store_true", help="the autograd step instead")
     args = parser.parse_args(argv)
     ts.set_threads(args.threads)
-    return run(args.steps, args.batch_size, args.repeats)
+    return run(args.steps, args.batch_size, args.repeats, autograd=args.autograd)
 
 
 if __name__ == "__main__":

@@ -167,3 +167,46 @@ def test_bf16_autocast_trains_on_cpu(data):
     model, result = _train(data, cfg=cfg)
     assert result.history[-1]["valid/accuracy"] > 0.5
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dataclasses.replace(
+            FAST,
+            optimizer="sgd",
+            lr=0.05,
+            momentum=0.9,
+            schedule="constant",
+            weight_decay=0.0,
+            label_smoothing=0.1,
+        ),
+        FAST,
+    ],
+    ids=["sgd-momentum-smoothing", "adamw-onecycle"],
+)
+def test_hand_written_gradients_train_like_autograd(data, cfg):
+    """The default MLP path (mlp_step) against autograd, dropout included: same masks,
+    same maths, so the same run up to float rounding."""
+    dropout_mlp = ModelConfig(hidden_sizes=(32, 16), dropout=0.3)
+    manual, manual_result = _train(data, dropout_mlp, cfg)
+    autograd_cfg = dataclasses.replace(cfg, manual_mlp_step=False)
+    autograd, autograd_result = _train(data, dropout_mlp, autograd_cfg)
+    for ours, reference in zip(manual_result.history, autograd_result.history, strict=True):
+        for key in ("train/loss", "valid/loss"):
+            assert ours[key] == pytest.approx(reference[key], rel=1e-4), key
+    for name, weight in autograd.state_dict().items():
+        assert (manual.state_dict()[name] - weight).norm() <= 1e-4 * weight.norm(), name
+
+
+def test_hand_written_gradients_only_where_they_are_exact():
+    from mnist_pipeline.distributed import Rank
+    from mnist_pipeline.training import uses_manual_step
+
+    mlp, single = build_model(SMALL_MLP, SPEC), Rank()
+    assert uses_manual_step(mlp, FAST, single)
+    assert not uses_manual_step(mlp, dataclasses.replace(FAST, manual_mlp_step=False), single)
+    assert not uses_manual_step(mlp, dataclasses.replace(FAST, precision="bf16"), single)
+    assert not uses_manual_step(mlp, dataclasses.replace(FAST, compile=True), single)
+    assert not uses_manual_step(mlp, FAST, Rank(0, 0, 2))  # DDP needs autograd's hooks
+    assert not uses_manual_step(build_model(ModelConfig(name="cnn"), SPEC), FAST, single)

@@ -93,6 +93,9 @@ class TrainConfig:
     early_stopping_patience: int = 0  # epochs without a better valid loss; 0 disables
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on any device
     compile: bool = False  # torch.compile the model
+    # MLP on CPU in fp32, one process, no compile: hand-written gradients instead of
+    # autograd (same maths, less per-step overhead); false forces autograd.
+    manual_mlp_step: bool = True
     threads: int = 0  # intra-op CPU threads; 0 keeps torch's default
 
     def __post_init__(self) -> None:

@@ -1,0 +1,176 @@
+"""A training step for `build_model`'s MLP with hand-written gradients.
+
+At small batches much of an autograd step is overhead, not arithmetic: recording the
+graph, dispatching its backward ops, allocating every intermediate. `ManualMLPStep` does
+the same maths with out= ops on buffers allocated once per batch size (what is left is
+almost all matmul) and writes each parameter's `.grad`, so any torch optimizer steps
+unchanged. It matches `F.cross_entropy(model(x), y, label_smoothing=eps).backward()` up
+to float rounding, dropout masks included: drawn from torch's RNG as `nn.Dropout` draws
+them on CPU, in the same order.
+"""
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+from .models import InputNorm
+
+# ReLU's backward with an out= slot (torch.threshold_backward has none); 0 where the
+# ReLU output is 0, the incoming gradient elsewhere.
+_relu_backward = torch.ops.aten.threshold_backward.grad_input
+
+
+def supports_manual_step(model: nn.Module) -> bool:
+    """Whether `model` is exactly the MLP layout `ManualMLPStep` implements:
+    InputNorm, Flatten, (Linear, ReLU, [Dropout]) * k, Linear, with float32 CPU
+    parameters that all train. Anything else (a CNN, a torch.compile wrapper, another
+    device or dtype) must take the autograd step."""
+    if type(model) is not nn.Sequential or len(model) < 3:
+        return False
+    norm, flatten, *layers = model
+    if type(norm) is not InputNorm or type(flatten) is not nn.Flatten:
+        return False
+    if (flatten.start_dim, flatten.end_dim) != (1, -1) or _mlp_blocks(layers) is None:
+        return False
+    return all(
+        p.dtype == torch.float32 and p.device.type == "cpu" and p.requires_grad
+        for p in model.parameters()
+    )
+
+
+def _mlp_blocks(layers: list[nn.Module]) -> list[tuple[nn.Linear, nn.Dropout | None]] | None:
+    """[(Linear, its Dropout or None)] per block, the head last; None for another layout."""
+    blocks, i = [], 0
+    while i < len(layers):
+        linear = layers[i]
+        if type(linear) is not nn.Linear or linear.bias is None:
+            return None
+        if i + 1 == len(layers):
+            return [*blocks, (linear, None)]
+        if type(layers[i + 1]) is not nn.ReLU:
+            return None
+        i += 2
+        dropout = None
+        if i < len(layers) and type(layers[i]) is nn.Dropout:
+            dropout, i = layers[i], i + 1
+        blocks.append((linear, dropout))
+    return None  # ends in ReLU or Dropout: no head
+
+
+@dataclass(slots=True)
+class _Work:
+    """Per-batch-size buffers; index i is the i-th Linear's output."""
+
+    x: torch.Tensor  # normalized, flattened input
+    outs: list[torch.Tensor]  # hidden: after ReLU (and dropout, in place); last: logits
+    grads: list[torch.Tensor]  # d loss / d (Linear output), before ReLU
+    noise: list[torch.Tensor]  # dropout scale (0 or 1/(1-p)) per hidden layer
+    logp: torch.Tensor  # log-softmax of the logits
+    target: torch.Tensor  # -(smoothed one-hot) / batch
+
+
+class ManualMLPStep:
+    """Forward, loss and gradients of one batch for a model `supports_manual_step` accepts.
+
+    Build it once per fit; it keeps references to the model's parameters, so
+    `load_state_dict` and optimizer updates (both in place) are seen by later steps.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        if not supports_manual_step(model):
+            raise ValueError("ManualMLPStep needs build_model's MLP with float32 CPU parameters")
+        self.model = model
+        self.norm: InputNorm = model[0]
+        blocks = _mlp_blocks(list(model)[2:])
+        self.linears = [linear for linear, _ in blocks]
+        self.hidden = self.linears[:-1]
+        self.dropouts = [dropout for _, dropout in blocks[:-1]]
+        self.params = [t for linear in self.linears for t in (linear.weight, linear.bias)]
+        self.param_grads = [torch.zeros_like(p) for p in self.params]
+        self._work: dict[int, _Work] = {}
+
+    @torch.no_grad()
+    def step(
+        self, images_u8: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Set each parameter's `.grad` to d loss / d param for (images (B, H, W) uint8,
+        labels (B,) int64); no zero_grad needed. Returns (mean loss, 0-dim and fresh;
+        logits (B, C), a work buffer that the next step with this batch size overwrites)."""
+        for param, grad in zip(self.params, self.param_grads, strict=True):
+            if param.grad is not grad:  # first step, or the caller set grads to None
+                param.grad = grad
+        batch = labels.shape[0]
+        work = self._work.get(batch) or self._allocate(batch)
+        masks = self._forward(images_u8.reshape(batch, -1), work)
+        loss = self._loss_and_logit_grad(labels, label_smoothing, work)
+        self._backward(work, masks)
+        return loss, work.outs[-1]
+
+    def _allocate(self, batch: int) -> _Work:
+        if len(self._work) >= 4:  # a fit uses two sizes (full, last); never grow unbounded
+            self._work.clear()
+        widths = [linear.out_features for linear in self.linears]
+        new = partial(torch.empty, dtype=torch.float32)
+        work = _Work(
+            x=new(batch, self.linears[0].in_features),
+            outs=[new(batch, w) for w in widths],
+            grads=[new(batch, w) for w in widths],
+            noise=[new(batch, w) for w in widths[:-1]],
+            logp=new(batch, widths[-1]),
+            target=new(batch, widths[-1]),
+        )
+        self._work[batch] = work
+        return work
+
+    def _forward(self, flat_u8: torch.Tensor, work: _Work) -> list[torch.Tensor | None]:
+        """Fill work.outs; returns the dropout noise applied to each hidden layer (or None)."""
+        # Same ops as InputNorm (cast, then multiply, then add), so the same floats.
+        h = work.x.copy_(flat_u8).mul_(self.norm.scale)
+        if self.norm.shift:
+            h.add_(self.norm.shift)
+        masks: list[torch.Tensor | None] = []
+        # work.outs also holds the logits, hence strict=False.
+        for linear, dropout, out, noise in zip(
+            self.hidden, self.dropouts, work.outs, work.noise, strict=False
+        ):
+            h = torch.addmm(linear.bias, h, linear.weight.t(), out=out).relu_()  # as F.linear
+            p = dropout.p if dropout is not None and self.model.training else 0.0
+            if p > 0:
+                # torch's CPU dropout (aten/src/ATen/native/Dropout.cpp), draw for draw.
+                h.mul_(noise.bernoulli_(1 - p).div_(1 - p))
+            masks.append(noise if p > 0 else None)
+        head = self.linears[-1]
+        torch.addmm(head.bias, h, head.weight.t(), out=work.outs[-1])
+        return masks
+
+    def _loss_and_logit_grad(self, labels: torch.Tensor, eps: float, work: _Work) -> torch.Tensor:
+        """Mean smoothed cross-entropy, and its gradient w.r.t. the logits in work.grads[-1]."""
+        batch, classes = work.logp.shape
+        torch.log_softmax(work.outs[-1], 1, out=work.logp)
+        # target = -((1 - eps) * onehot + eps / C) / B; then loss = sum(target * logp) and
+        # d loss / d logits = softmax / B + target: one dot and one add.
+        off_label = -eps / classes / batch
+        on_label = off_label - (1.0 - eps) / batch
+        work.target.fill_(off_label).scatter_(1, labels.unsqueeze(1), on_label)
+        loss = torch.dot(work.target.view(-1), work.logp.view(-1))
+        logit_grad = torch.exp(work.logp, out=work.grads[-1])
+        torch.add(work.target, logit_grad, alpha=1.0 / batch, out=logit_grad)
+        return loss
+
+    def _backward(self, work: _Work, masks: list[torch.Tensor | None]) -> None:
+        """From work.grads[-1] down to the first Linear, writing the parameter grads."""
+        for i in range(len(self.linears) - 1, -1, -1):
+            grad_out = work.grads[i]
+            layer_in = work.outs[i - 1] if i else work.x
+            torch.mm(grad_out.t(), layer_in, out=self.param_grads[2 * i])
+            torch.sum(grad_out, 0, out=self.param_grads[2 * i + 1])
+            if i == 0:
+                break  # the input needs no gradient
+            grad_in = torch.mm(grad_out, self.linears[i].weight, out=work.grads[i - 1])
+            if masks[i - 1] is not None:
+                grad_in.mul_(masks[i - 1])
+            # outs[i - 1] holds relu(z) * noise, which is 0 exactly where relu(z) is 0 or
+            # the unit was dropped; in the latter case grad_in is 0 already.
+            _relu_backward(grad_in, work.outs[i - 1], 0.0, grad_input=grad_in)

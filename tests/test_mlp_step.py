@@ -1,0 +1,157 @@
+"""ManualMLPStep against the autograd step of training.train_one_epoch."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mnist_pipeline.config import ModelConfig
+from mnist_pipeline.mlp_step import ManualMLPStep, supports_manual_step
+from mnist_pipeline.models import InputSpec, build_model
+
+SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.13, pixel_std=0.31)
+TIGHT = {"rtol": 1e-5, "atol": 1e-6}
+
+
+def make_model(hidden=(128, 256), dropout=0.0, input_norm="standardize", seed=0):
+    torch.manual_seed(seed)
+    config = ModelConfig(name="mlp", hidden_sizes=hidden, dropout=dropout, input_norm=input_norm)
+    return build_model(config, SPEC)
+
+
+def make_batch(batch, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (batch, 28, 28), dtype=torch.uint8, generator=gen)
+    return images, torch.randint(0, 10, (batch,), generator=gen)
+
+
+def autograd_step(model, images, labels, eps):
+    """The step of train_one_epoch (fp32), minus the optimizer."""
+    logits = model(images)
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=eps)
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss.detach(), logits.detach()
+
+
+def assert_grads_match(manual, reference):
+    for name, ref_param in reference.named_parameters():
+        grad = manual.get_parameter(name).grad
+        torch.testing.assert_close(grad, ref_param.grad, **TIGHT, msg=name)
+
+
+@pytest.mark.parametrize("batch", [64, 7])
+@pytest.mark.parametrize("input_norm", ["standardize", "unit"])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("hidden", [(128, 256), (32,), ()])
+def test_one_step_matches_autograd(hidden, dropout, eps, input_norm, batch):
+    reference = make_model(hidden, dropout, input_norm)
+    manual = make_model(hidden, dropout, input_norm)
+    images, labels = make_batch(batch)
+
+    torch.manual_seed(123)
+    ref_loss, ref_logits = autograd_step(reference, images, labels, eps)
+    ref_next_draw = torch.rand(3)  # the autograd path's RNG consumption, seen from after
+    torch.manual_seed(123)
+    loss, logits = ManualMLPStep(manual).step(images, labels, eps)
+
+    assert loss.shape == () and not loss.requires_grad
+    assert logits.shape == (batch, 10) and logits.dtype == torch.float32
+    torch.testing.assert_close(loss, ref_loss, **TIGHT)
+    torch.testing.assert_close(logits, ref_logits, **TIGHT)
+    assert_grads_match(manual, reference)
+    # Dropout drew the same numbers in the same order, no more and no fewer.
+    torch.testing.assert_close(torch.rand(3), ref_next_draw, rtol=0, atol=0)
+
+
+def test_dropout_masks_are_nn_dropouts():
+    """Dropout 0.5 changes the logits by O(1) when a mask differs; require them exact."""
+    reference, manual = make_model(dropout=0.5), make_model(dropout=0.5)
+    images, labels = make_batch(64)
+    torch.manual_seed(7)
+    _, ref_logits = autograd_step(reference, images, labels, 0.0)
+    torch.manual_seed(7)
+    _, logits = ManualMLPStep(manual).step(images, labels)
+    assert torch.equal(logits, ref_logits)
+
+
+def test_eval_mode_skips_dropout_and_draws_nothing():
+    reference, manual = make_model(dropout=0.3), make_model(dropout=0.3)
+    reference.eval(), manual.eval()
+    images, labels = make_batch(16)
+    ref_loss, ref_logits = autograd_step(reference, images, labels, 0.1)
+    torch.manual_seed(5)
+    loss, logits = ManualMLPStep(manual).step(images, labels, 0.1)
+    next_draw = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(next_draw, torch.rand(3))  # no mask was drawn
+    torch.testing.assert_close(loss, ref_loss, **TIGHT)
+    torch.testing.assert_close(logits, ref_logits, **TIGHT)
+    assert_grads_match(manual, reference)
+
+
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
+        lambda params: torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01),
+        lambda params: torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01, fused=True),
+    ],
+    ids=["sgd-momentum", "adamw", "adamw-fused"],
+)
+def test_twenty_optimizer_steps_match_autograd(make_optimizer):
+    """Batch sizes change (as with a last partial batch), so work buffers get reused.
+
+    The bound is on the whole tensor, relative to how far training moved it: Adam
+    divides by sqrt(v), so a weight whose gradient is ~0 by cancellation (say 3e-9,
+    float rounding 2% of it) moves by a rounding-sized but elementwise-large amount.
+    """
+    reference, manual = make_model(dropout=0.3), make_model(dropout=0.3)
+    initial = {name: param.clone() for name, param in manual.named_parameters()}
+    sizes = itertools.islice(itertools.cycle([64, 64, 7]), 20)
+    batches = [make_batch(size, seed) for seed, size in enumerate(sizes)]
+
+    optimizer = make_optimizer(reference.parameters())
+    torch.manual_seed(99)
+    for images, labels in batches:
+        autograd_step(reference, images, labels, 0.1)  # zero_grad inside, as in the loop
+        optimizer.step()
+
+    optimizer, step = make_optimizer(manual.parameters()), ManualMLPStep(manual)
+    torch.manual_seed(99)
+    for images, labels in batches:
+        step.step(images, labels, 0.1)  # no zero_grad: step overwrites .grad
+        optimizer.step()
+
+    for name, ref_param in reference.named_parameters():
+        param = manual.get_parameter(name)
+        moved = (ref_param - initial[name]).norm()
+        assert moved > 0, name
+        assert (param - ref_param).norm() <= 1e-4 * moved, name
+
+
+def test_grads_survive_zero_grad_set_to_none():
+    model = make_model()
+    step, images = ManualMLPStep(model), make_batch(8)
+    step.step(*images)
+    first = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    step.step(*images)
+    for grad, param in zip(first, model.parameters(), strict=True):
+        assert torch.equal(param.grad, grad)
+
+
+def test_supports_only_the_float32_cpu_mlp():
+    assert supports_manual_step(make_model())
+    assert supports_manual_step(make_model(hidden=(), dropout=0.2))
+    assert not supports_manual_step(build_model(ModelConfig(name="cnn"), SPEC))
+    assert not supports_manual_step(make_model().double())
+    assert not supports_manual_step(make_model()[1:])  # no InputNorm
+    assert not supports_manual_step(make_model()[:-1])  # ends in ReLU
+    frozen = make_model()
+    frozen[2].weight.requires_grad_(False)
+    assert not supports_manual_step(frozen)
+    with pytest.raises(ValueError):
+        ManualMLPStep(build_model(ModelConfig(name="cnn"), SPEC))
