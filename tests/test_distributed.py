@@ -46,6 +46,11 @@ def _finish(process: subprocess.Popen, timeout_s: float = 240) -> tuple[int, str
     return process.returncode, stdout, stderr
 
 
+def _leftovers(tmpdir: Path) -> list[str]:
+    """What a run left in its TMPDIR, bar torch's compile cache (shared, reused)."""
+    return [p.name for p in tmpdir.iterdir() if not p.name.startswith("torchinductor_")]
+
+
 def _params(train: dict, **distributed) -> dict:
     return {**BASE, "train": {**BASE["train"], **train}, "distributed": distributed}
 
@@ -130,9 +135,13 @@ def test_rank_device_gives_each_rank_its_own_gpu_or_the_cpu():
 @pytest.mark.parametrize("optimizer", [SGD, ADAMW], ids=["sgd-momentum", "adamw-onecycle-ls"])
 def test_two_ranks_train_like_one_process_with_the_global_batch(tmp_path, prepared, optimizer):
     code1, _, err1 = _finish(_train(tmp_path, prepared, _params(optimizer), "one")[0])
-    two, model2, live2 = _train(tmp_path, prepared, _params(optimizer, nproc_per_node=2), "two")
+    scratch = tmp_path / "scratch"  # TMPDIR of the run: torchrun must leave nothing there
+    scratch.mkdir()
+    params = _params(optimizer, nproc_per_node=2)
+    two, model2, live2 = _train(tmp_path, prepared, params, "two", {"TMPDIR": str(scratch)})
     code2, out2, err2 = _finish(two)
     assert code1 == 0 and code2 == 0, err1 + err2
+    assert _leftovers(scratch) == []
     assert out2.count("valid loss") == 4  # rank 0 alone prints: 3 epochs + the last line
     one_model, one_payload = load_checkpoint(tmp_path / "one" / "model.pt")
     two_model, two_payload = load_checkpoint(model2)
@@ -162,10 +171,12 @@ def test_a_failing_rank_ends_the_run_with_its_error(tmp_path, prepared):
         "    training.train_one_epoch = broken\n"
     )
     params = _params({**SGD, "epochs": 500}, nproc_per_node=2)
-    env = {"PYTHONPATH": f"{inject}{os.pathsep}{REPO / 'src'}"}
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {"PYTHONPATH": f"{inject}{os.pathsep}{REPO / 'src'}", "TMPDIR": str(scratch)}
     process, _, _ = _train(tmp_path, prepared, params, env_extra=env)
     code, _, stderr = _finish(process, timeout_s=120)
-    assert code == 1
+    assert code == 1 and _leftovers(scratch) == []
     last_line = stderr.strip().splitlines()[-1]
     assert last_line == "train.py: error: rank 1 of 2 failed: ValueError: rank 1 ran out of luck"
     assert not list((tmp_path / "out").rglob("*"))  # not even temporary files

@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import os
 import signal
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -86,16 +87,23 @@ def torchrun_args(cfg: DistributedConfig, threads: int, script_argv: Sequence[st
 
 def launch(cfg: DistributedConfig, threads: int, script_argv: Sequence[str]) -> None:
     """Run `script_argv` (this script and its arguments) on every rank; wait for all."""
+    args = torchrun_args(cfg, threads, script_argv)
+    print(f"torchrun {' '.join(args)}", flush=True)
+    # Each worker's error file goes to a log directory, which torchrun would otherwise
+    # create in /tmp and never remove.
+    with tempfile.TemporaryDirectory(prefix="torchrun-logs-") as log_dir:
+        _run_torchrun([f"--log-dir={log_dir}", *args], cfg.world_size)
+
+
+def _run_torchrun(args: list[str], world_size: int) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    args = torchrun_args(cfg, threads, script_argv)
-    print(f"torchrun {' '.join(args)}", flush=True)
     try:
         run(parse_args(args))
     except ChildFailedError as exc:
         rank, failure = min(exc.failures.items(), key=lambda item: _failed_at_ns(item[1]))
-        raise PipelineError(f"rank {rank} of {cfg.world_size} failed: {_text(failure)}") from None
+        raise PipelineError(f"rank {rank} of {world_size} failed: {_text(failure)}") from None
     except Exception as exc:  # rendezvous errors: unreachable endpoint, timeout, ...
         text = " ".join(str(exc).split())
         raise PipelineError(f"torchrun could not start the workers: {text}") from exc
