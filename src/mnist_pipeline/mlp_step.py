@@ -66,6 +66,7 @@ class _Work:
     x: torch.Tensor  # normalized, flattened input
     outs: list[torch.Tensor]  # hidden: after ReLU (and dropout, in place); last: logits
     grads: list[torch.Tensor]  # d loss / d (Linear output), before ReLU
+    grads_t: list[torch.Tensor]  # their transposes (views)
     noise: list[torch.Tensor]  # dropout scale (0 or 1/(1-p)) per hidden layer
     logp: torch.Tensor  # log-softmax of the logits
     target: torch.Tensor  # -(smoothed one-hot) / batch
@@ -88,6 +89,8 @@ class ManualMLPStep:
         self.hidden = self.linears[:-1]
         self.dropouts = [dropout for _, dropout in blocks[:-1]]
         self.params = [t for linear in self.linears for t in (linear.weight, linear.bias)]
+        # Views, made once: they see every in-place update of the weights.
+        self.weights_t = [linear.weight.t() for linear in self.linears]
         self.param_grads = [torch.zeros_like(p) for p in self.params]
         self._work: dict[int, _Work] = {}
 
@@ -113,10 +116,12 @@ class ManualMLPStep:
             self._work.clear()
         widths = [linear.out_features for linear in self.linears]
         new = partial(torch.empty, dtype=torch.float32)
+        grads = [new(batch, w) for w in widths]
         work = _Work(
             x=new(batch, self.linears[0].in_features),
             outs=[new(batch, w) for w in widths],
-            grads=[new(batch, w) for w in widths],
+            grads=grads,
+            grads_t=[g.t() for g in grads],
             noise=[new(batch, w) for w in widths[:-1]],
             logp=new(batch, widths[-1]),
             target=new(batch, widths[-1]),
@@ -126,23 +131,21 @@ class ManualMLPStep:
 
     def _forward(self, flat_u8: torch.Tensor, work: _Work) -> list[torch.Tensor | None]:
         """Fill work.outs; returns the dropout noise applied to each hidden layer (or None)."""
-        # Same ops as InputNorm (cast, then multiply, then add), so the same floats.
-        h = work.x.copy_(flat_u8).mul_(self.norm.scale)
-        if self.norm.shift:
-            h.add_(self.norm.shift)
+        # InputNorm's own op (cast, scale and shift in one), so the same floats.
+        h = torch.add(self.norm.shift_tensor, flat_u8, alpha=self.norm.scale, out=work.x)
         masks: list[torch.Tensor | None] = []
         # work.outs also holds the logits, hence strict=False.
-        for linear, dropout, out, noise in zip(
-            self.hidden, self.dropouts, work.outs, work.noise, strict=False
+        for linear, weight_t, dropout, out, noise in zip(
+            self.hidden, self.weights_t, self.dropouts, work.outs, work.noise, strict=False
         ):
-            h = torch.addmm(linear.bias, h, linear.weight.t(), out=out).relu_()  # as F.linear
+            h = torch.addmm(linear.bias, h, weight_t, out=out).relu_()  # as F.linear
             p = dropout.p if dropout is not None and self.model.training else 0.0
             if p > 0:
                 # torch's CPU dropout (aten/src/ATen/native/Dropout.cpp), draw for draw.
                 h.mul_(noise.bernoulli_(1 - p).div_(1 - p))
             masks.append(noise if p > 0 else None)
         head = self.linears[-1]
-        torch.addmm(head.bias, h, head.weight.t(), out=work.outs[-1])
+        torch.addmm(head.bias, h, self.weights_t[-1], out=work.outs[-1])
         return masks
 
     def _loss_and_logit_grad(self, labels: torch.Tensor, eps: float, work: _Work) -> torch.Tensor:
@@ -164,7 +167,7 @@ class ManualMLPStep:
         for i in range(len(self.linears) - 1, -1, -1):
             grad_out = work.grads[i]
             layer_in = work.outs[i - 1] if i else work.x
-            torch.mm(grad_out.t(), layer_in, out=self.param_grads[2 * i])
+            torch.mm(work.grads_t[i], layer_in, out=self.param_grads[2 * i])
             torch.sum(grad_out, 0, out=self.param_grads[2 * i + 1])
             if i == 0:
                 break  # the input needs no gradient

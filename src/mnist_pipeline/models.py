@@ -42,11 +42,12 @@ class InputNorm(nn.Module):
         super().__init__()
         self.scale = 1.0 / (255.0 * std)
         self.shift = -mean / std
+        # A tensor so one `torch.add` does cast, scale and shift; not persistent: the
+        # checkpoint keeps mean and std in its input spec, and old state dicts still load.
+        self.register_buffer("shift_tensor", torch.tensor(self.shift), persistent=False)
 
     def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
-        # mul() allocates, so add_() never writes into a float input of the caller.
-        scaled = images_u8.to(torch.float32).mul(self.scale)
-        return scaled.add_(self.shift) if self.shift else scaled  # unit: no shift to add
+        return torch.add(self.shift_tensor, images_u8, alpha=self.scale)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:.6g}, shift={self.shift:.6g}"
