@@ -23,7 +23,8 @@ from mnist_pipeline import synthetic
 from mnist_pipeline.distributed import SINGLE_PROCESS
 from mnist_pipeline.mlp_step import ManualMLPStep
 from mnist_pipeline.models import build_model
-from mnist_pipeline.training import make_optimizer, train_one_epoch, uses_manual_step
+from mnist_pipeline.optim import make_optimizer
+from mnist_pipeline.training import train_one_epoch, uses_manual_step
 
 GEMM_OPS = ("aten::mm", "aten::addmm")
 

@@ -13,9 +13,10 @@ from mnist_pipeline.checkpoint import save_checkpoint
 from mnist_pipeline.cli import run_stage, stage_parser
 from mnist_pipeline.config import load_params
 from mnist_pipeline.devices import configure_torch, resolve_device, run_info
+from mnist_pipeline.live_logging import epoch_logger
 from mnist_pipeline.models import build_model, count_parameters, input_spec_from_manifest
 from mnist_pipeline.shards import load_splits, read_manifest
-from mnist_pipeline.training import epoch_logger, fit
+from mnist_pipeline.training import fit
 
 parser = stage_parser(__doc__)
 parser.add_argument("--data", required=True, type=Path, help="prepared data directory")

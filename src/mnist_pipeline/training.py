@@ -13,13 +13,11 @@ gradients, and each rank's loss is scaled so that the average is the mean over
 the whole global batch: the same step as one process with that batch.
 """
 
-import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +29,8 @@ from .config import TrainConfig
 from .devices import autocast
 from .distributed import SINGLE_PROCESS, Rank, all_reduce_sum
 from .errors import PipelineError
-from .fileio import atomic_dir
 from .mlp_step import ManualMLPStep, supports_manual_step
+from .optim import make_optimizer, make_scheduler
 
 EpochLog = dict[str, float]
 
@@ -42,68 +40,6 @@ class FitResult:
     history: list[EpochLog] = field(default_factory=list)
     best_epoch: int = 0  # 1-based epoch whose weights the model holds at the end
     stopped_early: bool = False
-
-
-@contextlib.contextmanager
-def epoch_logger(live_dir: Path, rank: Rank) -> Iterator[Callable[..., None]]:
-    """A `fit` callback that logs each epoch to dvclive in `live_dir` and prints it, on
-    rank 0; a no-op on other ranks. `callback.summary(**values)` adds to the summary.
-    The directory appears only when the block succeeds (no half-written logs)."""
-    if not rank.is_main:
-        no_op = lambda log: None  # noqa: E731
-        no_op.summary = lambda **values: None
-        yield no_op
-        return
-    from dvclive import Live  # only rank 0 needs it
-
-    with atomic_dir(live_dir) as tmp_dir, \
-            Live(str(tmp_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:  # fmt: skip
-
-        def log_epoch(log: EpochLog) -> None:
-            for name, value in log.items():
-                if name != "epoch":
-                    live.log_metric(name, value)
-            live.next_step()
-            print(
-                f"epoch {log['epoch']:>3}: train loss {log['train/loss']:.4f} "
-                f"acc {log['train/accuracy']:.4f} | valid loss {log['valid/loss']:.4f} "
-                f"acc {log['valid/accuracy']:.4f} | lr {log['lr']:.3g} | "
-                f"{log['epoch_seconds']:.2f} s",
-                flush=True,
-            )
-
-        log_epoch.summary = lambda **values: live.summary.update(values)
-        yield log_epoch
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = model.parameters()
-    # The fused kernels update all tensors in one call: a third of Adam's step time of
-    # the per-tensor loop on this MLP, half of SGD's with momentum. They exist for CPU
-    # and CUDA (the same maths elsewhere).
-    fused = next(model.parameters()).device.type in ("cpu", "cuda")
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay, fused=fused)  # fmt: skip
-    optimizer_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """A per-step schedule (None for constant) over epochs * steps_per_epoch steps."""
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.warmup_fraction
-        )
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    if cfg.schedule == "step":
-        step_size = cfg.step_epochs * steps_per_epoch
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=cfg.gamma)
-    return None
 
 
 def batch_starts(num_rows: int, batch_size: int, world_size: int = 1) -> range:
@@ -149,25 +85,35 @@ def train_one_epoch(
             mean_loss, logits = manual_step.step(x, y, cfg.label_smoothing)
             loss_sum.add_(mean_loss, alpha=len(y))
         else:
-            with autocast(labels.device, cfg.precision):
-                logits = model(x)
-            rank_loss_sum = F.cross_entropy(
-                logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum"
+            # DDP divides the summed gradients by the world size: this scale makes them
+            # those of the mean loss over the global batch (plain mean for one process).
+            step_loss_sum, logits = _autograd_step(
+                model, optimizer, x, y, cfg, grad_scale=rank.world_size / batch_rows
             )
-            optimizer.zero_grad(set_to_none=True)
-            # DDP divides the summed gradients by the world size: this makes them those
-            # of the mean loss over the global batch (plain mean loss for one process).
-            (rank_loss_sum * (rank.world_size / batch_rows)).backward()
-            loss_sum += rank_loss_sum.detach()
+            loss_sum += step_loss_sum
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        torch.argmax(logits.detach(), dim=1, out=predicted[lo:hi])
+        torch.argmax(logits, dim=1, out=predicted[lo:hi])
         seen += len(y)
         if progress is not None:
             progress.update(1)
     correct = (predicted == labels).sum()
     return _mean_over_ranks(loss_sum, correct, seen, rank)
+
+
+def _autograd_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                   y: torch.Tensor, cfg: TrainConfig, grad_scale: float):  # fmt: skip
+    """Forward, then backward of the summed loss times `grad_scale`; returns the summed
+    loss and the logits (both detached)."""
+    with autocast(y.device, cfg.precision):
+        logits = model(x)
+    loss_sum = F.cross_entropy(
+        logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum"
+    )
+    optimizer.zero_grad(set_to_none=True)
+    (loss_sum * grad_scale).backward()
+    return loss_sum.detach(), logits.detach()
 
 
 def _mean_over_ranks(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int,
