@@ -75,16 +75,25 @@ def test_batch_starts_drop_a_last_batch_smaller_than_the_world():
     assert list(batch_starts(132, 64, world_size=4)) == [0, 64, 128]
 
 
-def test_torchrun_args_for_one_machine_and_for_several(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    one = torchrun_args(DistributedConfig(nproc_per_node=4), 0, ["train.py", "--x"])
+def test_torchrun_args_for_one_machine_and_for_several():
+    one = torchrun_args(DistributedConfig(nproc_per_node=4), ["train.py", "--x"])
     assert "--standalone" in one and "--nproc-per-node=4" in one and one[-2:] == ["train.py", "--x"]
-    assert os.environ["OMP_NUM_THREADS"] == "1"  # torchrun's default, without its banner
     cfg = DistributedConfig(nproc_per_node=2, nnodes=3, rdzv_endpoint="node0:29400", rdzv_id="r7")
-    several = torchrun_args(cfg, 4, ["train.py"])
+    several = torchrun_args(cfg, ["train.py"])
     assert "--standalone" not in several and "--nnodes=3" in several
     assert {"--rdzv-backend=c10d", "--rdzv-endpoint=node0:29400", "--rdzv-id=r7"} <= set(several)
-    assert os.environ["OMP_NUM_THREADS"] == "4"
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(0, "1"), (3, "3")])
+def test_launch_sets_the_threads_per_rank_and_a_log_dir(monkeypatch, threads, expected):
+    from mnist_pipeline import distributed
+
+    calls = []
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(distributed, "_run_torchrun", lambda args, world: calls.append(args))
+    distributed.launch(DistributedConfig(nproc_per_node=2), threads, ["train.py"])
+    assert os.environ["OMP_NUM_THREADS"] == expected  # what the workers inherit
+    assert calls[0][0].startswith("--log-dir=") and calls[0][-1] == "train.py"
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,7 @@ def needs_launch(cfg: DistributedConfig) -> bool:
     return cfg.world_size > 1 and not under_torchrun()
 
 
-def torchrun_args(cfg: DistributedConfig, threads: int, script_argv: Sequence[str]) -> list[str]:
+def torchrun_args(cfg: DistributedConfig, script_argv: Sequence[str]) -> list[str]:
     """Command-line arguments of torchrun (`torch.distributed.run`) for this config."""
     args = [
         f"--nproc-per-node={cfg.nproc_per_node}",
@@ -79,16 +79,16 @@ def torchrun_args(cfg: DistributedConfig, threads: int, script_argv: Sequence[st
             f"--rdzv-id={cfg.rdzv_id}",
             f"--rdzv-conf=join_timeout={int(cfg.timeout_s)}",
         ]
-    # torchrun's own default for several processes is 1 thread each (it warns about it);
-    # train.threads says otherwise when set.
-    os.environ["OMP_NUM_THREADS"] = str(threads or 1)
     return [*args, *script_argv]
 
 
 def launch(cfg: DistributedConfig, threads: int, script_argv: Sequence[str]) -> None:
     """Run `script_argv` (this script and its arguments) on every rank; wait for all."""
-    args = torchrun_args(cfg, threads, script_argv)
+    args = torchrun_args(cfg, script_argv)
     print(f"torchrun {' '.join(args)}", flush=True)
+    # The workers inherit it. torchrun's own default for several processes is 1 thread
+    # each (with a warning banner); train.threads says otherwise when set.
+    os.environ["OMP_NUM_THREADS"] = str(threads or 1)
     # Each worker's error file goes to a log directory, which torchrun would otherwise
     # create in /tmp and never remove.
     with tempfile.TemporaryDirectory(prefix="torchrun-logs-") as log_dir:
