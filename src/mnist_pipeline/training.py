@@ -14,6 +14,7 @@ the whole global batch: the same step as one process with that batch.
 """
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -76,11 +77,16 @@ def train_one_epoch(
     # -1, which matches no label, so one comparison at the end counts the correct ones.
     predicted = torch.full_like(labels, -1)
     seen = 0
-    for start in batch_starts(len(labels), cfg.batch_size, rank.world_size):
-        batch_rows = min(cfg.batch_size, len(labels) - start)  # all ranks together
-        mine = rank.rows(batch_rows)
-        lo, hi = start + mine.start, start + mine.stop
-        x, y = images.index_select(0, order[lo:hi]), labels[lo:hi]
+    # Views of every (global) batch, each made in one call: cheaper than slicing per step.
+    # batch_starts may drop a last, too small batch.
+    num_batches = len(batch_starts(len(labels), cfg.batch_size, rank.world_size))
+    views = zip(*(t.split(cfg.batch_size) for t in (order, labels, predicted)), strict=True)
+    for batch_order, y, batch_predicted in itertools.islice(views, num_batches):
+        batch_rows = len(y)  # all ranks together
+        if rank.distributed:  # this rank's share of the batch
+            mine = rank.rows(batch_rows)
+            batch_order, y, batch_predicted = batch_order[mine], y[mine], batch_predicted[mine]
+        x = images.index_select(0, batch_order)
         if manual_step is not None:  # sets the grads of the mean loss (one process)
             mean_loss, logits = manual_step.step(x, y, cfg.label_smoothing)
             loss_sum.add_(mean_loss, alpha=len(y))
@@ -94,7 +100,7 @@ def train_one_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        torch.argmax(logits, dim=1, out=predicted[lo:hi])
+        torch.argmax(logits, dim=1, out=batch_predicted)
         seen += len(y)
         if progress is not None:
             progress.update(1)
