@@ -22,6 +22,7 @@ import numpy as np
 from .datasets import DATASETS, IDX_FILES, PICKLE_FILE, SPLITS
 from .errors import PipelineError
 from .fileio import read_json
+from .safe_unpickle import NumpyOnlyUnpickler
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
@@ -84,58 +85,6 @@ def _description_problem(description: Any) -> str | None:
 
 # --- pickle ----------------------------------------------------------------------------------
 
-_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own, wherever it lives
-
-
-def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    if subtype is not np.ndarray:
-        raise pickle.UnpicklingError(f"refusing to reconstruct {subtype!r}")
-    return _RECONSTRUCT(subtype, shape, dtype)
-
-
-def _dtype(*args: Any) -> np.dtype:
-    # encoding="bytes" (see read_pickle) hands Python 2 strings over as bytes: b"f4" -> "f4".
-    dtype = np.dtype(*(a.decode("latin1") if isinstance(a, bytes) else a for a in args))
-    if dtype.hasobject:  # object arrays would hold arbitrary pickled objects
-        raise pickle.UnpicklingError(f"refusing object dtype {dtype}")
-    return dtype
-
-
-def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
-    # How numpy pickles arrays with protocol 5 (Python 3.14's default), e.g. a re-saved copy.
-    return np.frombuffer(buffer, dtype=_dtype(dtype)).reshape(shape, order=order)
-
-
-def _encode(text: Any, encoding: Any) -> bytes:  # how Python 3 protocol-2 pickles store bytes
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("refusing _codecs.encode other than str -> latin1")
-    return text.encode("latin1")
-
-
-def _empty_bytes() -> bytes:  # Python 3 protocol 2 writes b"" as bytes()
-    return b""
-
-
-# Exactly the globals that pickled numpy arrays use; nothing else can be imported.
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy 1.x / Python 2 name
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy 2 name
-    ("numpy.core.numeric", "_frombuffer"): _frombuffer,  # pickle protocol 5
-    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): _dtype,
-    ("_codecs", "encode"): _encode,
-    ("__builtin__", "bytes"): _empty_bytes,  # the protocol-2 name of builtins.bytes
-}
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
-
 
 def read_pickle(path: Path) -> Splits:
     """deeplearning.net's mnist.pkl.gz: ((x, y) train, valid, test), x float32 (N, 784) = k/256."""
@@ -146,7 +95,7 @@ def read_pickle(path: Path) -> Splits:
             # encoding="bytes", not the usual "latin1": Python 2 strings stay bytes, which
             # numpy uses as the array memory directly; latin1 would hold a str copy and a
             # bytes copy of every array at once (120 MB more peak memory for MNIST).
-            data = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+            data = NumpyOnlyUnpickler(f, encoding="bytes").load()
     except EOFError:
         raise PipelineError(
             f"{path}: truncated (the data ends early); re-run `dvc repro fetch`"
