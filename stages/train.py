@@ -47,12 +47,14 @@ def main(args) -> None:
         result = fit(model, train, valid, params.train, params.seed, log_epoch, rank)
         log_epoch.summary(best_epoch=result.best_epoch,
                           train_seconds=time.perf_counter() - started_s)  # fmt: skip
-    if rank.is_main:
-        run = {**run_info(device), "world_size": rank.world_size, "epochs_run": len(result.history),
-               "best_epoch": result.best_epoch, "stopped_early": result.stopped_early}  # fmt: skip
-        save_checkpoint(args.model, model, params.model, spec, manifest["class_names"], params, run)
-        print(f"train: wrote {args.model} (best epoch {result.best_epoch}, "
-              f"valid loss {result.history[result.best_epoch - 1]['valid/loss']:.4f})")  # fmt: skip
+        if rank.is_main:  # inside the block: a failed save leaves no dvclive logs either
+            run = {**run_info(device), "world_size": rank.world_size,
+                   "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                   "stopped_early": result.stopped_early}  # fmt: skip
+            save_checkpoint(args.model, model, params.model, spec, manifest["class_names"],
+                            params, run)  # fmt: skip
+            print(f"train: wrote {args.model} (best epoch {result.best_epoch}, valid loss "
+                  f"{result.history[result.best_epoch - 1]['valid/loss']:.4f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -177,9 +177,8 @@ def load_params(path: Path) -> Params:
     data = load_yaml_mapping(path)
     try:
         params = parse(Params, data, where="")
-        per_rank = params.train.batch_size // params.distributed.world_size
         check(
-            per_rank * params.distributed.world_size == params.train.batch_size,
+            params.train.batch_size % params.distributed.world_size == 0,
             "train.batch_size",
             f"the global batch {params.train.batch_size} must split evenly over the "
             f"{params.distributed.world_size} processes (distributed.nproc_per_node * nnodes)",
