@@ -26,7 +26,7 @@ from mnist_pipeline.models import build_model
 from mnist_pipeline.optim import make_optimizer
 from mnist_pipeline.training import train_one_epoch, uses_manual_step
 
-GEMM_OPS = ("aten::mm", "aten::addmm")
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::_addmm_activation")
 
 
 def run(steps: int = 100, batch_size: int = 64, repeats: int = 10, rows: int = 20,
@@ -38,9 +38,9 @@ def run(steps: int = 100, batch_size: int = 64, repeats: int = 10, rows: int = 2
                               manual_mlp_step=not autograd)  # fmt: skip
     ts.seed_torch(0)
     model = build_model(ts.TUTORIAL_MODEL, ts.input_spec(images))
-    optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(0)
     manual = ManualMLPStep(model) if uses_manual_step(model, cfg, SINGLE_PROCESS) else None
+    optimizer = make_optimizer([manual.flat_param] if manual else model.parameters(), cfg)
 
     def epoch() -> None:  # as training.fit runs it
         train_one_epoch(model, optimizer, None, images, labels, cfg, generator, None,

@@ -101,7 +101,8 @@ def test_eval_mode_skips_dropout_and_draws_nothing():
     ],
     ids=["sgd-momentum", "adamw", "adamw-fused"],
 )
-def test_twenty_optimizer_steps_match_autograd(make_optimizer):
+@pytest.mark.parametrize("flat", [True, False], ids=["flat-param", "model-params"])
+def test_twenty_optimizer_steps_match_autograd(make_optimizer, flat):
     """Batch sizes change (as with a last partial batch), so work buffers get reused.
 
     The bound is on the whole tensor, relative to how far training moved it: Adam
@@ -119,7 +120,8 @@ def test_twenty_optimizer_steps_match_autograd(make_optimizer):
         autograd_step(reference, images, labels, 0.1)  # zero_grad inside, as in the loop
         optimizer.step()
 
-    optimizer, step = make_optimizer(manual.parameters()), ManualMLPStep(manual)
+    step = ManualMLPStep(manual)
+    optimizer = make_optimizer([step.flat_param] if flat else manual.parameters())
     torch.manual_seed(99)
     for images, labels in batches:
         step.step(images, labels, 0.1)  # no zero_grad: step overwrites .grad
@@ -130,6 +132,45 @@ def test_twenty_optimizer_steps_match_autograd(make_optimizer):
         moved = (ref_param - initial[name]).norm()
         assert moved > 0, name
         assert (param - ref_param).norm() <= 1e-4 * moved, name
+
+
+def test_parameters_move_into_one_flat_tensor():
+    model = make_model()
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    step = ManualMLPStep(model)
+    after = model.state_dict()
+    assert list(after) == list(before)
+    for name, tensor in after.items():
+        assert torch.equal(tensor, before[name]), name
+    flat = step.flat_param
+    assert flat.shape == (sum(p.numel() for p in model.parameters()),)
+    storage = flat.untyped_storage().data_ptr()
+    assert all(p.untyped_storage().data_ptr() == storage for p in model.parameters())
+    assert model[2].weight.stride() == (1, 128)  # the first weight, column-major
+    with torch.no_grad():
+        flat.add_(1.0)  # what an optimizer over flat_param does: updates the model
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name] + 1), name
+
+    step.step(*make_batch(8))
+    grads = [p.grad for p in model.parameters()]
+    in_storage_order = [grads[0].t().reshape(-1)] + [g.reshape(-1) for g in grads[1:]]
+    assert flat.grad is step.flat_grad and torch.equal(flat.grad, torch.cat(in_storage_order))
+    assert flat.grad.abs().sum() > 0
+
+
+def test_checkpoint_of_a_flat_model_is_not_bigger(tmp_path):
+    """state_dict tensors are views of one storage: torch.save writes it once."""
+    fresh, flat = make_model(), make_model()
+    ManualMLPStep(flat)
+    torch.save(fresh.state_dict(), tmp_path / "fresh.pt")
+    torch.save(flat.state_dict(), tmp_path / "flat.pt")
+    fresh_bytes, flat_bytes = ((tmp_path / f).stat().st_size for f in ("fresh.pt", "flat.pt"))
+    assert flat_bytes <= fresh_bytes * 1.01
+    loaded = make_model(seed=5)
+    loaded.load_state_dict(torch.load(tmp_path / "flat.pt", weights_only=True))
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, flat.state_dict()[name]), name
 
 
 def test_grads_survive_zero_grad_set_to_none():

@@ -89,7 +89,7 @@ def test_a_different_seed_gives_different_weights(data):
 def test_optimizers(optimizer, extra):
     model = build_model(ModelConfig(hidden_sizes=(8,)), SPEC)
     cfg = dataclasses.replace(FAST, optimizer=optimizer, weight_decay=0.1, **extra)
-    opt = make_optimizer(model, cfg)
+    opt = make_optimizer(model.parameters(), cfg)
     assert type(opt).__name__.lower() == optimizer
     assert opt.defaults["weight_decay"] == 0.1
     if optimizer == "sgd":
@@ -99,7 +99,7 @@ def test_optimizers(optimizer, extra):
 def _lrs(schedule, steps=20, **extra):
     model = build_model(ModelConfig(hidden_sizes=(8,)), SPEC)
     cfg = dataclasses.replace(FAST, schedule=schedule, epochs=4, lr=1.0, **extra)
-    opt = make_optimizer(model, dataclasses.replace(cfg, optimizer="sgd"))
+    opt = make_optimizer(model.parameters(), dataclasses.replace(cfg, optimizer="sgd"))
     scheduler = make_scheduler(opt, cfg, steps_per_epoch=5)
     lrs = []
     for _ in range(steps):

@@ -7,15 +7,28 @@ almost all matmul) and writes each parameter's `.grad`, so any torch optimizer s
 unchanged. It matches `F.cross_entropy(model(x), y, label_smoothing=eps).backward()` up
 to float rounding, dropout masks included: drawn from torch's RNG as `nn.Dropout` draws
 them on CPU, in the same order.
+
+Two layout choices make the step cheaper without changing its numbers:
+- Every weight and bias lives in one flat tensor (`ManualMLPStep.flat_param`; the model's
+  parameters become views of it), and so does every gradient. An optimizer given that
+  one tensor updates all of them in one kernel call over one tensor: the same
+  element-wise maths as over the separate parameters (SGD, Adam and AdamW are all
+  element-wise), in about three quarters of the time at this size (one tensor to
+  group and launch instead of six).
+- The first weight is stored column-major (a (in, out) block, seen as its (out, in)
+  transpose), so its gradient is the product x.T @ grad, which MKL computes about a
+  quarter faster here than grad.T @ x. Only the flat tensor's layout changes; shapes,
+  values and state_dict keys stay the model's.
 """
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
 import torch
 from torch import nn
 
-from .models import InputNorm
+from .models import InputNorm, mlp_blocks
 
 # ReLU's backward with an out= slot (torch.threshold_backward has none); 0 where the
 # ReLU output is 0, the incoming gradient elsewhere.
@@ -23,40 +36,13 @@ _relu_backward = torch.ops.aten.threshold_backward.grad_input
 
 
 def supports_manual_step(model: nn.Module) -> bool:
-    """Whether `model` is exactly the MLP layout `ManualMLPStep` implements:
-    InputNorm, Flatten, (Linear, ReLU, [Dropout]) * k, Linear, with float32 CPU
-    parameters that all train. Anything else (a CNN, a torch.compile wrapper, another
-    device or dtype) must take the autograd step."""
-    if type(model) is not nn.Sequential or len(model) < 3:
-        return False
-    norm, flatten, *layers = model
-    if type(norm) is not InputNorm or type(flatten) is not nn.Flatten:
-        return False
-    if (flatten.start_dim, flatten.end_dim) != (1, -1) or _mlp_blocks(layers) is None:
-        return False
-    return all(
+    """Whether `model` is exactly the MLP layout `ManualMLPStep` implements (see
+    `models.mlp_blocks`), with float32 CPU parameters that all train. Anything else (a
+    CNN, a torch.compile wrapper, another device or dtype) must take the autograd step."""
+    return mlp_blocks(model) is not None and all(
         p.dtype == torch.float32 and p.device.type == "cpu" and p.requires_grad
         for p in model.parameters()
     )
-
-
-def _mlp_blocks(layers: list[nn.Module]) -> list[tuple[nn.Linear, nn.Dropout | None]] | None:
-    """[(Linear, its Dropout or None)] per block, the head last; None for another layout."""
-    blocks, i = [], 0
-    while i < len(layers):
-        linear = layers[i]
-        if type(linear) is not nn.Linear or linear.bias is None:
-            return None
-        if i + 1 == len(layers):
-            return [*blocks, (linear, None)]
-        if type(layers[i + 1]) is not nn.ReLU:
-            return None
-        i += 2
-        dropout = None
-        if i < len(layers) and type(layers[i]) is nn.Dropout:
-            dropout, i = layers[i], i + 1
-        blocks.append((linear, dropout))
-    return None  # ends in ReLU or Dropout: no head
 
 
 @dataclass(slots=True)
@@ -69,14 +55,18 @@ class _Work:
     grads_t: list[torch.Tensor]  # their transposes (views)
     noise: list[torch.Tensor]  # dropout scale (0 or 1/(1-p)) per hidden layer
     logp: torch.Tensor  # log-softmax of the logits
-    target: torch.Tensor  # -(smoothed one-hot) / batch
+    target: torch.Tensor  # -(smoothed one-hot) / batch, per row
+    target_table: torch.Tensor  # (C, C): row c is `target` for label c
+    label_smoothing: float  # the one target_table was built for (NaN: none yet)
 
 
 class ManualMLPStep:
     """Forward, loss and gradients of one batch for a model `supports_manual_step` accepts.
 
-    Build it once per fit; it keeps references to the model's parameters, so
-    `load_state_dict` and optimizer updates (both in place) are seen by later steps.
+    Build it once per fit, before the optimizer, and give the optimizer `[flat_param]`
+    (or the model's parameters, slower). It moves the parameters into `flat_param`
+    (see the module docstring); `load_state_dict` and optimizer updates, both in place,
+    are seen by later steps.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -84,24 +74,30 @@ class ManualMLPStep:
             raise ValueError("ManualMLPStep needs build_model's MLP with float32 CPU parameters")
         self.model = model
         self.norm: InputNorm = model[0]
-        blocks = _mlp_blocks(list(model)[2:])
+        blocks = mlp_blocks(model)
         self.linears = [linear for linear, _ in blocks]
         self.hidden = self.linears[:-1]
         self.dropouts = [dropout for _, dropout in blocks[:-1]]
         self.params = [t for linear in self.linears for t in (linear.weight, linear.bias)]
+        flat, _ = _flat_views(self.params, torch.empty, move=True)
+        self.flat_param = nn.Parameter(flat)  # shares the parameters' storage
+        # Each step fills these; views with the parameters' layouts.
+        self.flat_grad, self.param_grads = _flat_views(self.params, torch.zeros)
         # Views, made once: they see every in-place update of the weights.
         self.weights_t = [linear.weight.t() for linear in self.linears]
-        self.param_grads = [torch.zeros_like(p) for p in self.params]
+        self.first_weight_grad_t = self.param_grads[0].t()  # (in, out), contiguous
+        self.all_params = [self.flat_param, *self.params]
+        self.all_grads = [self.flat_grad, *self.param_grads]
         self._work: dict[int, _Work] = {}
 
     @torch.no_grad()
     def step(
         self, images_u8: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Set each parameter's `.grad` to d loss / d param for (images (B, H, W) uint8,
-        labels (B,) int64); no zero_grad needed. Returns (mean loss, 0-dim and fresh;
+        """Set each parameter's `.grad` (and flat_param's, all views of one buffer) to
+        d loss / d param for (images (B, H, W) uint8, labels (B,) int64); no zero_grad. Returns (mean loss, 0-dim and fresh;
         logits (B, C), a work buffer that the next step with this batch size overwrites)."""
-        for param, grad in zip(self.params, self.param_grads, strict=True):
+        for param, grad in zip(self.all_params, self.all_grads, strict=True):
             if param.grad is not grad:  # first step, or the caller set grads to None
                 param.grad = grad
         batch = labels.shape[0]
@@ -125,20 +121,25 @@ class ManualMLPStep:
             noise=[new(batch, w) for w in widths[:-1]],
             logp=new(batch, widths[-1]),
             target=new(batch, widths[-1]),
+            target_table=new(widths[-1], widths[-1]),
+            label_smoothing=math.nan,
         )
         self._work[batch] = work
         return work
 
     def _forward(self, flat_u8: torch.Tensor, work: _Work) -> list[torch.Tensor | None]:
         """Fill work.outs; returns the dropout noise applied to each hidden layer (or None)."""
-        # InputNorm's own op (cast, scale and shift in one), so the same floats.
-        h = torch.add(self.norm.shift_tensor, flat_u8, alpha=self.norm.scale, out=work.x)
+        # InputNorm's maths, so the same floats; casting into the buffer first spares
+        # the add a temporary float copy of the batch.
+        h = torch.add(self.norm.shift_tensor, work.x.copy_(flat_u8), alpha=self.norm.scale,
+                      out=work.x)  # fmt: skip
         masks: list[torch.Tensor | None] = []
         # work.outs also holds the logits, hence strict=False.
         for linear, weight_t, dropout, out, noise in zip(
             self.hidden, self.weights_t, self.dropouts, work.outs, work.noise, strict=False
         ):
-            h = torch.addmm(linear.bias, h, weight_t, out=out).relu_()  # as F.linear
+            # addmm as F.linear does it, then relu, in one call
+            h = torch._addmm_activation(linear.bias, h, weight_t, out=out)
             p = dropout.p if dropout is not None and self.model.training else 0.0
             if p > 0:
                 # torch's CPU dropout (aten/src/ATen/native/Dropout.cpp), draw for draw.
@@ -154,9 +155,12 @@ class ManualMLPStep:
         torch.log_softmax(work.outs[-1], 1, out=work.logp)
         # target = -((1 - eps) * onehot + eps / C) / B; then loss = sum(target * logp) and
         # d loss / d logits = softmax / B + target: one dot and one add.
-        off_label = -eps / classes / batch
-        on_label = off_label - (1.0 - eps) / batch
-        work.target.fill_(off_label).scatter_(1, labels.unsqueeze(1), on_label)
+        if work.label_smoothing != eps:
+            off_label = -eps / classes / batch
+            on_label = off_label - (1.0 - eps) / batch
+            work.target_table.fill_(off_label).fill_diagonal_(on_label)
+            work.label_smoothing = eps
+        torch.index_select(work.target_table, 0, labels, out=work.target)
         loss = torch.dot(work.target.view(-1), work.logp.view(-1))
         logit_grad = torch.exp(work.logp, out=work.grads[-1])
         torch.add(work.target, logit_grad, alpha=1.0 / batch, out=logit_grad)
@@ -167,13 +171,30 @@ class ManualMLPStep:
         for i in range(len(self.linears) - 1, -1, -1):
             grad_out = work.grads[i]
             layer_in = work.outs[i - 1] if i else work.x
-            torch.mm(work.grads_t[i], layer_in, out=self.param_grads[2 * i])
             torch.sum(grad_out, 0, out=self.param_grads[2 * i + 1])
-            if i == 0:
-                break  # the input needs no gradient
+            if i == 0:  # its weight is stored transposed; the input needs no gradient
+                torch.mm(layer_in.t(), grad_out, out=self.first_weight_grad_t)
+                break
+            torch.mm(work.grads_t[i], layer_in, out=self.param_grads[2 * i])
             grad_in = torch.mm(grad_out, self.linears[i].weight, out=work.grads[i - 1])
             if masks[i - 1] is not None:
                 grad_in.mul_(masks[i - 1])
             # outs[i - 1] holds relu(z) * noise, which is 0 exactly where relu(z) is 0 or
             # the unit was dropped; in the latter case grad_in is 0 already.
             _relu_backward(grad_in, work.outs[i - 1], 0.0, grad_input=grad_in)
+
+
+def _flat_views(params: list[torch.Tensor], make=torch.empty,
+                move: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
+    """A flat float32 tensor from `make` (torch.empty or torch.zeros) and views of it in
+    the order and shapes of `params`, the first (a weight) column-major. With `move`,
+    each parameter's values are copied in and the parameter becomes its view."""
+    sizes = [param.numel() for param in params]
+    flat, views = make(sum(sizes), dtype=torch.float32), []
+    for index, (param, chunk) in enumerate(zip(params, flat.split(sizes), strict=True)):
+        view = chunk.view(param.shape[::-1]).t() if index == 0 else chunk.view(param.shape)
+        if move:
+            view.copy_(param.detach())
+            param.data = view
+        views.append(view)
+    return flat, views

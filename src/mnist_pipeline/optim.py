@@ -1,17 +1,19 @@
 """Optimizers and learning-rate schedules, as `train` params name them."""
 
+from collections.abc import Iterable
+
 import torch
-from torch import nn
 
 from .config import TrainConfig
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = model.parameters()
+def make_optimizer(params: Iterable[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer `cfg` names over `params` (one device)."""
+    params = list(params)
     # The fused kernels update all tensors in one call: a third of Adam's step time of
     # the per-tensor loop on this MLP, half of SGD's with momentum. They exist for CPU
     # and CUDA (the same maths elsewhere).
-    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    fused = params[0].device.type in ("cpu", "cuda")
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay, fused=fused)  # fmt: skip

@@ -176,7 +176,9 @@ def fit(
     step_model, eval_model = _wrap(model, cfg.compile, rank)
     manual_step = ManualMLPStep(model) if uses_manual_step(model, cfg, rank) else None
     steps_per_epoch = len(batch_starts(len(train[1]), cfg.batch_size, rank.world_size))
-    optimizer = make_optimizer(model, cfg)
+    # The manual step keeps all parameters in one flat tensor: one for the optimizer.
+    params = [manual_step.flat_param] if manual_step is not None else model.parameters()
+    optimizer = make_optimizer(params, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)  # data order only, apart from init/dropout
     result, best_loss, best_state = FitResult(), math.inf, None
