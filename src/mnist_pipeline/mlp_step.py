@@ -95,8 +95,9 @@ class ManualMLPStep:
         self, images_u8: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Set each parameter's `.grad` (and flat_param's, all views of one buffer) to
-        d loss / d param for (images (B, H, W) uint8, labels (B,) int64); no zero_grad. Returns (mean loss, 0-dim and fresh;
-        logits (B, C), a work buffer that the next step with this batch size overwrites)."""
+        d loss / d param for (images (B, H, W) uint8, labels (B,) int64); no zero_grad.
+        Returns (mean loss, 0-dim and fresh; logits (B, C), a work buffer that the next
+        step with this batch size overwrites)."""
         for param, grad in zip(self.all_params, self.all_grads, strict=True):
             if param.grad is not grad:  # first step, or the caller set grads to None
                 param.grad = grad
