@@ -24,8 +24,9 @@ from mnist_pipeline.datasets import (
     DatasetSpec,
     Source,
 )
-from mnist_pipeline.download import candidate_sources, fetch_dataset
+from mnist_pipeline.download import fetch_dataset
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.sources import candidate_sources
 
 REPO = Path(__file__).resolve().parents[1]
 IDX_NAMES = tuple(IDX_FILES.values())
@@ -378,7 +379,7 @@ def test_stage_writes_the_output_directory(tmp_path):
 
 def test_a_list_of_sources_is_tried_in_order(tmp_path):
     from mnist_pipeline.datasets import MNIST
-    from mnist_pipeline.download import candidate_sources
+    from mnist_pipeline.sources import candidate_sources
 
     first, second = tmp_path / "a" / "mnist.pkl.gz", "http://127.0.0.1:9/b/"
     labels = [c.label for c in candidate_sources(MNIST, (str(first), second))]
