@@ -1,6 +1,6 @@
 """Where the project's training step spends its time: torch.profiler on N steps.
 
-Profiles `training.train_one_epoch` in the tutorial setting (MLP 784-128-256-10,
+Profiles `epoch.train_one_epoch` in the tutorial setting (MLP 784-128-256-10,
 SGD lr 0.001, batch 64; hand-written gradients as `fit` uses them, or --autograd)
 on synthetic data of steps * batch rows, after one untimed warm-up pass, and
 prints the top operators by self CPU time plus the share of the matrix
@@ -21,10 +21,11 @@ from torch.profiler import ProfilerActivity, profile
 
 from mnist_pipeline import synthetic
 from mnist_pipeline.distributed import SINGLE_PROCESS
+from mnist_pipeline.epoch import train_one_epoch
 from mnist_pipeline.mlp_step import ManualMLPStep
 from mnist_pipeline.models import build_model
 from mnist_pipeline.optim import make_optimizer
-from mnist_pipeline.training import train_one_epoch, uses_manual_step
+from mnist_pipeline.training import uses_manual_step
 
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::_addmm_activation")
 

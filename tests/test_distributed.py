@@ -16,8 +16,8 @@ from e2e_support import make_repo, read_json, run, set_params, stages_run
 from mnist_pipeline.checkpoint import load_checkpoint
 from mnist_pipeline.config import DistributedConfig, TrainConfig
 from mnist_pipeline.distributed import Rank, current_rank, rank_device, torchrun_args
+from mnist_pipeline.epoch import batch_starts
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.training import batch_starts
 
 REPO = Path(__file__).resolve().parents[1]
 # 300 train rows in batches of 64: four full batches and one of 44, split 22/22.

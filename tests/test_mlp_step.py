@@ -1,4 +1,4 @@
-"""ManualMLPStep against the autograd step of training.train_one_epoch."""
+"""ManualMLPStep against the autograd step of epoch.train_one_epoch."""
 
 import itertools
 

@@ -7,11 +7,12 @@ import torch
 
 from mnist_pipeline.config import ModelConfig, TrainConfig
 from mnist_pipeline.devices import configure_torch, resolve_device
+from mnist_pipeline.epoch import batch_starts
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models import InputSpec, build_model
 from mnist_pipeline.optim import make_optimizer, make_scheduler
 from mnist_pipeline.synthetic import make_images
-from mnist_pipeline.training import batch_starts, fit
+from mnist_pipeline.training import fit
 
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
 FAST = TrainConfig(

@@ -30,6 +30,7 @@ IDX_FILES = {  # role -> file name (same names for MNIST and Fashion-MNIST)
 # (exactly how deeplearning.net cut mnist.pkl.gz), and t10k tests.
 TRAIN_ROWS = 50_000
 SPLITS = ("train", "valid", "test")
+NUM_CLASSES = 10  # every registered data set
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
 FASHION_NAMES = (

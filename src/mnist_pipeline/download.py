@@ -27,6 +27,7 @@ from .config import FetchConfig
 from .datasets import DatasetSpec, get_dataset
 from .errors import PipelineError
 from .fileio import file_digest, write_json
+from .raw_description import DESCRIPTION_FILE
 from .sources import Candidate, candidate_sources, is_url
 
 CHUNK_BYTES = 1 << 16
@@ -76,7 +77,7 @@ def fetch_dataset(
             "class_names": list(spec.class_names),
             "files": files,
         }
-        write_json(out_dir / "dataset.json", description)
+        write_json(out_dir / DESCRIPTION_FILE, description)
         return description
     raise PipelineError(f"could not fetch {spec.name}: tried {'; '.join(failures)}; {HINT}")
 
