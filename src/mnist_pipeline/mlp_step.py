@@ -79,10 +79,10 @@ class ManualMLPStep:
         self.hidden = self.linears[:-1]
         self.dropouts = [dropout for _, dropout in blocks[:-1]]
         self.params = [t for linear in self.linears for t in (linear.weight, linear.bias)]
-        flat, _ = _flat_views(self.params, torch.empty, move=True)
+        flat, _ = _flat_views(self.params, move=True)
         self.flat_param = nn.Parameter(flat)  # shares the parameters' storage
         # Each step fills these; views with the parameters' layouts.
-        self.flat_grad, self.param_grads = _flat_views(self.params, torch.zeros)
+        self.flat_grad, self.param_grads = _flat_views(self.params)
         # Views, made once: they see every in-place update of the weights.
         self.weights_t = [linear.weight.t() for linear in self.linears]
         self.first_weight_grad_t = self.param_grads[0].t()  # (in, out), contiguous
@@ -185,13 +185,14 @@ class ManualMLPStep:
             _relu_backward(grad_in, work.outs[i - 1], 0.0, grad_input=grad_in)
 
 
-def _flat_views(params: list[torch.Tensor], make=torch.empty,
-                move: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
-    """A flat float32 tensor from `make` (torch.empty or torch.zeros) and views of it in
-    the order and shapes of `params`, the first (a weight) column-major. With `move`,
-    each parameter's values are copied in and the parameter becomes its view."""
+def _flat_views(
+    params: list[torch.Tensor], move: bool = False
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A flat float32 tensor of zeros and views of it in the order and shapes of
+    `params`, the first (a weight) column-major. With `move`, each parameter's values
+    are copied in and the parameter becomes its view."""
     sizes = [param.numel() for param in params]
-    flat, views = make(sum(sizes), dtype=torch.float32), []
+    flat, views = torch.zeros(sum(sizes), dtype=torch.float32), []
     for index, (param, chunk) in enumerate(zip(params, flat.split(sizes), strict=True)):
         view = chunk.view(param.shape[::-1]).t() if index == 0 else chunk.view(param.shape)
         if move:
