@@ -11,7 +11,6 @@ dvclive summary. Needs PYTHONPATH=src (or make install), git and dvc.
 """
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -23,8 +22,11 @@ import train_support as ts
 import yaml
 
 from mnist_pipeline import synthetic
+from mnist_pipeline.fileio import read_json
+from mnist_pipeline.raw_description import read_description
 
 REPO = Path(__file__).resolve().parents[1]
+RERUN = "the dvc repro in the throwaway copy did not write it"
 sys.path.insert(0, str(REPO / "tests"))
 from e2e_support import env_for, make_repo, set_params, stages_run  # noqa: E402
 from e2e_support import run as run_in  # noqa: E402
@@ -42,7 +44,7 @@ def run(raw: Path | None = None, workdir: Path | None = None, seed: int = 0,
             splits = synthetic.make_splits(rows, seed)
             raw = synthetic.write_raw_dir(tmp / "raw", "pickle", splits)
             del splits
-        description = json.loads((raw / "dataset.json").read_text())
+        description = read_description(raw)
         repo = make_repo(tmp / "repo")
         fetch = {
             "dataset": description["dataset"],
@@ -54,9 +56,11 @@ def run(raw: Path | None = None, workdir: Path | None = None, seed: int = 0,
         output = run_in(repo, "dvc", "repro").stdout
         result = {"data": description["dataset"], "repro_seconds": time.perf_counter() - started}
         result["stages_run"] = stages_run(output)
-        result["train_seconds"] = _read_json(repo / "metrics/train/metrics.json")["train_seconds"]
+        train_summary = read_json(repo / "metrics/train/metrics.json", RERUN)
+        result["train_seconds"] = train_summary["train_seconds"]
         result["evaluate_seconds"] = time_stage(repo, "evaluate")
-        result["test_accuracy"] = _read_json(repo / "metrics/evaluate.json")["test"]["accuracy"]
+        evaluation = read_json(repo / "metrics/evaluate.json", RERUN)
+        result["test_accuracy"] = evaluation["test"]["accuracy"]
     result.update(load_start=load, load_end=ts.load_now())
     _print(result)
     return result
@@ -72,10 +76,6 @@ def time_stage(repo: Path, stage: str) -> float:
     if done.returncode != 0:
         raise RuntimeError(f"{stage} failed: {done.stderr.strip()[-2000:]}")
     return seconds
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
 
 
 def _print(r: dict[str, Any]) -> None:

@@ -130,10 +130,8 @@ class ManualMLPStep:
 
     def _forward(self, flat_u8: torch.Tensor, work: _Work) -> list[torch.Tensor | None]:
         """Fill work.outs; returns the dropout noise applied to each hidden layer (or None)."""
-        # InputNorm's maths, so the same floats; casting into the buffer first spares
-        # the add a temporary float copy of the batch.
-        h = torch.add(self.norm.shift_tensor, work.x.copy_(flat_u8), alpha=self.norm.scale,
-                      out=work.x)  # fmt: skip
+        # Cast into the reused buffer, then InputNorm's own formula, in place.
+        h = self.norm.normalize_(work.x.copy_(flat_u8))
         masks: list[torch.Tensor | None] = []
         # work.outs also holds the logits, hence strict=False.
         for linear, weight_t, dropout, out, noise in zip(

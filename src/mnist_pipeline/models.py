@@ -42,12 +42,17 @@ class InputNorm(nn.Module):
         super().__init__()
         self.scale = 1.0 / (255.0 * std)
         self.shift = -mean / std
-        # A tensor so one `torch.add` does cast, scale and shift; not persistent: the
-        # checkpoint keeps mean and std in its input spec, and old state dicts still load.
+        # A tensor so one `torch.add` does scale and shift; not persistent: the checkpoint
+        # keeps mean and std in its input spec, and old state dicts still load.
         self.register_buffer("shift_tensor", torch.tensor(self.shift), persistent=False)
 
     def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
-        return torch.add(self.shift_tensor, images_u8, alpha=self.scale)
+        return self.normalize_(images_u8.to(torch.float32, copy=True))
+
+    def normalize_(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalize float32 `pixels` (values 0..255) in place; returns them. The one
+        formula for `forward` and mlp_step's reused buffer, so both give the same floats."""
+        return torch.add(self.shift_tensor, pixels, alpha=self.scale, out=pixels)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:.6g}, shift={self.shift:.6g}"
