@@ -27,8 +27,9 @@ from typing import Any
 import train_support as ts
 import yaml
 
-from mnist_pipeline import shards, synthetic
-from mnist_pipeline.parsers import read_raw
+from mnist_pipeline.data import prepared as shards
+from mnist_pipeline.data.raw_formats import read_raw
+from mnist_pipeline.testing import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 LAYOUTS = ((1, 2), (2, 1), (1, 1))  # (processes, threads per process)

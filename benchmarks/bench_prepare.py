@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline import synthetic
-from mnist_pipeline.datasets import IDX_FILES, get_dataset
+from mnist_pipeline.data.registry import IDX_FILES, get_dataset
 from mnist_pipeline.fileio import file_digest
+from mnist_pipeline.testing import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = REPO / "stages" / "prepare.py"

@@ -21,9 +21,9 @@ from typing import Any
 import train_support as ts
 import yaml
 
-from mnist_pipeline import synthetic
+from mnist_pipeline.data.raw_description import read_description
 from mnist_pipeline.fileio import read_json
-from mnist_pipeline.raw_description import read_description
+from mnist_pipeline.testing import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 RERUN = "the dvc repro in the throwaway copy did not write it"

@@ -19,13 +19,13 @@ import torch
 import train_support as ts
 from torch.profiler import ProfilerActivity, profile
 
-from mnist_pipeline import synthetic
-from mnist_pipeline.distributed import SINGLE_PROCESS
-from mnist_pipeline.epoch import train_one_epoch
-from mnist_pipeline.mlp_step import ManualMLPStep
-from mnist_pipeline.models import build_model
-from mnist_pipeline.optim import make_optimizer
-from mnist_pipeline.training import uses_manual_step
+from mnist_pipeline.model.networks import build_model
+from mnist_pipeline.testing import synthetic
+from mnist_pipeline.train.distributed import SINGLE_PROCESS
+from mnist_pipeline.train.epoch import train_one_epoch
+from mnist_pipeline.train.loop import uses_manual_step
+from mnist_pipeline.train.manual_mlp_step import ManualMLPStep
+from mnist_pipeline.train.optim import make_optimizer
 
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::_addmm_activation")
 

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnist_pipeline import synthetic
-from mnist_pipeline.config import ModelConfig, TrainConfig
-from mnist_pipeline.devices import configure_torch
-from mnist_pipeline.models import InputSpec, build_model
-from mnist_pipeline.parsers import read_raw
-from mnist_pipeline.shards import pixel_mean_std
-from mnist_pipeline.training import fit
+from mnist_pipeline.config.params import ModelConfig, TrainConfig
+from mnist_pipeline.data.prepared import pixel_mean_std
+from mnist_pipeline.data.raw_formats import read_raw
+from mnist_pipeline.model.networks import InputSpec, build_model
+from mnist_pipeline.runtime import configure_torch
+from mnist_pipeline.testing import synthetic
+from mnist_pipeline.train.loop import fit
 
 FULL_ROWS = (50_000, 10_000, 10_000)  # train, valid, test: MNIST's size
 BUSY_LOAD = 1.5  # 1-minute load average above which timings are suspect (2-core machine)

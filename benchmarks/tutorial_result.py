@@ -18,7 +18,7 @@ from typing import Any
 import train_support as ts
 import tutorial_loop
 
-from mnist_pipeline.config import load_params
+from mnist_pipeline.config.params import load_params
 
 
 def run_tutorial(data: dict[str, Any], epochs: int, batch_size: int, seed: int) -> list[dict]:

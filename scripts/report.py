@@ -19,7 +19,7 @@ import yaml
 from mnist_pipeline.cli import run_stage, stage_parser
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import atomic_file
-from mnist_pipeline.report import build_report
+from mnist_pipeline.review.report import build_report
 
 parser = stage_parser(__doc__.split("\n\n")[0])
 parser.add_argument("--rev", default="HEAD", help="git revision to compare against (%(default)s)")

@@ -3,12 +3,12 @@
 import sys
 from pathlib import Path
 
-from mnist_pipeline.checkpoint import load_checkpoint
 from mnist_pipeline.cli import run_stage, stage_parser
-from mnist_pipeline.config import load_params
-from mnist_pipeline.devices import resolve_device
-from mnist_pipeline.evaluation_report import evaluate_splits, write_outputs
-from mnist_pipeline.shards import load_splits
+from mnist_pipeline.config.params import load_params
+from mnist_pipeline.data.prepared import load_splits
+from mnist_pipeline.evaluate.run import evaluate_splits, write_outputs
+from mnist_pipeline.model.checkpoint import load_checkpoint
+from mnist_pipeline.runtime import resolve_device
 
 parser = stage_parser(__doc__)
 parser.add_argument("--data", required=True, type=Path, help="prepared data directory")

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from mnist_pipeline.cli import run_stage, stage_parser
-from mnist_pipeline.config import load_params
-from mnist_pipeline.download import fetch_dataset
+from mnist_pipeline.config.params import load_params
+from mnist_pipeline.data.download import fetch_dataset
 from mnist_pipeline.fileio import atomic_dir
 
 parser = stage_parser("Download and verify the raw data set files.")

@@ -4,10 +4,10 @@ import sys
 from pathlib import Path
 
 from mnist_pipeline.cli import run_stage, stage_parser
-from mnist_pipeline.config import load_params
+from mnist_pipeline.config.params import load_params
+from mnist_pipeline.data.prepared import write_prepared
+from mnist_pipeline.data.raw_formats import read_raw
 from mnist_pipeline.fileio import atomic_dir
-from mnist_pipeline.parsers import read_raw
-from mnist_pipeline.shards import write_prepared
 
 parser = stage_parser(__doc__)
 parser.add_argument("--raw", required=True, type=Path, help="raw directory the fetch stage wrote")

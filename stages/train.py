@@ -8,15 +8,15 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_pipeline import distributed
-from mnist_pipeline.checkpoint import save_checkpoint
 from mnist_pipeline.cli import run_stage, stage_parser
-from mnist_pipeline.config import load_params
-from mnist_pipeline.devices import configure_torch, resolve_device, run_info
-from mnist_pipeline.live_logging import epoch_logger
-from mnist_pipeline.models import build_model, count_parameters, input_spec_from_manifest
-from mnist_pipeline.shards import load_splits, read_manifest
-from mnist_pipeline.training import fit
+from mnist_pipeline.config.params import load_params
+from mnist_pipeline.data.prepared import load_splits, read_manifest
+from mnist_pipeline.model.checkpoint import save_checkpoint
+from mnist_pipeline.model.networks import build_model, count_parameters, input_spec_from_manifest
+from mnist_pipeline.runtime import configure_torch, resolve_device, run_info
+from mnist_pipeline.train import distributed
+from mnist_pipeline.train.live_log import epoch_logger
+from mnist_pipeline.train.loop import fit
 
 parser = stage_parser(__doc__)
 parser.add_argument("--data", required=True, type=Path, help="prepared data directory")

@@ -87,8 +87,9 @@ def http_server() -> Iterator[ScriptedServer]:
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A tiny prepared data set (300/60/60 synthetic images) as the prepare stage writes it."""
-    from mnist_pipeline import shards, synthetic
-    from mnist_pipeline.parsers import read_raw
+    from mnist_pipeline.data import prepared as shards
+    from mnist_pipeline.data.raw_formats import read_raw
+    from mnist_pipeline.testing import synthetic
 
     root = tmp_path_factory.mktemp("data")
     splits = synthetic.make_splits((300, 60, 60), seed=11)

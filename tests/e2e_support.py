@@ -113,9 +113,9 @@ def write_local_source(folder: Path, rows: tuple[int, int, int], seed: int) -> d
     Give a folder outside the repository: queued experiments run in a copy that holds
     only git-tracked files, and a fresh clone has no untracked ones either.
     """
-    from mnist_pipeline.datasets import PICKLE_FILE
+    from mnist_pipeline.data.registry import PICKLE_FILE
     from mnist_pipeline.fileio import file_digest
-    from mnist_pipeline.synthetic import make_splits, write_pickle
+    from mnist_pipeline.testing.synthetic import make_splits, write_pickle
 
     path = Path(folder).resolve() / PICKLE_FILE
     write_pickle(path, make_splits(rows, seed))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_pipeline import synthetic
-from mnist_pipeline.models import build_model
+from mnist_pipeline.model.networks import build_model
+from mnist_pipeline.testing import synthetic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_repro

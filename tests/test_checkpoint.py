@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from mnist_pipeline.checkpoint import load_checkpoint, save_checkpoint
-from mnist_pipeline.config import ModelConfig, Params
-from mnist_pipeline.devices import run_info
+from mnist_pipeline.config.params import ModelConfig, Params
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.models import InputSpec, build_model
+from mnist_pipeline.model.checkpoint import load_checkpoint, save_checkpoint
+from mnist_pipeline.model.networks import InputSpec, build_model
+from mnist_pipeline.runtime import run_info
 
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
 NAMES = [str(i) for i in range(10)]

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.config import Params, load_params, to_dict
+from mnist_pipeline.config.params import Params, load_params, to_dict
+from mnist_pipeline.config.strict import parse
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.typed_config import parse
 
 REPO = Path(__file__).resolve().parents[1]
 

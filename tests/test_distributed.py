@@ -13,11 +13,11 @@ import torch
 import yaml
 from e2e_support import make_repo, read_json, run, set_params, stages_run
 
-from mnist_pipeline.checkpoint import load_checkpoint
-from mnist_pipeline.config import DistributedConfig, TrainConfig
-from mnist_pipeline.distributed import Rank, current_rank, rank_device, torchrun_args
-from mnist_pipeline.epoch import batch_starts
+from mnist_pipeline.config.params import DistributedConfig, TrainConfig
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.model.checkpoint import load_checkpoint
+from mnist_pipeline.train.distributed import Rank, current_rank, rank_device, torchrun_args
+from mnist_pipeline.train.epoch import batch_starts
 
 REPO = Path(__file__).resolve().parents[1]
 # 300 train rows in batches of 64: four full batches and one of 44, split 22/22.
@@ -86,7 +86,7 @@ def test_torchrun_args_for_one_machine_and_for_several():
 
 @pytest.mark.parametrize(("threads", "expected"), [(0, "1"), (3, "3")])
 def test_launch_sets_the_threads_per_rank_and_a_log_dir(monkeypatch, threads, expected):
-    from mnist_pipeline import distributed
+    from mnist_pipeline.train import distributed
 
     calls = []
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -111,7 +111,7 @@ def test_bad_distributed_config_is_refused(cfg, message):
 
 
 def test_global_batch_must_split_over_the_ranks(tmp_path):
-    from mnist_pipeline.config import load_params
+    from mnist_pipeline.config.params import load_params
 
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(_params({"batch_size": 63}, nproc_per_node=2)))
@@ -174,10 +174,10 @@ def test_a_failing_rank_ends_the_run_with_its_error(tmp_path, prepared):
     (inject / "sitecustomize.py").write_text(
         "import os\n"
         "if os.environ.get('RANK') == '1':\n"
-        "    from mnist_pipeline import training\n"
+        "    from mnist_pipeline.train import loop\n"
         "    def broken(*args, **kwargs):\n"
         "        raise ValueError('rank 1 ran out of luck')\n"
-        "    training.train_one_epoch = broken\n"
+        "    loop.train_one_epoch = broken\n"
     )
     params = _params({**SGD, "epochs": 500}, nproc_per_node=2)
     scratch = tmp_path / "scratch"

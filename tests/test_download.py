@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.config import FetchConfig
-from mnist_pipeline.datasets import (
+from mnist_pipeline.config.params import FetchConfig
+from mnist_pipeline.data.download import fetch_dataset
+from mnist_pipeline.data.registry import (
     DIGIT_NAMES,
     FASHION_NAMES,
     IDX_FILES,
@@ -24,9 +25,8 @@ from mnist_pipeline.datasets import (
     DatasetSpec,
     Source,
 )
-from mnist_pipeline.download import fetch_dataset
+from mnist_pipeline.data.sources import candidate_sources
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.sources import candidate_sources
 
 REPO = Path(__file__).resolve().parents[1]
 IDX_NAMES = tuple(IDX_FILES.values())
@@ -378,8 +378,8 @@ def test_stage_writes_the_output_directory(tmp_path):
 
 
 def test_a_list_of_sources_is_tried_in_order(tmp_path):
-    from mnist_pipeline.datasets import MNIST
-    from mnist_pipeline.sources import candidate_sources
+    from mnist_pipeline.data.registry import MNIST
+    from mnist_pipeline.data.sources import candidate_sources
 
     first, second = tmp_path / "a" / "mnist.pkl.gz", "http://127.0.0.1:9/b/"
     labels = [c.label for c in candidate_sources(MNIST, (str(first), second))]

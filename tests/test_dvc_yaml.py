@@ -8,40 +8,49 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_pipeline.config import load_params, to_dict
+from mnist_pipeline.config.params import load_params, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE = REPO / "src" / "mnist_pipeline"
+SRC = REPO / "src"
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
 STAGES = DVC["stages"]
 
 
-def _imported_modules(path: Path) -> set[str]:
-    """mnist_pipeline modules that `path` imports, directly or through other modules."""
-    found: set[str] = set()
+def _module_file(dotted: str) -> Path | None:
+    """The file of an `mnist_pipeline...` module, or None if the name is not a module
+    (e.g. a function imported from a package)."""
+    path = SRC.joinpath(*dotted.split("."))
+    if path.with_suffix(".py").is_file():
+        return path.with_suffix(".py")
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    return None
+
+
+def _imported_files(path: Path) -> set[Path]:
+    """Package files that `path` imports, directly or through other package modules,
+    with the `__init__.py` of every package on the way (Python runs them on import)."""
+    found: set[Path] = set()
     pending = [path]
     while pending:
         tree = ast.parse(pending.pop().read_text())
         for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.ImportFrom):
-                if node.level:  # relative import inside the package
-                    base = node.module or ""
-                    names = [base] if base else [a.name for a in node.names]
-                elif (node.module or "").startswith("mnist_pipeline"):
-                    rest = node.module.removeprefix("mnist_pipeline").lstrip(".")
-                    names = [rest] if rest else [a.name for a in node.names]
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "mnist_pipeline"
+            ):
+                assert node.level == 0, "the package uses absolute imports"
+                module = node.module or ""
+                names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
             elif isinstance(node, ast.Import):
-                names = [
-                    a.name.removeprefix("mnist_pipeline.")
-                    for a in node.names
-                    if a.name.startswith("mnist_pipeline.")
-                ]
+                names = [a.name for a in node.names if a.name.startswith("mnist_pipeline")]
             for name in names:
-                module = name.split(".")[0]
-                if module not in found and (PACKAGE / f"{module}.py").exists():
-                    found.add(module)
-                    pending.append(PACKAGE / f"{module}.py")
+                parts = name.split(".")
+                for depth in range(1, len(parts) + 1):  # the packages on the way, then it
+                    file = _module_file(".".join(parts[:depth]))
+                    if file is not None and file not in found:
+                        found.add(file)
+                        pending.append(file)
     return found
 
 
@@ -54,8 +63,8 @@ def test_stage_depends_on_its_script_and_exactly_the_modules_it_imports(stage):
     deps = [d if isinstance(d, str) else next(iter(d)) for d in STAGES[stage]["deps"]]
     script = f"stages/{stage}.py"
     assert script in deps and script in STAGES[stage]["cmd"]
-    declared = {Path(d).stem for d in deps if d.startswith("src/mnist_pipeline/")}
-    expected = _imported_modules(REPO / script) | {"__init__"}
+    declared = {d for d in deps if d.startswith("src/")}
+    expected = {f.relative_to(REPO).as_posix() for f in _imported_files(REPO / script)}
     assert declared == expected
 
 

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from mnist_pipeline import evaluation as ev
-from mnist_pipeline.config import ModelConfig
-from mnist_pipeline.models import InputSpec, build_model
+from mnist_pipeline.config.params import ModelConfig
+from mnist_pipeline.evaluate import metrics as ev
+from mnist_pipeline.model.networks import InputSpec, build_model
 
 LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
 PREDICTED = torch.tensor([0, 1, 1, 1, 2, 0])

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnist_pipeline.config import ModelConfig
-from mnist_pipeline.mlp_step import ManualMLPStep, supports_manual_step
-from mnist_pipeline.models import InputSpec, build_model
+from mnist_pipeline.config.params import ModelConfig
+from mnist_pipeline.model.networks import InputSpec, build_model
+from mnist_pipeline.train.manual_mlp_step import ManualMLPStep, supports_manual_step
 
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.13, pixel_std=0.31)
 TIGHT = {"rtol": 1e-5, "atol": 1e-6}

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mnist_pipeline.config import ModelConfig
-from mnist_pipeline.models import InputSpec, build_model, count_parameters, has_dropout
+from mnist_pipeline.config.params import ModelConfig
+from mnist_pipeline.model.networks import InputSpec, build_model, count_parameters, has_dropout
 
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.13, pixel_std=0.31)
 

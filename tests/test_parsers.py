@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_pipeline import parsers, synthetic
-from mnist_pipeline.datasets import IDX_FILES, PICKLE_FILE, SPLITS
+from mnist_pipeline.data import raw_formats as parsers
+from mnist_pipeline.data.registry import IDX_FILES, PICKLE_FILE, SPLITS
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.testing import synthetic
 
 ROWS = (500, 100, 60)  # train file of 600 rows: valid is its last 1/6
 

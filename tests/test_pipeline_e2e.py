@@ -11,8 +11,8 @@ import hashlib
 import pytest
 from e2e_support import make_repo, read_json, run, set_params, stages_run
 
-from mnist_pipeline.datasets import IDX_FILES, PICKLE_FILE
-from mnist_pipeline.synthetic import make_splits, write_idx, write_pickle
+from mnist_pipeline.data.registry import IDX_FILES, PICKLE_FILE
+from mnist_pipeline.testing.synthetic import make_splits, write_idx, write_pickle
 
 pytestmark = pytest.mark.e2e
 

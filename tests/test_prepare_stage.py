@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline import shards, synthetic
 from mnist_pipeline.cli import run_stage
-from mnist_pipeline.datasets import PICKLE_FILE
+from mnist_pipeline.data import prepared as shards
+from mnist_pipeline.data.registry import PICKLE_FILE
+from mnist_pipeline.testing import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "stages" / "prepare.py"

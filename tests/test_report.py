@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_pipeline.report import (
+from mnist_pipeline.review.report import (
     MISSING,
     build_report,
     changed_params,

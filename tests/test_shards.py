@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_pipeline import shards, synthetic
-from mnist_pipeline.datasets import DIGIT_NAMES, SPLITS
+from mnist_pipeline.data import prepared as shards
+from mnist_pipeline.data.registry import DIGIT_NAMES, SPLITS
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.testing import synthetic
 
 ROWS = (250, 50, 40)
 SHARD_SIZE = 100

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_pipeline.checkpoint import load_checkpoint
+from mnist_pipeline.model.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = """

@@ -68,15 +68,15 @@ def _append_comment(repo, module):
 
 
 # What a user changes -> the stages `dvc repro` must re-run, in this order. fileio.py is
-# a dep of every stage (dvc.yaml). A comment in training.py re-runs train, but training
+# a dep of every stage (dvc.yaml). A comment in train/loop.py re-runs train, but training
 # is deterministic, so the checkpoint comes out bit-identical and DVC, which compares
 # outputs by content, keeps evaluate.
 CHANGES = {
     "train param": ({"train": {"lr": 0.01}}, ["train", "evaluate"]),
     "model param": ({"model": {"hidden_sizes": [48]}}, ["train", "evaluate"]),
-    "training.py": ("training.py", ["train"]),
+    "train/loop.py": ("train/loop.py", ["train"]),
     "evaluate param": ({"evaluate": {"calibration_bins": 10}}, ["evaluate"]),
-    "plots.py": ("plots.py", ["evaluate"]),
+    "evaluate/figures.py": ("evaluate/figures.py", ["evaluate"]),
     "fileio.py": ("fileio.py", ALL_STAGES),
 }
 

@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from .errors import PipelineError
+from mnist_pipeline.errors import PipelineError
 
 VERBOSE_ENV = "MNIST_PIPELINE_VERBOSE"
 

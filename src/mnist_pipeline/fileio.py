@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import PipelineError
+from mnist_pipeline.errors import PipelineError
 
 
 @contextlib.contextmanager

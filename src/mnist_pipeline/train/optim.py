@@ -4,7 +4,7 @@ from collections.abc import Iterable
 
 import torch
 
-from .config import TrainConfig
+from mnist_pipeline.config.params import TrainConfig
 
 
 def make_optimizer(params: Iterable[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from mnist_pipeline.config.params import ModelConfig
 
 
 @dataclass(frozen=True)

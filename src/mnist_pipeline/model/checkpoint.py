@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ModelConfig, to_dict
-from .errors import PipelineError
-from .fileio import atomic_file
-from .models import InputSpec, build_model
-from .typed_config import parse
+from mnist_pipeline.config.params import ModelConfig, to_dict
+from mnist_pipeline.config.strict import parse
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.fileio import atomic_file
+from mnist_pipeline.model.networks import InputSpec, build_model
 
 FORMAT_VERSION = 1
 TRAIN_PARAMS = ("seed", "model", "train")  # the params sections of the train stage

@@ -23,12 +23,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .config import FetchConfig
-from .datasets import DatasetSpec, get_dataset
-from .errors import PipelineError
-from .fileio import file_digest, write_json
-from .raw_description import DESCRIPTION_FILE
-from .sources import Candidate, candidate_sources, is_url
+from mnist_pipeline.config.params import FetchConfig
+from mnist_pipeline.data.raw_description import DESCRIPTION_FILE
+from mnist_pipeline.data.registry import DatasetSpec, get_dataset
+from mnist_pipeline.data.sources import Candidate, candidate_sources, is_url
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.fileio import file_digest, write_json
 
 CHUNK_BYTES = 1 << 16
 USER_AGENT = "mnist-pipeline/0.1 (python urllib)"

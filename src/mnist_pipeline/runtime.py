@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from .errors import PipelineError
+from mnist_pipeline.errors import PipelineError
 
 
 def resolve_device(name: str, key: str = "train.device") -> torch.device:

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .config import TrainConfig
-from .devices import autocast
-from .distributed import SINGLE_PROCESS, Rank, all_reduce_sum
-from .mlp_step import ManualMLPStep
+from mnist_pipeline.config.params import TrainConfig
+from mnist_pipeline.runtime import autocast
+from mnist_pipeline.train.distributed import SINGLE_PROCESS, Rank, all_reduce_sum
+from mnist_pipeline.train.manual_mlp_step import ManualMLPStep
 
 EpochLog = dict[str, float]
 

@@ -28,7 +28,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from .models import InputNorm, mlp_blocks
+from mnist_pipeline.model.networks import InputNorm, mlp_blocks
 
 # ReLU's backward with an out= slot (torch.threshold_backward has none); 0 where the
 # ReLU output is 0, the incoming gradient elsewhere.

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .config import DistributedConfig
-from .errors import PipelineError
+from mnist_pipeline.config.params import DistributedConfig
+from mnist_pipeline.errors import PipelineError
 
 
 @dataclass(frozen=True)

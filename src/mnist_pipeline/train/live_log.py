@@ -4,8 +4,8 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from .distributed import Rank
-from .fileio import atomic_dir
+from mnist_pipeline.fileio import atomic_dir
+from mnist_pipeline.train.distributed import Rank
 
 
 class EpochLogger:

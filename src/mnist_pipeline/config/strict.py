@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from .errors import PipelineError
+from mnist_pipeline.errors import PipelineError
 
 T = TypeVar("T")
 

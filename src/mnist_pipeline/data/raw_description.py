@@ -8,9 +8,9 @@ they are there with the recorded sizes.
 from pathlib import Path
 from typing import Any
 
-from .datasets import DATASETS, NUM_CLASSES
-from .errors import PipelineError
-from .fileio import read_json
+from mnist_pipeline.data.registry import DATASETS, NUM_CLASSES
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.fileio import read_json
 
 DESCRIPTION_FILE = "dataset.json"
 

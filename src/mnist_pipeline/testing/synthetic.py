@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import DATASETS, IDX_FILES, PICKLE_FILE
-from .fileio import file_digest
+from mnist_pipeline.data.registry import DATASETS, IDX_FILES, PICKLE_FILE
+from mnist_pipeline.fileio import file_digest
 
 IMAGE_SIDE_PX = 28
 TEMPLATE_SEED = 20_240_601  # fixed: the class templates must not change with `seed`

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import has_dropout
+from mnist_pipeline.model.networks import has_dropout
 
 COVERAGE = 0.9  # keep the 90% most confident predictions for "accuracy at coverage"
 

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import PipelineError
-from .fileio import read_json, write_json
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.fileio import read_json, write_json
 
 MANIFEST_FILE = "manifest.json"
 IMAGE_SHAPE = (28, 28)

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import IDX_FILES, NUM_CLASSES, PICKLE_FILE, SPLITS
-from .errors import PipelineError
-from .raw_description import read_description
-from .safe_unpickle import NumpyOnlyUnpickler
+from mnist_pipeline.data.raw_description import read_description
+from mnist_pipeline.data.registry import IDX_FILES, NUM_CLASSES, PICKLE_FILE, SPLITS
+from mnist_pipeline.data.safe_unpickle import NumpyOnlyUnpickler
+from mnist_pipeline.errors import PipelineError
 
 IMAGE_SHAPE = (28, 28)
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import PipelineError
-from .typed_config import check, load_yaml_mapping, parse
+from mnist_pipeline.config.strict import check, load_yaml_mapping, parse
+from mnist_pipeline.errors import PipelineError
 
 DatasetName = Literal["mnist", "fashion-mnist"]
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")

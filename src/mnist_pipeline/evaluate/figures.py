@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .fileio import atomic_file
+from mnist_pipeline.fileio import atomic_file
 
 DPI = 100
 

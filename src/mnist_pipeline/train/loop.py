@@ -14,12 +14,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .config import TrainConfig
-from .distributed import SINGLE_PROCESS, Rank
-from .epoch import EpochLog, batch_starts, evaluate_loss, train_one_epoch
-from .errors import PipelineError
-from .mlp_step import ManualMLPStep, supports_manual_step
-from .optim import make_optimizer, make_scheduler
+from mnist_pipeline.config.params import TrainConfig
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.train.distributed import SINGLE_PROCESS, Rank
+from mnist_pipeline.train.epoch import EpochLog, batch_starts, evaluate_loss, train_one_epoch
+from mnist_pipeline.train.manual_mlp_step import ManualMLPStep, supports_manual_step
+from mnist_pipeline.train.optim import make_optimizer, make_scheduler
 
 
 @dataclass

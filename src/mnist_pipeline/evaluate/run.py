@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import evaluation as ev
-from . import plots
-from .config import EvaluateConfig
-from .fileio import atomic_dir, atomic_file, write_json
+from mnist_pipeline.config.params import EvaluateConfig
+from mnist_pipeline.evaluate import figures as plots
+from mnist_pipeline.evaluate import metrics as ev
+from mnist_pipeline.fileio import atomic_dir, atomic_file, write_json
 
 CONFUSION_DATA_SPLITS = ("test",)
 

@@ -15,7 +15,7 @@ matches upstream.
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import PipelineError
+from mnist_pipeline.errors import PipelineError
 
 Format = Literal["pickle", "idx"]
 

@@ -10,8 +10,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .datasets import PICKLE_FILE, DatasetSpec, Format
-from .errors import PipelineError
+from mnist_pipeline.data.registry import PICKLE_FILE, DatasetSpec, Format
+from mnist_pipeline.errors import PipelineError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Data sets: registry, sources, download and verification, raw formats, prepared shards."""

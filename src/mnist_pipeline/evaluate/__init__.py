@@ -1,0 +1,1 @@
+"""Evaluation: metric formulas, the evaluation run and its outputs, figures."""

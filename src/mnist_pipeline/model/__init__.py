@@ -1,0 +1,1 @@
+"""The networks and the checkpoint format that rebuilds them."""

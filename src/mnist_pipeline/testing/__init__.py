@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks: synthetic data sets in the upstream raw layouts."""

@@ -1,0 +1,1 @@
+"""Training: the fit loop, the training steps, optimizers and schedules, logging, torchrun."""
