@@ -45,8 +45,9 @@ def prepare(raw: Path | None, tmp: Path, seed: int, rows: tuple[int, int, int]) 
     return tmp / "prepared"
 
 
-def run_layout(data: Path, tmp: Path, processes: int, threads: int, epochs: int,
-               overrides: dict[str, Any]) -> dict:  # fmt: skip
+def run_layout(
+    data: Path, tmp: Path, processes: int, threads: int, epochs: int, overrides: dict[str, Any]
+) -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for dotted, value in overrides.items():
         section, key = dotted.split(".")
@@ -55,9 +56,18 @@ def run_layout(data: Path, tmp: Path, processes: int, threads: int, epochs: int,
     params["distributed"]["nproc_per_node"] = processes
     out = tmp / f"{processes}x{threads}"
     (tmp / f"{out.name}.yaml").write_text(yaml.safe_dump(params))
-    argv = [sys.executable, str(REPO / "stages" / "train.py"), "--params",
-            str(tmp / f"{out.name}.yaml"), "--data", str(data), "--model",
-            str(out / "model.pt"), "--live", str(out / "live")]  # fmt: skip
+    argv = [
+        sys.executable,
+        str(REPO / "stages" / "train.py"),
+        "--params",
+        str(tmp / f"{out.name}.yaml"),
+        "--data",
+        str(data),
+        "--model",
+        str(out / "model.pt"),
+        "--live",
+        str(out / "live"),
+    ]
     load = ts.load_start(f"train {processes} x {threads}")
     started = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
@@ -82,18 +92,25 @@ def _column(tsv: Path) -> list[float]:
     return [float(line.split("\t")[1]) for line in lines]
 
 
-def run(raw: Path | None, epochs: int, overrides: dict[str, Any] | None = None, seed: int = 0,
-        rows: tuple[int, int, int] = ts.FULL_ROWS) -> list[dict[str, Any]]:  # fmt: skip
+def run(
+    raw: Path | None,
+    epochs: int,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+    rows: tuple[int, int, int] = ts.FULL_ROWS,
+) -> list[dict[str, Any]]:
     """Every layout in turn on the same prepared data; `overrides`: {"section.key": value}."""
     with tempfile.TemporaryDirectory(prefix="bench-ddp-") as tmp_name:
         tmp = Path(tmp_name)
         data = prepare(raw, tmp, seed, rows)
         results = [run_layout(data, tmp, p, t, epochs, overrides or {}) for p, t in LAYOUTS]
     for r in results:
-        print(f"{r['processes']} process(es) x {r['threads']} thread(s): "
-              f"{r['epoch_s']:.2f} s/epoch, "
-              f"{r['samples_per_s']:.0f} samples/s, stage {r['stage_wall_s']:.1f} s, "
-              f"valid acc {r['valid_accuracy']:.4f}, load {r['load']}")  # fmt: skip
+        print(
+            f"{r['processes']} process(es) x {r['threads']} thread(s): "
+            f"{r['epoch_s']:.2f} s/epoch, "
+            f"{r['samples_per_s']:.0f} samples/s, stage {r['stage_wall_s']:.1f} s, "
+            f"valid acc {r['valid_accuracy']:.4f}, load {r['load']}"
+        )
     return results
 
 
@@ -101,8 +118,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--raw", type=Path, help="raw data dir with dataset.json")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
-                        help="params to change (YAML values), e.g. model.name=cnn")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="params to change (YAML values), e.g. model.name=cnn",
+    )
     args = parser.parse_args(argv)
     overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     return run(args.raw, args.epochs, overrides)

@@ -41,8 +41,12 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def run(raw_dirs: dict[str, Path] | None = None, workdir: Path | None = None,
-        shard_size: int = 10_000, seed: int = 0) -> dict[str, dict[str, Any]]:  # fmt: skip
+def run(
+    raw_dirs: dict[str, Path] | None = None,
+    workdir: Path | None = None,
+    shard_size: int = 10_000,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
     """Prepare each raw dir (default: synthetic pickle + idx); return {label: measurements}."""
     with tempfile.TemporaryDirectory(prefix="bench-prepare-", dir=workdir) as tmp_name:
         tmp = Path(tmp_name)
@@ -70,8 +74,13 @@ def measure(raw_dir: Path, out_dir: Path, params: Path) -> dict[str, Any]:
     argv += ["--raw", str(raw_dir), "--out", str(out_dir)]
     # Linux children inherit the high-water RSS of the process they fork from (this one
     # held the synthetic data), so a small launcher process spawns the stage and reports.
-    launched = subprocess.run([sys.executable, "-c", _LAUNCHER, *argv], env=env,
-                              capture_output=True, text=True, check=False)  # fmt: skip
+    launched = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if launched.returncode != 0:
         raise RuntimeError(f"prepare failed on {raw_dir}: {launched.stderr.strip()}")
     seconds, peak_rss_kib = json.loads(launched.stdout)

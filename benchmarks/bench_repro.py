@@ -32,9 +32,13 @@ from e2e_support import env_for, make_repo, set_params, stages_run  # noqa: E402
 from e2e_support import run as run_in  # noqa: E402
 
 
-def run(raw: Path | None = None, workdir: Path | None = None, seed: int = 0,
-        rows: tuple[int, int, int] = ts.FULL_ROWS,
-        params: dict | None = None) -> dict[str, Any]:  # fmt: skip
+def run(
+    raw: Path | None = None,
+    workdir: Path | None = None,
+    seed: int = 0,
+    rows: tuple[int, int, int] = ts.FULL_ROWS,
+    params: dict | None = None,
+) -> dict[str, Any]:
     """`dvc repro` of a fresh copy fed from `raw` (default: synthetic data of `rows`).
     `params`: updates to params.yaml (nested dict) on top of fetch.source/checksums."""
     load = ts.load_start("dvc repro")
@@ -70,8 +74,9 @@ def time_stage(repo: Path, stage: str) -> float:
     """Wall seconds of one stage's command from the copy's dvc.yaml (as DVC runs it)."""
     cmd = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][stage]["cmd"]
     started = time.perf_counter()
-    done = subprocess.run(cmd, shell=True, cwd=repo, env=env_for(repo), capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        cmd, shell=True, cwd=repo, env=env_for(repo), capture_output=True, text=True, check=False
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{stage} failed: {done.stderr.strip()[-2000:]}")

@@ -69,10 +69,18 @@ def warm_up(data: dict[str, Any], seed: int) -> None:
     ts.run_project(few, ts.TUTORIAL_MODEL, dataclasses.replace(ts.TUTORIAL_TRAIN, epochs=1), seed)
 
 
-def run(data: dict[str, Any] | None = None, raw: Path | None = None, rounds: int = 3,
-        epochs: int = 2, batch_sizes: tuple[int, ...] = (64, 256, 1024),
-        faithful_epochs: int = 25, modes: tuple[str, ...] = MODES, seed: int = 0,
-        threads: int = 0, params: Path = REPO / "params.yaml") -> dict[str, Any]:  # fmt: skip
+def run(
+    data: dict[str, Any] | None = None,
+    raw: Path | None = None,
+    rounds: int = 3,
+    epochs: int = 2,
+    batch_sizes: tuple[int, ...] = (64, 256, 1024),
+    faithful_epochs: int = 25,
+    modes: tuple[str, ...] = MODES,
+    seed: int = 0,
+    threads: int = 0,
+    params: Path = REPO / "params.yaml",
+) -> dict[str, Any]:
     """The chosen modes on `data` ({"name", "train", "valid"}; default: `raw` or synthetic)."""
     result: dict[str, Any] = {"threads": ts.set_threads(threads), "load_start": ts.load_now()}
     data = data or ts.load_data(raw, ts.FULL_ROWS, seed)
@@ -98,10 +106,22 @@ def run(data: dict[str, Any] | None = None, raw: Path | None = None, rounds: int
 
 
 def print_compare(rows: list[dict], threads: int) -> None:
-    print(f"\nTutorial setting (SGD lr 0.001, MLP 784-128-256-10), {threads} threads; "
-          "s/ep = median wall s of train + valid pass; cpu = same in process CPU s")  # fmt: skip
-    header = ("batch", "tut s/ep", "proj s/ep", "ratio", "cpu ratio", "tut samp/s",
-              "proj samp/s", "tut vloss", "proj vloss", "ep x rnd")  # fmt: skip
+    print(
+        f"\nTutorial setting (SGD lr 0.001, MLP 784-128-256-10), {threads} threads; "
+        "s/ep = median wall s of train + valid pass; cpu = same in process CPU s"
+    )
+    header = (
+        "batch",
+        "tut s/ep",
+        "proj s/ep",
+        "ratio",
+        "cpu ratio",
+        "tut samp/s",
+        "proj samp/s",
+        "tut vloss",
+        "proj vloss",
+        "ep x rnd",
+    )
     widths = (5, 8, 9, 6, 9, 10, 11, 9, 10, 8)
     print(" ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)) + "  load")
     for r in rows:
@@ -136,8 +156,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """run()'s keyword arguments from the parsed command line (--quick applied)."""
-    kwargs = {"rounds": args.rounds, "epochs": args.epochs, "seed": args.seed,
-              "threads": args.threads, "faithful_epochs": args.faithful_epochs}  # fmt: skip
+    kwargs = {
+        "rounds": args.rounds,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "threads": args.threads,
+        "faithful_epochs": args.faithful_epochs,
+    }
     if args.quick:
         kwargs.update(rounds=1, epochs=1, faithful_epochs=3)
     return kwargs
@@ -153,8 +178,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def bench(raw: Path | None) -> dict[str, Any]:
         data = ts.load_data(raw or args.raw, QUICK_ROWS if args.quick else ts.FULL_ROWS, args.seed)
-        return run(data, modes=tuple(args.modes), batch_sizes=tuple(args.batch_sizes),
-                   **train_kwargs(args))  # fmt: skip
+        return run(
+            data, modes=tuple(args.modes), batch_sizes=tuple(args.batch_sizes), **train_kwargs(args)
+        )
 
     result = ts.with_raw_dir(args.idx_dir, args.dataset, bench)
     if args.json:

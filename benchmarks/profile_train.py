@@ -1,6 +1,6 @@
 """Where the project's training step spends its time: torch.profiler on N steps.
 
-Profiles `epoch.train_one_epoch` in the tutorial setting (MLP 784-128-256-10,
+Profiles `loop.train_one_epoch` in the tutorial setting (MLP 784-128-256-10,
 SGD lr 0.001, batch 64; hand-written gradients as `fit` uses them, or --autograd)
 on synthetic data of steps * batch rows, after one untimed warm-up pass, and
 prints the top operators by self CPU time plus the share of the matrix
@@ -22,30 +22,35 @@ from torch.profiler import ProfilerActivity, profile
 from mnist_pipeline.model.networks import build_model
 from mnist_pipeline.testing import synthetic
 from mnist_pipeline.train.distributed import SINGLE_PROCESS
-from mnist_pipeline.train.epoch import train_one_epoch
-from mnist_pipeline.train.loop import uses_manual_step
-from mnist_pipeline.train.manual_mlp_step import ManualMLPStep
+from mnist_pipeline.train.loop import train_one_epoch
 from mnist_pipeline.train.optim import make_optimizer
+from mnist_pipeline.train.step import make_step
 
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::_addmm_activation")
 
 
-def run(steps: int = 100, batch_size: int = 64, repeats: int = 10, rows: int = 20,
-        autograd: bool = False) -> dict:  # fmt: skip
+def run(
+    steps: int = 100,
+    batch_size: int = 64,
+    repeats: int = 10,
+    rows: int = 20,
+    autograd: bool = False,
+) -> dict:
     """Profile `steps` steps; `repeats` unprofiled passes give the best time per step."""
     load = ts.load_start("profile")
     images, labels = synthetic.make_images(steps * batch_size, seed=0)
-    cfg = dataclasses.replace(ts.TUTORIAL_TRAIN, batch_size=batch_size,
-                              manual_mlp_step=not autograd)  # fmt: skip
+    cfg = dataclasses.replace(
+        ts.TUTORIAL_TRAIN, batch_size=batch_size, manual_mlp_step=not autograd
+    )
     ts.seed_torch(0)
     model = build_model(ts.TUTORIAL_MODEL, ts.input_spec(images))
     generator = torch.Generator().manual_seed(0)
-    manual = ManualMLPStep(model) if uses_manual_step(model, cfg, SINGLE_PROCESS) else None
-    optimizer = make_optimizer([manual.flat_param] if manual else model.parameters(), cfg)
+    step = make_step(model, cfg, SINGLE_PROCESS)
+    optimizer = make_optimizer(step.params, cfg)
 
-    def epoch() -> None:  # as training.fit runs it
-        train_one_epoch(model, optimizer, None, images, labels, cfg, generator, None,
-                        SINGLE_PROCESS, manual)  # fmt: skip
+    def epoch() -> None:  # as loop.fit runs it
+        order = torch.randperm(len(labels), generator=generator)
+        train_one_epoch(step, optimizer, None, (images, labels), order, batch_size)
 
     epoch()  # warm-up
     best_s = min(_timed(epoch) for _ in range(repeats))

@@ -60,16 +60,25 @@ def summary(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(what, measured, target) rows."""
     lines = [("torch threads", str(results["threads"]), "")]
     for label, r in results.get("prepare", {}).items():
-        lines.append((f"prepare: {label}", f"{r['seconds']:.1f} s, {r['peak_rss_mib']:.0f} MiB",
-                      "<= 10 s, <= 1024 MiB"))  # fmt: skip
+        lines.append(
+            (
+                f"prepare: {label}",
+                f"{r['seconds']:.1f} s, {r['peak_rss_mib']:.0f} MiB",
+                "<= 10 s, <= 1024 MiB",
+            )
+        )
     train = results.get("train", {})
     for r in train.get("compare", []):
         t, p = r["tutorial"], r["project"]
-        lines.append((f"train batch {r['batch_size']}: s/epoch tutorial -> project",
-                      f"{t['epoch_s']:.3f} -> {p['epoch_s']:.3f} (x{r['ratio']:.2f}; "
-                      f"CPU s x{r['cpu_ratio']:.2f}), "
-                      f"{t['samples_per_s']:.0f} -> {p['samples_per_s']:.0f} samples/s",
-                      "x <= 0.5" if r["batch_size"] == 64 else ""))  # fmt: skip
+        lines.append(
+            (
+                f"train batch {r['batch_size']}: s/epoch tutorial -> project",
+                f"{t['epoch_s']:.3f} -> {p['epoch_s']:.3f} (x{r['ratio']:.2f}; "
+                f"CPU s x{r['cpu_ratio']:.2f}), "
+                f"{t['samples_per_s']:.0f} -> {p['samples_per_s']:.0f} samples/s",
+                "x <= 0.5" if r["batch_size"] == 64 else "",
+            )
+        )
     if "faithfulness" in train:
         f = train["faithfulness"]
         diffs = f"{f['abs_diff_first']:.4f} / {f['abs_diff_last']:.4f}"
@@ -79,9 +88,14 @@ def summary(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         lines.append(_time_to_result_line(train["time_to_result"]))
     if "repro" in results:
         r = results["repro"]
-        lines.append(("dvc repro (default params): total / train / evaluate",
-                      f"{r['repro_seconds']:.1f} / {r['train_seconds']:.1f} / "
-                      f"{r['evaluate_seconds']:.1f} s", ""))  # fmt: skip
+        lines.append(
+            (
+                "dvc repro (default params): total / train / evaluate",
+                f"{r['repro_seconds']:.1f} / {r['train_seconds']:.1f} / "
+                f"{r['evaluate_seconds']:.1f} s",
+                "",
+            )
+        )
     for r in results.get("distributed", []):
         what = f"train stage, {r['processes']} process(es) x {r['threads']} thread(s)"
         speed = f"{r['epoch_s']:.2f} s/epoch, {r['samples_per_s']:.0f} samples/s"
@@ -94,9 +108,11 @@ def _time_to_result_line(r: dict[str, Any]) -> tuple[str, str, str]:
     if r["project_seconds"] is None:
         return what, f"{r['tutorial_seconds']:.1f} s -> never reached", "ratio <= 0.05"
     robust_ratio = r["project_seconds"] / r["tutorial_seconds_median_based"]
-    measured = (f"{r['tutorial_seconds']:.1f} s -> {r['project_seconds']:.1f} s (epoch "
-                f"{r['project_epoch']}), ratio {r['ratio']:.3f} ({robust_ratio:.3f} with "
-                "the tutorial's epochs x median epoch)")  # fmt: skip
+    measured = (
+        f"{r['tutorial_seconds']:.1f} s -> {r['project_seconds']:.1f} s (epoch "
+        f"{r['project_epoch']}), ratio {r['ratio']:.3f} ({robust_ratio:.3f} with "
+        "the tutorial's epochs x median epoch)"
+    )
     return what, measured, "ratio <= 0.05"
 
 

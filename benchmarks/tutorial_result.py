@@ -89,8 +89,10 @@ def _compact(records: list[dict]) -> list[dict]:
 
 def _print_faithfulness(result: dict[str, Any]) -> None:
     print(f"\nFaithfulness: tutorial setting, {result['epochs']} epochs, both loops")
-    print(f"{'epoch':>5} {'tutorial loss':>13} {'project loss':>12} {'|diff|':>7} "
-          f"{'tut acc':>7} {'proj acc':>8} {'tut s':>6} {'proj s':>6}")  # fmt: skip
+    print(
+        f"{'epoch':>5} {'tutorial loss':>13} {'project loss':>12} {'|diff|':>7} "
+        f"{'tut acc':>7} {'proj acc':>8} {'tut s':>6} {'proj s':>6}"
+    )
     for t, p in zip(result["tutorial"], result["project"], strict=True):
         print(
             f"{t['epoch']:>5} {t['valid/loss']:>13.4f} {p['valid/loss']:>12.4f} "

@@ -4,6 +4,7 @@ With distributed.nproc_per_node * nnodes > 1 this script starts torchrun, which
 runs it once per rank; rank 0 alone prints progress and writes the outputs.
 """
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from mnist_pipeline.data.prepared import load_splits, read_manifest
 from mnist_pipeline.model.checkpoint import save_checkpoint
 from mnist_pipeline.model.networks import build_model, count_parameters, input_spec_from_manifest
 from mnist_pipeline.runtime import configure_torch, resolve_device, run_info
-from mnist_pipeline.train import distributed
+from mnist_pipeline.train import distributed, worker_errors
 from mnist_pipeline.train.live_log import epoch_logger
 from mnist_pipeline.train.loop import fit
 
@@ -24,7 +25,7 @@ parser.add_argument("--model", required=True, type=Path, help="checkpoint to wri
 parser.add_argument("--live", required=True, type=Path, help="dvclive directory (metrics, plots)")
 
 
-def main(args) -> None:
+def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     if distributed.needs_launch(params.distributed):  # this process only starts the ranks
         return distributed.launch(params.distributed, params.train.threads, sys.argv)
@@ -36,26 +37,36 @@ def main(args) -> None:
     spec = input_spec_from_manifest(manifest)
     model = build_model(params.model, spec).to(device)
     distributed.seed_rank(params.seed, rank)
+    train, valid = data["train"], data["valid"]
     if rank.is_main:
-        print(f"train: {params.model.name} with {count_parameters(model):,} parameters on "
-              f"{device} x {rank.world_size} process(es), {len(data['train'][1]):,} train / "
-              f"{len(data['valid'][1]):,} valid images")  # fmt: skip
+        print(
+            f"train: {params.model.name} with {count_parameters(model):,} parameters on "
+            f"{device} x {rank.world_size} process(es), {len(train[1]):,} train / "
+            f"{len(valid[1]):,} valid images"
+        )
     started_s = time.perf_counter()
-    with distributed.process_group(rank, device, params.distributed.timeout_s), \
-            epoch_logger(args.live, rank) as log_epoch:  # fmt: skip
-        train, valid = data["train"], data["valid"]
+    group = distributed.process_group(rank, device, params.distributed.timeout_s)
+    with group, epoch_logger(args.live, rank) as log_epoch:
         result = fit(model, train, valid, params.train, params.seed, log_epoch, rank)
-        log_epoch.summary(best_epoch=result.best_epoch,
-                          train_seconds=time.perf_counter() - started_s)  # fmt: skip
+        log_epoch.summary(
+            best_epoch=result.best_epoch, train_seconds=time.perf_counter() - started_s
+        )
         if rank.is_main:  # inside the block: a failed save leaves no dvclive logs either
-            run = {**run_info(device), "world_size": rank.world_size,
-                   "epochs_run": len(result.history), "best_epoch": result.best_epoch,
-                   "stopped_early": result.stopped_early}  # fmt: skip
-            save_checkpoint(args.model, model, params.model, spec, manifest["class_names"],
-                            params, run)  # fmt: skip
-            print(f"train: wrote {args.model} (best epoch {result.best_epoch}, valid loss "
-                  f"{result.history[result.best_epoch - 1]['valid/loss']:.4f})")  # fmt: skip
+            run = {
+                **run_info(device),
+                "world_size": rank.world_size,
+                "epochs_run": len(result.history),
+                "best_epoch": result.best_epoch,
+                "stopped_early": result.stopped_early,
+            }
+            classes = manifest["class_names"]
+            save_checkpoint(args.model, model, params.model, spec, classes, params, run)
+            best_loss = result.history[result.best_epoch - 1]["valid/loss"]
+            print(
+                f"train: wrote {args.model} (best epoch {result.best_epoch}, "
+                f"valid loss {best_loss:.4f})"
+            )
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main, parser))
+    sys.exit(run_stage(main, parser, on_error=worker_errors.record))

@@ -104,8 +104,9 @@ def test_run_all_train_step_and_summary(tiny_rows, tmp_path, capsys):
 def test_bench_distributed_runs_every_layout():
     import bench_distributed
 
-    results = bench_distributed.run(None, epochs=1, overrides={"model.hidden_sizes": [8]},
-                                    rows=TINY_ROWS)  # fmt: skip
+    results = bench_distributed.run(
+        None, epochs=1, overrides={"model.hidden_sizes": [8]}, rows=TINY_ROWS
+    )
     assert [(r["processes"], r["threads"]) for r in results] == [(1, 2), (2, 1), (1, 1)]
     assert all(r["epoch_s"] > 0 and 0 <= r["valid_accuracy"] <= 1 for r in results)
     lines = run_all.summary({"threads": 1, "distributed": results})

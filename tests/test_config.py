@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.config.params import Params, load_params, to_dict
+from mnist_pipeline.config.params import Location, Params, load_params, to_dict
 from mnist_pipeline.config.strict import parse
 from mnist_pipeline.errors import PipelineError
 
@@ -51,6 +51,12 @@ def _flat(data, prefix=""):
         ({"model": {"extra": 1}}, "model: unknown key(s) extra"),
         ({"fetch": {"dataset": "cifar"}}, "fetch.dataset: 'cifar' is not one of"),
         ({"fetch": {"checksums": {"a.gz": "nothex"}}}, "fetch.checksums.a.gz: expected 32"),
+        ({"fetch": {"source": "ftp://h/m.gz"}}, "fetch.source: ftp://h/m.gz: unsupported URL"),
+        ({"fetch": {"source": "file://host/m.gz"}}, "file:// URLs must name a local path"),
+        ({"fetch": {"source": "http:///m.gz"}}, "fetch.source: http:///m.gz: an http(s) URL"),
+        ({"fetch": {"source": ["/a", "s3://b/c"]}}, "fetch.source[1]: s3://b/c: unsupported"),
+        ({"fetch": {"source": ""}}, "fetch.source: an empty string names no source"),
+        ({"fetch": {"source": []}}, "fetch.source: an empty list names no source"),
         ({"evaluate": {"mc_samples": 1}}, "evaluate.mc_samples: 1 pass has no spread"),
         ({"seed": "0"}, "seed: expected an integer"),
         ({"train": None}, "train: expected a mapping, got null"),
@@ -61,6 +67,22 @@ def test_bad_values_are_refused_with_the_key_named(data, message):
         parse(Params, data, "")
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("https://h/m.pkl.gz", [Location("url", "https://h/m.pkl.gz")]),
+        ("file:///srv/mnist", [Location("path", "/srv/mnist")]),
+        ("file://localhost/srv/m%20n", [Location("path", "/srv/m n")]),
+        ("~/data", [Location("path", str(Path("~/data").expanduser()))]),
+        (["/a", "http://h/"], [Location("path", "/a"), Location("url", "http://h/")]),
+        (None, None),
+    ],
+)
+def test_fetch_source_is_classified_once_at_load(source, expected):
+    locations = parse(Params, {"fetch": {"source": source}}, "").fetch.locations
+    assert (None if locations is None else list(locations)) == expected
 
 
 def test_load_params_names_the_file(tmp_path):

@@ -17,7 +17,7 @@ from mnist_pipeline.config.params import DistributedConfig, TrainConfig
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.model.checkpoint import load_checkpoint
 from mnist_pipeline.train.distributed import Rank, current_rank, rank_device, torchrun_args
-from mnist_pipeline.train.epoch import batch_starts
+from mnist_pipeline.train.loop import batch_starts
 
 REPO = Path(__file__).resolve().parents[1]
 # 300 train rows in batches of 64: four full batches and one of 44, split 22/22.
@@ -34,8 +34,18 @@ def _train(tmp_path: Path, data: Path, params: dict, out: str = "out", env_extra
     params_file = tmp_path / f"{out}.yaml"
     params_file.write_text(yaml.safe_dump(params))
     model, live = tmp_path / out / "model.pt", tmp_path / out / "live"
-    argv = [sys.executable, str(REPO / "stages" / "train.py"), "--params", str(params_file),
-            "--data", str(data), "--model", str(model), "--live", str(live)]  # fmt: skip
+    argv = [
+        sys.executable,
+        str(REPO / "stages" / "train.py"),
+        "--params",
+        str(params_file),
+        "--data",
+        str(data),
+        "--model",
+        str(model),
+        "--live",
+        str(live),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env_extra or {})}
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     return subprocess.Popen(argv, env=env, cwd=tmp_path, **pipes), model, live
@@ -219,8 +229,14 @@ def test_dvc_repro_with_two_processes_then_evaluate(tmp_path):
     repo = make_repo(tmp_path / "repo")
     (tmp_path / "source").mkdir()
     fetch = write_local_source(tmp_path / "source", (600, 120, 120), seed=4)
-    set_params(repo, {**SMALL_PARAMS, "fetch": {**SMALL_PARAMS["fetch"], **fetch},
-                      "distributed": {"nproc_per_node": 2}})  # fmt: skip
+    set_params(
+        repo,
+        {
+            **SMALL_PARAMS,
+            "fetch": {**SMALL_PARAMS["fetch"], **fetch},
+            "distributed": {"nproc_per_node": 2},
+        },
+    )
     result = run(repo, "dvc", "repro")
     assert stages_run(result.stdout) == ["fetch", "prepare", "train", "evaluate"]
     assert "torchrun --nproc-per-node=2" in result.stdout

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.config.params import FetchConfig
-from mnist_pipeline.data.download import fetch_dataset
+from mnist_pipeline.config.params import FetchConfig, Location
+from mnist_pipeline.data.download import candidate_sources, fetch_dataset
 from mnist_pipeline.data.registry import (
     DIGIT_NAMES,
     FASHION_NAMES,
@@ -25,7 +25,6 @@ from mnist_pipeline.data.registry import (
     DatasetSpec,
     Source,
 )
-from mnist_pipeline.data.sources import candidate_sources
 from mnist_pipeline.errors import PipelineError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,14 +151,15 @@ def test_fashion_mnist_from_a_directory(tmp_path, out, http_server, kind):
 def test_builtin_mnist_candidates_try_every_pickle_mirror_then_idx():
     candidates = candidate_sources(MNIST, None)
     assert [c.format for c in candidates] == ["pickle", "pickle", "pickle", "idx"]
-    assert [c.locations[PICKLE_FILE] for c in candidates[:3]] == list(MNIST.sources[0].mirrors)
+    pickles = [c.locations[PICKLE_FILE] for c in candidates[:3]]
+    assert pickles == [Location("url", mirror) for mirror in MNIST.sources[0].mirrors]
     base = MNIST.sources[1].mirrors[0]
-    assert candidates[3].locations == {name: base + name for name in IDX_NAMES}
+    assert candidates[3].locations == {name: Location("url", base + name) for name in IDX_NAMES}
 
 
-def test_unsupported_scheme_is_rejected(out):
-    with pytest.raises(PipelineError, match="unsupported URL scheme 'ftp'"):
-        fetch_dataset(make_config(source="ftp://example.org/mnist.pkl.gz"), out)
+def test_unsupported_scheme_is_rejected_when_the_config_is_built():
+    with pytest.raises(PipelineError, match=r"source: ftp://example\.org/m\.gz: unsupported URL"):
+        make_config(source="ftp://example.org/m.gz")
 
 
 def test_missing_local_source_says_how_to_fix_it(tmp_path, out):
@@ -378,9 +378,7 @@ def test_stage_writes_the_output_directory(tmp_path):
 
 
 def test_a_list_of_sources_is_tried_in_order(tmp_path):
-    from mnist_pipeline.data.registry import MNIST
-    from mnist_pipeline.data.sources import candidate_sources
-
     first, second = tmp_path / "a" / "mnist.pkl.gz", "http://127.0.0.1:9/b/"
-    labels = [c.label for c in candidate_sources(MNIST, (str(first), second))]
+    locations = make_config(source=(str(first), second)).locations
+    labels = [c.label for c in candidate_sources(MNIST, locations)]
     assert labels == [str(first), second + "mnist.pkl.gz", second + " (idx files)"]

@@ -37,8 +37,16 @@ def _train(tmp_path, prepared, params_text=PARAMS):
 
 def _evaluate(tmp_path, prepared, model, params_text=PARAMS):
     metrics, plots = tmp_path / "metrics" / "evaluate.json", tmp_path / "metrics" / "evaluate"
-    args = ["--data", str(prepared), "--model", str(model), "--metrics", str(metrics),
-            "--plots", str(plots)]  # fmt: skip
+    args = [
+        "--data",
+        str(prepared),
+        "--model",
+        str(model),
+        "--metrics",
+        str(metrics),
+        "--plots",
+        str(plots),
+    ]
     return _stage("evaluate", tmp_path, params_text, *args), metrics, plots
 
 
@@ -57,11 +65,23 @@ def test_train_then_evaluate_round_trip(tmp_path, prepared):
     assert result.returncode == 0, result.stderr
     values = json.loads(metrics.read_text())
     assert set(values) == {"valid", "test"}
-    assert {"accuracy", "macro_f1", "top2_accuracy", "ece", "brier", "mc_accuracy",
-            "mc_mutual_info_mean"} <= set(values["test"])  # fmt: skip
+    assert {
+        "accuracy",
+        "macro_f1",
+        "top2_accuracy",
+        "ece",
+        "brier",
+        "mc_accuracy",
+        "mc_mutual_info_mean",
+    } <= set(values["test"])
     assert all(isinstance(v, float) for split in values.values() for v in split.values())
-    figures = ["confusion_{}.png", "confusion_{}_normalized.png", "reliability_{}.png",
-               "uncertainty_{}.png", "worst_{}.png"]  # fmt: skip
+    figures = [
+        "confusion_{}.png",
+        "confusion_{}_normalized.png",
+        "reliability_{}.png",
+        "uncertainty_{}.png",
+        "worst_{}.png",
+    ]
     expected = ["confusion_test.csv", "per_class_test.csv", "per_class_valid.csv"]
     expected += [name.format(split) for name in figures for split in ("test", "valid")]
     assert sorted(p.name for p in plots.iterdir()) == sorted(expected)

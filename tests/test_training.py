@@ -10,8 +10,7 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.runtime import configure_torch, resolve_device
 from mnist_pipeline.testing.synthetic import make_images
-from mnist_pipeline.train.epoch import batch_starts
-from mnist_pipeline.train.loop import fit
+from mnist_pipeline.train.loop import batch_starts, fit
 from mnist_pipeline.train.optim import make_optimizer, make_scheduler
 
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
@@ -203,7 +202,7 @@ def test_hand_written_gradients_train_like_autograd(data, cfg):
 
 def test_hand_written_gradients_only_where_they_are_exact():
     from mnist_pipeline.train.distributed import Rank
-    from mnist_pipeline.train.loop import uses_manual_step
+    from mnist_pipeline.train.step import uses_manual_step
 
     mlp, single = build_model(SMALL_MLP, SPEC), Rank()
     assert uses_manual_step(mlp, FAST, single)

@@ -5,10 +5,8 @@ traceback appears only with `--verbose` or MNIST_PIPELINE_VERBOSE=1.
 """
 
 import argparse
-import json
 import os
 import sys
-import time
 import traceback
 from collections.abc import Callable, Sequence
 
@@ -27,12 +25,18 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+# Given the one-line message and the traceback, returns the line to print.
+ErrorHook = Callable[[str, str], str]
+
+
 def run_stage(
     main: Callable[[argparse.Namespace], None],
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None = None,
+    on_error: ErrorHook | None = None,
 ) -> int:
-    """Parse args and run `main`; turn any failure into one line on stderr and exit 1."""
+    """Parse args and run `main`; turn any failure into one line on stderr and exit 1.
+    `on_error` may pass the message on elsewhere first (a torchrun worker's error file)."""
     args = parser.parse_args(argv)
     verbose = args.verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
     try:
@@ -44,9 +48,8 @@ def run_stage(
         if verbose:
             traceback.print_exc()
         message = one_line(exc)
-        if "TORCHELASTIC_ERROR_FILE" in os.environ:  # a torchrun worker: its launcher reports
-            record_worker_error(message, traceback.format_exc())
-            message = f"rank {os.environ.get('RANK', '?')}: {message}"
+        if on_error is not None:
+            message = on_error(message, traceback.format_exc())
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return 1
     return 0
@@ -58,15 +61,3 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, PipelineError):
         return text
     return f"{type(exc).__name__}: {text}"
-
-
-def record_worker_error(message: str, traceback_text: str) -> None:
-    """Leave `message` in the error file that torchrun's agent reads for a worker, in its
-    JSON layout; `distributed.launch` reports the rank whose error came first."""
-    extra = {
-        "py_callstack": traceback_text,
-        "timestamp": str(int(time.time())),
-        "failed_at_ns": str(time.time_ns()),  # finer than the seconds torchrun compares
-    }
-    with open(os.environ["TORCHELASTIC_ERROR_FILE"], "w") as error_file:
-        json.dump({"message": {"message": message, "extraInfo": extra}}, error_file)

@@ -7,6 +7,8 @@ stage's params, so DVC re-runs exactly the stages whose values changed).
 
 import dataclasses
 import re
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +24,37 @@ def check_device(device: str) -> None:
     allowed = "auto, cpu, cuda, cuda:N, mps"
     ok = DEVICE_PATTERN.fullmatch(device) is not None
     check(ok, "device", f"{device!r} is not one of: {allowed}")
+
+
+@dataclass(frozen=True)
+class Location:
+    """One `fetch.source` entry, classified: an http(s) URL as written, or a local path."""
+
+    kind: Literal["url", "path"]
+    value: str
+
+
+def parse_location(source: str) -> Location:
+    """The one reading of a source string: http(s):// is a URL; file:// (local only) and
+    anything without a scheme is a path (`~` expanded); any other scheme is an error."""
+    parsed = urllib.parse.urlparse(source)
+    if parsed.scheme in ("http", "https"):
+        if not parsed.netloc:
+            raise PipelineError(f"{source}: an http(s) URL needs a host")
+        return Location("url", source)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise PipelineError(f"{source}: file:// URLs must name a local path")
+        return Location("path", urllib.request.url2pathname(parsed.path))
+    # len > 1 keeps Windows drive letters (C:\...) paths.
+    if len(parsed.scheme) > 1:
+        raise PipelineError(
+            f"{source}: unsupported URL scheme {parsed.scheme!r}; "
+            "use http(s)://, file:// or a local path"
+        )
+    if not source.strip():
+        raise PipelineError("an empty string names no source; use null for the mirrors")
+    return Location("path", str(Path(source).expanduser()))
 
 
 @dataclass(frozen=True)
@@ -45,9 +78,24 @@ class FetchConfig:
         check(
             self.source != (), "source", "an empty list names no source; use null for the mirrors"
         )
+        entries = (self.source,) if isinstance(self.source, str) else self.source or ()
+        for index, entry in enumerate(entries):
+            key = "source" if isinstance(self.source, str) else f"source[{index}]"
+            try:
+                parse_location(entry)
+            except PipelineError as exc:
+                raise PipelineError(f"{key}: {exc}") from None
         for name, md5 in self.checksums.items():
             ok = re.fullmatch(r"[0-9a-f]{32}", md5) is not None
             check(ok, f"checksums.{name}", f"expected 32 lowercase hex digits (md5), got {md5!r}")
+
+    @property
+    def locations(self) -> tuple[Location, ...] | None:
+        """`source` classified (checked at load); None: the data set's built-in mirrors."""
+        if self.source is None:
+            return None
+        entries = (self.source,) if isinstance(self.source, str) else self.source
+        return tuple(parse_location(entry) for entry in entries)
 
 
 @dataclass(frozen=True)
@@ -136,8 +184,11 @@ class DistributedConfig:
             "rdzv_endpoint",
             f"nnodes is {self.nnodes}, so it must be host:port, got {self.rdzv_endpoint!r}",
         )
-        check(re.fullmatch(r"[\w.\-]+", self.rdzv_id) is not None, "rdzv_id",
-              f"letters, digits, '.', '-', '_' only, got {self.rdzv_id!r}")  # fmt: skip
+        check(
+            re.fullmatch(r"[\w.\-]+", self.rdzv_id) is not None,
+            "rdzv_id",
+            f"letters, digits, '.', '-', '_' only, got {self.rdzv_id!r}",
+        )
 
     @property
     def world_size(self) -> int:

@@ -1,9 +1,11 @@
 """Fetch a data set's raw files into a directory and check them against known md5s.
 
-Candidate sources are tried in order (the registry's mirrors, or the one
-`fetch.source` the user set); the first whose files all verify wins. Transient
-network failures are retried with exponential backoff; a 4xx or a checksum
-mismatch moves on to the next candidate at once. If nothing works, one
+Where the files can come from is a list of `Candidate`s, tried in order: the
+registry's mirrors by default, or what `fetch.source` names (an http(s) URL or a
+local path, to the pickle file itself or to a directory holding either format's
+files; or a list of such sources). The first candidate whose files all verify
+wins. Transient network failures are retried with exponential backoff; a 4xx or a
+checksum mismatch moves on to the next candidate at once. If nothing works, one
 `PipelineError` lists every candidate and why it failed.
 """
 
@@ -18,15 +20,15 @@ import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from mnist_pipeline.config.params import FetchConfig
+from mnist_pipeline.config.params import FetchConfig, Location, parse_location
 from mnist_pipeline.data.raw_description import DESCRIPTION_FILE
-from mnist_pipeline.data.registry import DatasetSpec, get_dataset
-from mnist_pipeline.data.sources import Candidate, candidate_sources, is_url
+from mnist_pipeline.data.registry import PICKLE_FILE, DatasetSpec, Format, get_dataset
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import file_digest, write_json
 
@@ -48,6 +50,55 @@ class _Transient(_SourceFailed):
     """A failure worth retrying (connection, timeout, 5xx, truncated body)."""
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One way to get every file of one format: file name -> where it is."""
+
+    format: Format
+    label: str  # what the user sees in messages
+    locations: dict[str, Location]
+
+
+def candidate_sources(spec: DatasetSpec, sources: tuple[Location, ...] | None) -> list[Candidate]:
+    """The candidates to try in order: the built-in mirrors (`sources` None), or those each
+    of `sources` stands for, in order (`FetchConfig.locations`)."""
+    if sources is None:
+        return [
+            _candidate(src.format, parse_location(mirror), spec, in_dir=src.format == "idx")
+            for src in spec.sources
+            for mirror in src.mirrors
+        ]
+    formats = [fmt for fmt in ("pickle", "idx") if any(s.format == fmt for s in spec.sources)]
+    candidates = []
+    for location in sources:
+        if "pickle" in formats and not _is_dir(location):
+            candidates.append(_candidate("pickle", location, spec, in_dir=False))
+        else:  # a directory may hold either format; the pickle is one file: looked for first
+            candidates += [_candidate(fmt, location, spec, in_dir=True) for fmt in formats]
+    return candidates
+
+
+def _candidate(fmt: Format, location: Location, spec: DatasetSpec, in_dir: bool) -> Candidate:
+    if not in_dir:
+        return Candidate(fmt, location.value, {PICKLE_FILE: location})
+    locations = {name: _join(location, name) for name in spec.files(fmt)}
+    label = locations[PICKLE_FILE].value if fmt == "pickle" else f"{location.value} (idx files)"
+    return Candidate(fmt, label, locations)
+
+
+def _is_dir(location: Location) -> bool:
+    if location.kind == "url":
+        return location.value.endswith("/")
+    return Path(location.value).is_dir()
+
+
+def _join(location: Location, name: str) -> Location:
+    if location.kind == "url":
+        base = location.value if location.value.endswith("/") else location.value + "/"
+        return Location("url", base + name)
+    return Location("path", str(Path(location.value) / name))
+
+
 def fetch_dataset(
     config: FetchConfig,
     out_dir: Path,
@@ -63,7 +114,7 @@ def fetch_dataset(
     spec = spec or get_dataset(config.dataset)
     out_dir = Path(out_dir)
     failures = []
-    for candidate in candidate_sources(spec, config.source):
+    for candidate in candidate_sources(spec, config.locations):
         try:
             files = _fetch_candidate(candidate, spec, config, out_dir, sleep)
         except _SourceFailed as exc:
@@ -104,15 +155,15 @@ def _fetch_candidate(
 
 
 def _fetch_file(
-    location: str, dest: Path, accepted: set[str], config: FetchConfig, sleep: Sleep
+    location: Location, dest: Path, accepted: set[str], config: FetchConfig, sleep: Sleep
 ) -> dict[str, Any]:
     """Download or copy to a temporary name, verify, then rename onto `dest`."""
     part = dest.with_name(f".{dest.name}.part")
     try:
-        if is_url(location):
-            _download(location, part, config, sleep)
+        if location.kind == "url":
+            _download(location.value, part, config, sleep)
         else:
-            _copy(Path(location), part)
+            _copy(Path(location.value), part)
         md5 = _verify(part, accepted)
         part.replace(dest)
     finally:

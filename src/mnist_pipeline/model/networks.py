@@ -114,30 +114,3 @@ def has_dropout(model: nn.Module) -> bool:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def mlp_blocks(model: nn.Module) -> list[tuple[nn.Linear, nn.Dropout | None]] | None:
-    """`build_model`'s MLP as [(Linear, its Dropout or None)] per block, the head last:
-    InputNorm, Flatten, (Linear, ReLU, [Dropout]) * k, Linear. None for any other model."""
-    if type(model) is not nn.Sequential or len(model) < 3:
-        return None
-    norm, flatten, *layers = model
-    if type(norm) is not InputNorm or type(flatten) is not nn.Flatten:
-        return None
-    if (flatten.start_dim, flatten.end_dim) != (1, -1):
-        return None
-    blocks, i = [], 0
-    while i < len(layers):
-        linear = layers[i]
-        if type(linear) is not nn.Linear or linear.bias is None:
-            return None
-        if i + 1 == len(layers):
-            return [*blocks, (linear, None)]
-        if type(layers[i + 1]) is not nn.ReLU:
-            return None
-        i += 2
-        dropout = None
-        if i < len(layers) and type(layers[i]) is nn.Dropout:
-            dropout, i = layers[i], i + 1
-        blocks.append((linear, dropout))
-    return None  # ends in ReLU or Dropout: no head

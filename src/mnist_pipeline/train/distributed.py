@@ -9,7 +9,7 @@ slice of every global batch; DDP averages the gradients.
 
 A failing worker ends the run: torchrun stops the others and `launch` turns the
 failure into one line naming the rank and its error, which each worker leaves
-in the error file torchrun gives it (see `cli.record_worker_error`).
+in the error file torchrun gives it (worker_errors.py).
 """
 
 import contextlib
@@ -25,6 +25,7 @@ import torch.distributed as dist
 
 from mnist_pipeline.config.params import DistributedConfig
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.train import worker_errors
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,9 @@ class Rank:
 
     def rows(self, num_rows: int) -> slice:
         """This rank's contiguous share of `num_rows` rows (shares differ by at most one)."""
-        return slice(self.rank * num_rows // self.world_size,
-                     (self.rank + 1) * num_rows // self.world_size)  # fmt: skip
+        return slice(
+            self.rank * num_rows // self.world_size, (self.rank + 1) * num_rows // self.world_size
+        )
 
 
 SINGLE_PROCESS = Rank()
@@ -102,31 +104,11 @@ def _run_torchrun(args: list[str], world_size: int) -> None:
     try:
         run(parse_args(args))
     except ChildFailedError as exc:
-        rank, failure = min(exc.failures.items(), key=lambda item: _failed_at_ns(item[1]))
-        raise PipelineError(f"rank {rank} of {world_size} failed: {_text(failure)}") from None
+        rank, message = worker_errors.first_failure(exc.failures)
+        raise PipelineError(f"rank {rank} of {world_size} failed: {message}") from None
     except Exception as exc:  # rendezvous errors: unreachable endpoint, timeout, ...
         text = " ".join(str(exc).split())
         raise PipelineError(f"torchrun could not start the workers: {text}") from exc
-
-
-def _recorded(failure) -> dict:
-    """What the rank wrote with `cli.record_worker_error` ({} if it wrote nothing)."""
-    recorded = failure.error_file_data.get("message")
-    return recorded if isinstance(recorded, dict) else {}
-
-
-def _failed_at_ns(failure) -> float:
-    """When the rank recorded its error; a rank killed without one sorts last, so the
-    root cause wins over ranks that only saw their peer vanish."""
-    return float(_recorded(failure).get("extraInfo", {}).get("failed_at_ns", "inf"))
-
-
-def _text(failure) -> str:
-    """The rank's own one-line error, else torchrun's description (exit code, signal)."""
-    message = _recorded(failure).get("message") or failure.message
-    if not isinstance(message, str) or not message:
-        message = f"exit code {failure.exitcode}"
-    return " ".join(message.split())
 
 
 def current_rank(cfg: DistributedConfig) -> Rank:
@@ -147,11 +129,14 @@ def rank_device(device: torch.device, rank: Rank) -> torch.device:
     if not rank.distributed or device.type == "cpu":
         return device
     if device.type != "cuda":
-        raise PipelineError(f"train.device: {device.type} cannot train with several processes; "
-                            "use cpu or cuda")  # fmt: skip
+        raise PipelineError(
+            f"train.device: {device.type} cannot train with several processes; use cpu or cuda"
+        )
     if device.index not in (None, 0):
-        raise PipelineError(f"train.device: {device} names one GPU, but each of the "
-                            f"{rank.world_size} processes takes its own; use cuda")  # fmt: skip
+        raise PipelineError(
+            f"train.device: {device} names one GPU, but each of the "
+            f"{rank.world_size} processes takes its own; use cuda"
+        )
     if rank.local_rank >= torch.cuda.device_count():
         raise PipelineError(
             f"distributed.nproc_per_node: process {rank.local_rank} has no GPU of its own "

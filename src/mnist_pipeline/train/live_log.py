@@ -45,6 +45,8 @@ def epoch_logger(live_dir: Path, rank: Rank) -> Iterator[EpochLogger]:
         return
     from dvclive import Live  # only rank 0 needs it
 
-    with atomic_dir(live_dir) as tmp_dir, \
-            Live(str(tmp_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:  # fmt: skip
+    with (
+        atomic_dir(live_dir) as tmp_dir,
+        Live(str(tmp_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live,
+    ):
         yield EpochLogger(live)

@@ -1,25 +1,40 @@
-"""Training a model: `fit` runs the epochs (epoch.py), validates after each, keeps the
-history dvclive logs, stops early if asked, and picks the step: the hand-written MLP
-step (mlp_step.py) where it applies, else autograd, through DDP with several ranks.
+"""The fit loop: epochs of seeded mini-batches, a validation pass after each, the history
+that dvclive logs, early stopping. Which training step runs is `step.make_step`'s choice.
+
+The data arrives as whole uint8 tensors and moves to the model's device once; each epoch
+draws one seeded permutation and each mini-batch gathers its rows with one
+`index_select`, which avoids the per-sample Python work of
+`DataLoader(TensorDataset(...))`. The loop never synchronizes with the device inside an
+epoch (losses accumulate on the device and are read once at its end).
+
+With several processes (see distributed.py) every rank draws the same permutation and
+trains its slice of each global batch; DDP averages the gradients, and the step scales
+each rank's loss so that the average is the mean over the whole global batch: the same
+step as one process with that batch.
 """
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from mnist_pipeline.config.params import TrainConfig
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.train.distributed import SINGLE_PROCESS, Rank
-from mnist_pipeline.train.epoch import EpochLog, batch_starts, evaluate_loss, train_one_epoch
-from mnist_pipeline.train.manual_mlp_step import ManualMLPStep, supports_manual_step
-from mnist_pipeline.train.optim import make_optimizer, make_scheduler
+from mnist_pipeline.runtime import autocast
+from mnist_pipeline.train.distributed import SINGLE_PROCESS, Rank, all_reduce_sum
+from mnist_pipeline.train.optim import Scheduler, make_optimizer, make_scheduler
+from mnist_pipeline.train.step import Step, eval_module, make_step
+
+EpochLog = dict[str, float]
+Split = tuple[torch.Tensor, torch.Tensor]  # images uint8 (N, H, W), labels int64 (N,)
+VALID_BATCH_MIN = 1024  # validation has no gradients to hold: larger batches are cheaper
 
 
 @dataclass
@@ -31,40 +46,45 @@ class FitResult:
 
 def fit(
     model: nn.Module,
-    train: tuple[torch.Tensor, torch.Tensor],
-    valid: tuple[torch.Tensor, torch.Tensor],
+    train: Split,
+    valid: Split,
     cfg: TrainConfig,
     seed: int,
     log_epoch: Callable[[EpochLog], None] = lambda log: None,
     rank: Rank = SINGLE_PROCESS,
 ) -> FitResult:
-    """Train `model` in place; returns the per-epoch history. The data (uint8 images,
-    int64 labels) moves to the model's device once, here, and stays there. With
-    several ranks, every rank calls `fit` with the whole data and its `rank`.
+    """Train `model` in place; returns the per-epoch history. With several ranks, every
+    rank calls `fit` with the whole data and its `rank`.
 
-    With early stopping, training ends after `early_stopping_patience` epochs
-    without a lower validation loss and the model gets the best epoch's weights.
+    With early stopping, training ends after `early_stopping_patience` epochs without a
+    lower validation loss and the model gets the best epoch's weights.
     """
     device = next(model.parameters()).device
-    train, valid = [tuple(t.to(device) for t in split) for split in (train, valid)]
-    step_model, eval_model = _wrap(model, cfg.compile, rank)
-    manual_step = ManualMLPStep(model) if uses_manual_step(model, cfg, rank) else None
+    train = (train[0].to(device), train[1].to(device))
+    valid = (valid[0].to(device), valid[1].to(device))
+    step = make_step(model, cfg, rank)
+    validation_model = eval_module(model, cfg)
     steps_per_epoch = len(batch_starts(len(train[1]), cfg.batch_size, rank.world_size))
-    # The manual step keeps all parameters in one flat tensor: one for the optimizer.
-    params = [manual_step.flat_param] if manual_step is not None else model.parameters()
-    optimizer = make_optimizer(params, cfg)
+    optimizer = make_optimizer(step.params, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)  # data order only, apart from init/dropout
     result, best_loss, best_state = FitResult(), math.inf, None
     for epoch in range(1, cfg.epochs + 1):
         started_s = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                  leave=False, disable=None if rank.is_main else True) as progress:  # fmt: skip
-            train_log = train_one_epoch(step_model, optimizer, scheduler, *train, cfg,
-                                        generator, progress, rank, manual_step)  # fmt: skip
-        eval_batch = max(cfg.batch_size, 1024)
-        valid_log = evaluate_loss(eval_model, *valid, eval_batch, cfg.precision, rank)
+        with tqdm(
+            total=steps_per_epoch,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            unit="batch",
+            leave=False,
+            disable=None if rank.is_main else True,
+        ) as progress:
+            order = torch.randperm(len(train[1]), generator=generator)
+            train_log = train_one_epoch(
+                step, optimizer, scheduler, train, order, cfg.batch_size, rank, progress
+            )
+        valid_batch = max(cfg.batch_size, VALID_BATCH_MIN)
+        valid_log = evaluate_loss(validation_model, valid, valid_batch, cfg.precision, rank)
         log = _epoch_log(epoch, lr, time.perf_counter() - started_s, train_log, valid_log, cfg)
         result.history.append(log)
         log_epoch(log)
@@ -82,35 +102,105 @@ def fit(
     return result
 
 
-def uses_manual_step(model: nn.Module, cfg: TrainConfig, rank: Rank) -> bool:
-    """Whether `fit` trains with mlp_step's hand-written gradients instead of autograd:
-    only where they compute exactly autograd's maths (build_model's MLP, fp32, CPU, one
-    process, no torch.compile) and `train.manual_mlp_step` allows it."""
-    eligible = cfg.precision == "fp32" and not cfg.compile and not rank.distributed
-    return cfg.manual_mlp_step and eligible and supports_manual_step(model)
+def batch_starts(num_rows: int, batch_size: int, world_size: int = 1) -> range:
+    """Start rows of the (global) mini-batches. A last batch of one row is dropped (batch
+    norm cannot normalize a single sample, and one sample is noise anyway), and so is one
+    with fewer rows than processes, which would leave a rank without data."""
+    remainder = num_rows % batch_size
+    too_small = 0 < remainder < max(2, world_size) and num_rows > remainder
+    return range(0, num_rows - remainder if too_small else num_rows, batch_size)
 
 
-def _wrap(model: nn.Module, compile_model: bool, rank: Rank) -> tuple[nn.Module, nn.Module]:
-    """The modules to train and to evaluate with. Training goes through DDP when there
-    are several ranks; evaluation never does (its batches differ per rank, and DDP's
-    buffer broadcast would wait for ranks that have no batch left)."""
-    device = next(model.parameters()).device
-    step_model = model
-    if rank.distributed:
-        step_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if compile_model:
-        return torch.compile(step_model), torch.compile(model)
-    return step_model, model
+def train_one_epoch(
+    step: Step,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Scheduler | None,
+    train: Split,
+    order: torch.Tensor,
+    batch_size: int,
+    rank: Rank = SINGLE_PROCESS,
+    progress: tqdm | None = None,
+) -> EpochLog:
+    """One pass over `train` in the row `order` (a permutation, on the CPU); each rank
+    trains its slice of every global batch of `batch_size` rows."""
+    images, labels = train
+    step.module.train()
+    order = order.to(labels.device)
+    # Each batch gathers its own images: half the time of permuting all images at once,
+    # which moves 40 MB through memory each epoch. Labels are small: permuted at once.
+    labels = labels[order]
+    loss_total = torch.zeros((), device=labels.device)
+    # Each step writes its predictions here (one op); rows this rank did not train keep
+    # -1, which matches no label, so one comparison at the end counts the correct ones.
+    predicted = torch.full_like(labels, -1)
+    seen = 0
+    # Views of every (global) batch, each made in one call: cheaper than slicing per step.
+    # batch_starts may drop a last, too small batch.
+    num_batches = len(batch_starts(len(labels), batch_size, rank.world_size))
+    views = zip(*(t.split(batch_size) for t in (order, labels, predicted)), strict=True)
+    for batch_order, y, batch_predicted in itertools.islice(views, num_batches):
+        global_rows = len(y)
+        if rank.distributed:  # this rank's share of the batch
+            mine = rank.rows(global_rows)
+            batch_order, y, batch_predicted = batch_order[mine], y[mine], batch_predicted[mine]
+        logits = step(images.index_select(0, batch_order), y, global_rows, loss_total)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        torch.argmax(logits, dim=1, out=batch_predicted)
+        seen += len(y)
+        if progress is not None:
+            progress.update(1)
+    correct = (predicted == labels).sum()
+    return _mean_over_ranks(loss_total, correct, seen, rank)
 
 
-def _epoch_log(epoch: int, lr: float, seconds: float, train_log: EpochLog,
-               valid_log: EpochLog, cfg: TrainConfig) -> EpochLog:  # fmt: skip
+@torch.inference_mode()
+def evaluate_loss(
+    model: nn.Module,
+    split: Split,
+    batch_size: int,
+    precision: str = "fp32",
+    rank: Rank = SINGLE_PROCESS,
+) -> EpochLog:
+    """Mean cross-entropy (no label smoothing) and accuracy, in eval mode; each rank
+    evaluates its share of the rows and the sums are reduced over the ranks."""
+    model.eval()
+    mine = rank.rows(len(split[1]))
+    images, labels = split[0][mine], split[1][mine]
+    loss_sum = torch.zeros((), device=labels.device)
+    correct = torch.zeros((), dtype=torch.int64, device=labels.device)
+    for start in range(0, len(labels), batch_size):
+        x, y = images[start : start + batch_size], labels[start : start + batch_size]
+        with autocast(labels.device, precision):
+            logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(dim=1) == y).sum()
+    return _mean_over_ranks(loss_sum, correct, len(labels), rank)
+
+
+def _mean_over_ranks(
+    loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, rank: Rank
+) -> EpochLog:
+    totals = torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(seen).double()])
+    loss_total, correct_total, rows = all_reduce_sum(totals, rank).tolist()
+    return {"loss": loss_total / rows, "accuracy": correct_total / rows}
+
+
+def _epoch_log(
+    epoch: int,
+    lr: float,
+    seconds: float,
+    train_log: EpochLog,
+    valid_log: EpochLog,
+    cfg: TrainConfig,
+) -> EpochLog:
     """One epoch's numbers under dvclive's names; a non-finite train loss is an error."""
     if not math.isfinite(train_log["loss"]):
-        raise PipelineError(f"training diverged: train loss is {train_log['loss']} in epoch "
-                            f"{epoch}; lower train.lr (now {cfg.lr})")  # fmt: skip
+        raise PipelineError(
+            f"training diverged: train loss is {train_log['loss']} in epoch {epoch}; "
+            f"lower train.lr (now {cfg.lr})"
+        )
     return {
         "epoch": epoch,
         "lr": lr,

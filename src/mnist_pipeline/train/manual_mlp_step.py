@@ -28,16 +28,24 @@ from functools import partial
 import torch
 from torch import nn
 
-from mnist_pipeline.model.networks import InputNorm, mlp_blocks
+from mnist_pipeline.model.networks import InputNorm
 
-# ReLU's backward with an out= slot (torch.threshold_backward has none); 0 where the
-# ReLU output is 0, the incoming gradient elsewhere.
+# The private torch ops this step relies on, all here: tests/test_manual_mlp_step.py checks
+# each against its public equivalent, so a torch upgrade that changes one fails loudly.
+# ReLU's backward with an out= slot (torch.threshold_backward has none): 0 where the ReLU
+# output is 0, the incoming gradient elsewhere.
 _relu_backward = torch.ops.aten.threshold_backward.grad_input
+# relu(addmm(bias, x, w)) in one call with an out= slot.
+_addmm_relu = torch._addmm_activation
+PRIVATE_TORCH_OPS = {
+    "torch.ops.aten.threshold_backward.grad_input": _relu_backward,
+    "torch._addmm_activation": _addmm_relu,
+}
 
 
 def supports_manual_step(model: nn.Module) -> bool:
     """Whether `model` is exactly the MLP layout `ManualMLPStep` implements (see
-    `models.mlp_blocks`), with float32 CPU parameters that all train. Anything else (a
+    `mlp_blocks` below), with float32 CPU parameters that all train. Anything else (a
     CNN, a torch.compile wrapper, another device or dtype) must take the autograd step."""
     return mlp_blocks(model) is not None and all(
         p.dtype == torch.float32 and p.device.type == "cpu" and p.requires_grad
@@ -69,10 +77,11 @@ class ManualMLPStep:
     are seen by later steps.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0) -> None:
         if not supports_manual_step(model):
             raise ValueError("ManualMLPStep needs build_model's MLP with float32 CPU parameters")
         self.model = model
+        self.label_smoothing = label_smoothing
         self.norm: InputNorm = model[0]
         blocks = mlp_blocks(model)
         self.linears = [linear for linear, _ in blocks]
@@ -91,8 +100,8 @@ class ManualMLPStep:
         self._work: dict[int, _Work] = {}
 
     @torch.no_grad()
-    def step(
-        self, images_u8: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+    def mean_loss_and_grads(
+        self, images_u8: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Set each parameter's `.grad` (and flat_param's, all views of one buffer) to
         d loss / d param for (images (B, H, W) uint8, labels (B,) int64); no zero_grad.
@@ -104,7 +113,7 @@ class ManualMLPStep:
         batch = labels.shape[0]
         work = self._work.get(batch) or self._allocate(batch)
         masks = self._forward(images_u8.reshape(batch, -1), work)
-        loss = self._loss_and_logit_grad(labels, label_smoothing, work)
+        loss = self._loss_and_logit_grad(labels, self.label_smoothing, work)
         self._backward(work, masks)
         return loss, work.outs[-1]
 
@@ -138,7 +147,7 @@ class ManualMLPStep:
             self.hidden, self.weights_t, self.dropouts, work.outs, work.noise, strict=False
         ):
             # addmm as F.linear does it, then relu, in one call
-            h = torch._addmm_activation(linear.bias, h, weight_t, out=out)
+            h = _addmm_relu(linear.bias, h, weight_t, out=out)
             p = dropout.p if dropout is not None and self.model.training else 0.0
             if p > 0:
                 # torch's CPU dropout (aten/src/ATen/native/Dropout.cpp), draw for draw.
@@ -198,3 +207,30 @@ def _flat_views(
             param.data = view
         views.append(view)
     return flat, views
+
+
+def mlp_blocks(model: nn.Module) -> list[tuple[nn.Linear, nn.Dropout | None]] | None:
+    """`build_model`'s MLP as [(Linear, its Dropout or None)] per block, the head last:
+    InputNorm, Flatten, (Linear, ReLU, [Dropout]) * k, Linear. None for any other model."""
+    if type(model) is not nn.Sequential or len(model) < 3:
+        return None
+    norm, flatten, *layers = model
+    if type(norm) is not InputNorm or type(flatten) is not nn.Flatten:
+        return None
+    if (flatten.start_dim, flatten.end_dim) != (1, -1):
+        return None
+    blocks, i = [], 0
+    while i < len(layers):
+        linear = layers[i]
+        if type(linear) is not nn.Linear or linear.bias is None:
+            return None
+        if i + 1 == len(layers):
+            return [*blocks, (linear, None)]
+        if type(layers[i + 1]) is not nn.ReLU:
+            return None
+        i += 2
+        dropout = None
+        if i < len(layers) and type(layers[i]) is nn.Dropout:
+            dropout, i = layers[i], i + 1
+        blocks.append((linear, dropout))
+    return None  # ends in ReLU or Dropout: no head

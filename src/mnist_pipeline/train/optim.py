@@ -6,6 +6,8 @@ import torch
 
 from mnist_pipeline.config.params import TrainConfig
 
+Scheduler = torch.optim.lr_scheduler.LRScheduler
+
 
 def make_optimizer(params: Iterable[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer `cfg` names over `params` (one device)."""
@@ -15,15 +17,21 @@ def make_optimizer(params: Iterable[torch.Tensor], cfg: TrainConfig) -> torch.op
     # and CUDA (the same maths elsewhere).
     fused = params[0].device.type in ("cpu", "cuda")
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay, fused=fused)  # fmt: skip
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+            fused=fused,
+        )
     optimizer_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     return optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def make_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler | None:
+) -> Scheduler | None:
     """A per-step schedule (None for constant) over epochs * steps_per_epoch steps."""
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":

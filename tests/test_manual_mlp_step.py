@@ -1,4 +1,4 @@
-"""ManualMLPStep against the autograd step of epoch.train_one_epoch."""
+"""ManualMLPStep against the autograd step (train/step.py), and the private torch ops it uses."""
 
 import itertools
 
@@ -8,7 +8,11 @@ import torch.nn.functional as F
 
 from mnist_pipeline.config.params import ModelConfig
 from mnist_pipeline.model.networks import InputSpec, build_model
-from mnist_pipeline.train.manual_mlp_step import ManualMLPStep, supports_manual_step
+from mnist_pipeline.train.manual_mlp_step import (
+    PRIVATE_TORCH_OPS,
+    ManualMLPStep,
+    supports_manual_step,
+)
 
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.13, pixel_std=0.31)
 TIGHT = {"rtol": 1e-5, "atol": 1e-6}
@@ -27,7 +31,7 @@ def make_batch(batch, seed=1):
 
 
 def autograd_step(model, images, labels, eps):
-    """The step of train_one_epoch (fp32), minus the optimizer."""
+    """AutogradStep's maths (fp32, one process), minus the optimizer."""
     logits = model(images)
     loss = F.cross_entropy(logits.float(), labels, label_smoothing=eps)
     model.zero_grad(set_to_none=True)
@@ -55,7 +59,7 @@ def test_one_step_matches_autograd(hidden, dropout, eps, input_norm, batch):
     ref_loss, ref_logits = autograd_step(reference, images, labels, eps)
     ref_next_draw = torch.rand(3)  # the autograd path's RNG consumption, seen from after
     torch.manual_seed(123)
-    loss, logits = ManualMLPStep(manual).step(images, labels, eps)
+    loss, logits = ManualMLPStep(manual, eps).mean_loss_and_grads(images, labels)
 
     assert loss.shape == () and not loss.requires_grad
     assert logits.shape == (batch, 10) and logits.dtype == torch.float32
@@ -73,7 +77,7 @@ def test_dropout_masks_are_nn_dropouts():
     torch.manual_seed(7)
     _, ref_logits = autograd_step(reference, images, labels, 0.0)
     torch.manual_seed(7)
-    _, logits = ManualMLPStep(manual).step(images, labels)
+    _, logits = ManualMLPStep(manual).mean_loss_and_grads(images, labels)
     assert torch.equal(logits, ref_logits)
 
 
@@ -83,7 +87,7 @@ def test_eval_mode_skips_dropout_and_draws_nothing():
     images, labels = make_batch(16)
     ref_loss, ref_logits = autograd_step(reference, images, labels, 0.1)
     torch.manual_seed(5)
-    loss, logits = ManualMLPStep(manual).step(images, labels, 0.1)
+    loss, logits = ManualMLPStep(manual, 0.1).mean_loss_and_grads(images, labels)
     next_draw = torch.rand(3)
     torch.manual_seed(5)
     assert torch.equal(next_draw, torch.rand(3))  # no mask was drawn
@@ -120,11 +124,11 @@ def test_twenty_optimizer_steps_match_autograd(make_optimizer, flat):
         autograd_step(reference, images, labels, 0.1)  # zero_grad inside, as in the loop
         optimizer.step()
 
-    step = ManualMLPStep(manual)
+    step = ManualMLPStep(manual, 0.1)
     optimizer = make_optimizer([step.flat_param] if flat else manual.parameters())
     torch.manual_seed(99)
     for images, labels in batches:
-        step.step(images, labels, 0.1)  # no zero_grad: step overwrites .grad
+        step.mean_loss_and_grads(images, labels)  # no zero_grad: step overwrites .grad
         optimizer.step()
 
     for name, ref_param in reference.named_parameters():
@@ -152,7 +156,7 @@ def test_parameters_move_into_one_flat_tensor():
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, before[name] + 1), name
 
-    step.step(*make_batch(8))
+    step.mean_loss_and_grads(*make_batch(8))
     grads = [p.grad for p in model.parameters()]
     in_storage_order = [grads[0].t().reshape(-1)] + [g.reshape(-1) for g in grads[1:]]
     assert flat.grad is step.flat_grad and torch.equal(flat.grad, torch.cat(in_storage_order))
@@ -176,10 +180,10 @@ def test_checkpoint_of_a_flat_model_is_not_bigger(tmp_path):
 def test_grads_survive_zero_grad_set_to_none():
     model = make_model()
     step, images = ManualMLPStep(model), make_batch(8)
-    step.step(*images)
+    step.mean_loss_and_grads(*images)
     first = [p.grad.clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)
-    step.step(*images)
+    step.mean_loss_and_grads(*images)
     for grad, param in zip(first, model.parameters(), strict=True):
         assert torch.equal(param.grad, grad)
 
@@ -196,3 +200,25 @@ def test_supports_only_the_float32_cpu_mlp():
     assert not supports_manual_step(frozen)
     with pytest.raises(ValueError):
         ManualMLPStep(build_model(ModelConfig(name="cnn"), SPEC))
+
+
+def test_the_private_torch_ops_still_compute_their_public_equivalents():
+    """The hand-written step calls torch internals (PRIVATE_TORCH_OPS); if an upgrade
+    renames or changes one, this fails here rather than training wrongly."""
+    assert set(PRIVATE_TORCH_OPS) == {
+        "torch.ops.aten.threshold_backward.grad_input",
+        "torch._addmm_activation",
+    }
+    gen = torch.Generator().manual_seed(3)
+    bias, x, w_t = (torch.randn(shape, generator=gen) for shape in ((5,), (4, 3), (3, 5)))
+    addmm_relu = PRIVATE_TORCH_OPS["torch._addmm_activation"]
+    out = torch.empty(4, 5)
+    addmm_relu(bias, x, w_t, out=out)
+    torch.testing.assert_close(out, torch.relu(torch.addmm(bias, x, w_t)), rtol=0, atol=0)
+
+    relu_out = torch.relu(torch.randn(4, 5, generator=gen))
+    grad = torch.randn(4, 5, generator=gen)
+    expected = torch.where(relu_out > 0, grad, torch.zeros_like(grad))
+    relu_backward = PRIVATE_TORCH_OPS["torch.ops.aten.threshold_backward.grad_input"]
+    relu_backward(grad, relu_out, 0.0, grad_input=grad)  # in place, as the step calls it
+    assert torch.equal(grad, expected)
