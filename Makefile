@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Stage commands in dvc.yaml say `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro test lint format bench report lock clean
+.PHONY: install repro test test-fast lint format bench report lock clean
 
 install: $(STAMP)
 
@@ -25,16 +25,21 @@ repro: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Unit tests only: no dvc, torchrun or stage subprocesses (under a minute).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
 
 # A Markdown comparison of the workspace against REV (default HEAD) for a pull request.
 report: $(STAMP)

@@ -8,8 +8,8 @@ per second, the stage's wall time (including torchrun's start-up) and the
 final validation accuracy. Synthetic full-size data by default; `--raw DIR`
 for a real data set as the fetch stage leaves it. Needs PYTHONPATH=src.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_distributed.py --epochs 5
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_distributed.py --epochs 1 --set \
+    .venv/bin/python -m benchmarks.bench_distributed --epochs 5
+    .venv/bin/python -m benchmarks.bench_distributed --epochs 1 --set \
         model.name=cnn "model.hidden_sizes=[128]" model.dropout=0.3 train.batch_size=128
 """
 
@@ -24,12 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import train_support as ts
 import yaml
 
+from benchmarks import train_support as ts
 from mnist_pipeline.data import prepared as shards
 from mnist_pipeline.data.raw_formats import read_raw
 from mnist_pipeline.testing import synthetic
+from mnist_pipeline.testing.dvc_repo import committed_text
 
 REPO = Path(__file__).resolve().parents[1]
 LAYOUTS = ((1, 2), (2, 1), (1, 1))  # (processes, threads per process)
@@ -48,7 +49,7 @@ def prepare(raw: Path | None, tmp: Path, seed: int, rows: tuple[int, int, int]) 
 def run_layout(
     data: Path, tmp: Path, processes: int, threads: int, epochs: int, overrides: dict[str, Any]
 ) -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load(committed_text(REPO, "params.yaml"))  # the shipped defaults
     for dotted, value in overrides.items():
         section, key = dotted.split(".")
         params[section][key] = value

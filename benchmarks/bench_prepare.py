@@ -6,8 +6,8 @@ and prepares each; `--raw DIR` measures an existing raw directory instead, and
 /usr/share/datasets/fashion-mnist). Budget: <= 10 s and <= 1 GiB peak RSS.
 Needs the package importable: installed (make install) or PYTHONPATH=src.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_prepare.py
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_prepare.py \\
+    .venv/bin/python -m benchmarks.bench_prepare
+    .venv/bin/python -m benchmarks.bench_prepare \\
         --idx-dir /usr/share/datasets/fashion-mnist --dataset fashion-mnist
 """
 

@@ -7,29 +7,27 @@ synthetic MNIST by default, or `--raw DIR` (for Fashion-MNIST also set
 its own, for the evaluate timing; train_seconds comes from the train stage's
 dvclive summary. Needs PYTHONPATH=src (or make install), git and dvc.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_repro.py
+    .venv/bin/python -m benchmarks.bench_repro
 """
 
 import argparse
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import train_support as ts
 import yaml
 
+from benchmarks import train_support as ts
 from mnist_pipeline.data.raw_description import read_description
 from mnist_pipeline.fileio import read_json
 from mnist_pipeline.testing import synthetic
+from mnist_pipeline.testing.dvc_repo import env_for, make_repo, set_params, stages_run
+from mnist_pipeline.testing.dvc_repo import run as run_in
 
 REPO = Path(__file__).resolve().parents[1]
 RERUN = "the dvc repro in the throwaway copy did not write it"
-sys.path.insert(0, str(REPO / "tests"))
-from e2e_support import env_for, make_repo, set_params, stages_run  # noqa: E402
-from e2e_support import run as run_in  # noqa: E402
 
 
 def run(
@@ -49,7 +47,7 @@ def run(
             raw = synthetic.write_raw_dir(tmp / "raw", "pickle", splits)
             del splits
         description = read_description(raw)
-        repo = make_repo(tmp / "repo")
+        repo = make_repo(tmp / "repo", REPO)
         fetch = {
             "dataset": description["dataset"],
             "source": str(Path(raw).resolve()),

@@ -10,8 +10,8 @@ one epoch each, 256 and 1024. Then the faithfulness and time-to-result runs
 (tutorial_result.py). Synthetic full-size data by default; `--raw DIR` or
 `--idx-dir DIR` for a real data set. Needs PYTHONPATH=src (or make install).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_train.py
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_train.py --modes faithfulness \\
+    .venv/bin/python -m benchmarks.bench_train
+    .venv/bin/python -m benchmarks.bench_train --modes faithfulness \\
         time-to-result --idx-dir /usr/share/datasets/fashion-mnist --dataset fashion-mnist
 """
 
@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import train_support as ts
-from tutorial_result import faithfulness, run_tutorial, time_to_result
+
+from benchmarks import train_support as ts
+from benchmarks.tutorial_result import faithfulness, run_tutorial, time_to_result
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("compare", "faithfulness", "time-to-result")

@@ -7,7 +7,7 @@ prints the top operators by self CPU time plus the share of the matrix
 multiplies (the part no loop can avoid). Best-of-N timings of the same steps,
 with and without the profiler's overhead, too.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py --steps 100
+    .venv/bin/python -m benchmarks.profile_train --steps 100
 """
 
 import argparse
@@ -16,9 +16,9 @@ import time
 from typing import Any
 
 import torch
-import train_support as ts
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks import train_support as ts
 from mnist_pipeline.model.networks import build_model
 from mnist_pipeline.testing import synthetic
 from mnist_pipeline.train.distributed import SINGLE_PROCESS

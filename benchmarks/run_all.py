@@ -13,7 +13,7 @@ DIR` for a real data set. The benchmarks run one after another, never at once;
 each reports the load averages, since other processes skew the timings.
 
     make bench BENCH_ARGS="--json bench.json"
-    PYTHONPATH=src .venv/bin/python benchmarks/run_all.py --quick
+    .venv/bin/python -m benchmarks.run_all --quick
 """
 
 import argparse
@@ -21,11 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import bench_distributed
-import bench_prepare
-import bench_repro
-import bench_train
-import train_support as ts
+from benchmarks import bench_distributed, bench_prepare, bench_repro, bench_train
+from benchmarks import train_support as ts
 
 STEPS = ("prepare", "train", "repro", "distributed")
 QUICK_REPRO_PARAMS = {"train": {"epochs": 2}, "evaluate": {"mc_samples": 0}}

@@ -15,9 +15,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import train_support as ts
-import tutorial_loop
-
+from benchmarks import train_support as ts
+from benchmarks import tutorial_loop
 from mnist_pipeline.config.params import load_params
 
 

@@ -7,6 +7,7 @@ Example (what `make report` runs):
       --figures metrics/evaluate --out report.md
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -32,7 +33,7 @@ parser.add_argument(
 parser.add_argument("--out", type=Path, help="Markdown file to write (default: stdout)")
 
 
-def git(*args: str) -> subprocess.CompletedProcess:
+def git(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", *args], capture_output=True, text=True, check=False)
 
 
@@ -87,7 +88,7 @@ def figure_links(folders: list[Path], out: Path | None) -> list[str]:
     return [Path(os.path.relpath(p, base)).as_posix() for p in pngs]
 
 
-def main(args) -> None:
+def main(args: argparse.Namespace) -> None:
     title = describe(args.rev)
     params_path = Path(args.params)
     new_params = parse(read_workspace(params_path), params_path)

@@ -1,5 +1,6 @@
 """Evaluate the trained checkpoint on the valid and test splits; write metrics and figures."""
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ parser.add_argument("--metrics", required=True, type=Path, help="metrics JSON to
 parser.add_argument("--plots", required=True, type=Path, help="directory for tables and figures")
 
 
-def main(args) -> None:
+def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     model, checkpoint = load_checkpoint(
         args.model, resolve_device(params.evaluate.device, "evaluate.device")

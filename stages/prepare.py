@@ -1,5 +1,6 @@
 """Turn the fetched raw files into verified uint8 tensor shards plus a manifest."""
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ parser.add_argument("--raw", required=True, type=Path, help="raw directory the f
 parser.add_argument("--out", required=True, type=Path, help="prepared directory to write")
 
 
-def main(args) -> None:
+def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     splits, description = read_raw(args.raw)
     # Built in a temporary sibling and renamed at the end: a failure leaves no output.

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -82,6 +83,17 @@ def http_server() -> Iterator[ScriptedServer]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def committed_params(tmp_path):
+    """A copy of the repository's committed params.yaml: tests check the defaults that
+    ship, never what a user changed in the working copy."""
+    from mnist_pipeline.testing.dvc_repo import committed_text
+
+    path = tmp_path / "committed-params.yaml"
+    path.write_text(committed_text(Path(__file__).resolve().parents[1], "params.yaml"))
+    return path
 
 
 @pytest.fixture(scope="module")

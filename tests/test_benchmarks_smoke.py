@@ -5,22 +5,14 @@ mode runs end to end and reports what its tables need.
 """
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from benchmarks import bench_repro, bench_train, profile_train, run_all, tutorial_loop
+from benchmarks import train_support as ts
 from mnist_pipeline.model.networks import build_model
 from mnist_pipeline.testing import synthetic
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import bench_repro
-import bench_train
-import profile_train
-import run_all
-import train_support as ts
-import tutorial_loop
 
 TINY_ROWS = (600, 200, 10)
 SMALL_PARAMS = """
@@ -101,8 +93,9 @@ def test_run_all_train_step_and_summary(tiny_rows, tmp_path, capsys):
     assert "== Summary" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_distributed_runs_every_layout():
-    import bench_distributed
+    from benchmarks import bench_distributed
 
     results = bench_distributed.run(
         None, epochs=1, overrides={"model.hidden_sizes": [8]}, rows=TINY_ROWS

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from e2e_support import make_repo, read_json, run, set_params, stages_run
 
 from mnist_pipeline.config.params import DistributedConfig, TrainConfig
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.model.checkpoint import load_checkpoint
+from mnist_pipeline.testing.dvc_repo import make_repo, read_json, run, set_params, stages_run
 from mnist_pipeline.train.distributed import Rank, current_rank, rank_device, torchrun_args
 from mnist_pipeline.train.loop import batch_starts
 
@@ -151,6 +151,7 @@ def test_rank_device_gives_each_rank_its_own_gpu_or_the_cpu():
     assert TrainConfig().batch_size % 2 == 0  # the default global batch splits over 2 ranks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", [SGD, ADAMW], ids=["sgd-momentum", "adamw-onecycle-ls"])
 def test_two_ranks_train_like_one_process_with_the_global_batch(tmp_path, prepared, optimizer):
     code1, _, err1 = _finish(_train(tmp_path, prepared, _params(optimizer), "one")[0])
@@ -176,6 +177,7 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(tmp_path, prepar
             assert two_summary[split][metric] == pytest.approx(one_summary[split][metric], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_failing_rank_ends_the_run_with_its_error(tmp_path, prepared):
     inject = tmp_path / "inject"
     inject.mkdir()
@@ -207,6 +209,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_machines_meet_at_the_c10d_rendezvous(tmp_path, prepared):
     """Two launchers (one per "machine", here both on 127.0.0.1) with nnodes 2; each is
     given its own output paths so we can see that only the rank-0 machine writes."""
@@ -224,9 +227,9 @@ def test_two_machines_meet_at_the_c10d_rendezvous(tmp_path, prepared):
 
 @pytest.mark.e2e
 def test_dvc_repro_with_two_processes_then_evaluate(tmp_path):
-    from e2e_support import SMALL_PARAMS, write_local_source
+    from mnist_pipeline.testing.dvc_repo import SMALL_PARAMS, write_local_source
 
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "repo", REPO)
     (tmp_path / "source").mkdir()
     fetch = write_local_source(tmp_path / "source", (600, 120, 120), seed=4)
     set_params(

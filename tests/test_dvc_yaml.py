@@ -69,8 +69,8 @@ def test_stage_depends_on_its_script_and_exactly_the_modules_it_imports(stage):
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
-def test_stage_params_exist_and_every_path_comes_from_cmd(stage):
-    params = to_dict(load_params(REPO / "params.yaml"))
+def test_stage_params_exist_and_every_path_comes_from_cmd(stage, committed_params):
+    params = to_dict(load_params(committed_params))
     for key in STAGES[stage]["params"]:
         assert key in params, key
     source = (REPO / "stages" / f"{stage}.py").read_text()

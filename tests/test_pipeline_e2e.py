@@ -7,16 +7,19 @@ evaluate, and then behave as DVC users expect.
 """
 
 import hashlib
+from pathlib import Path
 
 import pytest
-from e2e_support import make_repo, read_json, run, set_params, stages_run
 
 from mnist_pipeline.data.registry import IDX_FILES, PICKLE_FILE
+from mnist_pipeline.testing.dvc_repo import make_repo, read_json, run, set_params, stages_run
 from mnist_pipeline.testing.synthetic import make_splits, write_idx, write_pickle
 
 pytestmark = pytest.mark.e2e
 
 ROWS = (1000, 200, 200)  # train, valid, test
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def test_repro_through_mirrors_then_idx_then_experiment(tmp_path, http_server, r
         "/short/mnist.pkl.gz", http_server.Reply(200, pickle_bytes, truncate_to=1000)
     )
     good = http_server.add("/good/mnist.pkl.gz", http_server.Reply(200, pickle_bytes))
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "repo", REPO)
     set_params(
         repo,
         {
@@ -111,7 +114,7 @@ def test_repro_through_mirrors_then_idx_then_experiment(tmp_path, http_server, r
 
 
 def _commit_small_params(repo):
-    from e2e_support import SMALL_PARAMS
+    from mnist_pipeline.testing.dvc_repo import SMALL_PARAMS
 
     set_params(repo, SMALL_PARAMS)
     run(repo, "git", "add", "-A")

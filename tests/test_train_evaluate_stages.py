@@ -12,6 +12,8 @@ import torch
 
 from mnist_pipeline.model.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # every test runs a stage script as a subprocess
+
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = """
 seed: 3

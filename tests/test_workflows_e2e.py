@@ -9,10 +9,12 @@ so queued experiments and fresh clones reach it too; nothing touches the network
 import itertools
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
-from e2e_support import (
+
+from mnist_pipeline.testing.dvc_repo import (
     SMALL_PARAMS,
     changed_leaves,
     commit_all,
@@ -35,13 +37,15 @@ ALL_STAGES = ["fetch", "prepare", "train", "evaluate"]
 METRICS = ("metrics/evaluate.json", "metrics/train/metrics.json")
 MODEL = "models/model.pt"
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     """The pipeline (plus scripts/report.py) with small params, reproduced and committed."""
     fetch = write_local_source(tmp_path_factory.mktemp("source"), (1000, 200, 200), seed=7)
-    repo = make_repo(tmp_path_factory.mktemp("workflows") / "repo")
-    copy_into(repo, "scripts/report.py")
+    repo = make_repo(tmp_path_factory.mktemp("workflows") / "repo", REPO)
+    copy_into(repo, REPO, "scripts/report.py")
     set_params(repo, SMALL_PARAMS)
     set_params(repo, {"fetch": fetch})
     assert stages_run(run(repo, "dvc", "repro").stdout) == ALL_STAGES

@@ -6,6 +6,7 @@ picks a device, and an explicit device that is missing is an error.
 
 import contextlib
 import os
+from typing import Any
 
 import torch
 
@@ -44,7 +45,7 @@ def configure_torch(seed: int, threads: int, device: torch.device) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def run_info(device: torch.device) -> dict:
+def run_info(device: torch.device) -> dict[str, Any]:
     """What a rerun must match to reproduce the numbers bit for bit."""
     return {
         "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-loadable
@@ -54,7 +55,7 @@ def run_info(device: torch.device) -> dict:
     }
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -9,7 +9,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union, cast
 
 import yaml
 
@@ -35,7 +35,7 @@ def parse(cls: type[T], data: Any, where: str) -> T:
     """Build dataclass `cls` from mapping `data`; `where` is the dotted key for errors."""
     if not isinstance(data, dict):
         raise PipelineError(f"{where or 'top level'}: expected a mapping, got {_show(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cast(Any, cls)) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise PipelineError(
@@ -66,7 +66,7 @@ def check(ok: bool, key: str, message: str) -> None:
 def _convert(hint: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return parse(hint, value, key)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from mnist_pipeline.config.params import FetchConfig, Location, parse_location
 from mnist_pipeline.data.raw_description import DESCRIPTION_FILE
-from mnist_pipeline.data.registry import PICKLE_FILE, DatasetSpec, Format, get_dataset
+from mnist_pipeline.data.registry import FORMATS, PICKLE_FILE, DatasetSpec, Format, get_dataset
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import file_digest, write_json
 
@@ -68,7 +68,7 @@ def candidate_sources(spec: DatasetSpec, sources: tuple[Location, ...] | None) -
             for src in spec.sources
             for mirror in src.mirrors
         ]
-    formats = [fmt for fmt in ("pickle", "idx") if any(s.format == fmt for s in spec.sources)]
+    formats = [fmt for fmt in FORMATS if any(s.format == fmt for s in spec.sources)]
     candidates = []
     for location in sources:
         if "pickle" in formats and not _is_dir(location):

@@ -18,6 +18,7 @@ from typing import Literal
 from mnist_pipeline.errors import PipelineError
 
 Format = Literal["pickle", "idx"]
+FORMATS: tuple[Format, ...] = ("pickle", "idx")
 
 PICKLE_FILE = "mnist.pkl.gz"
 IDX_FILES = {  # role -> file name (same names for MNIST and Fashion-MNIST)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own, wherever it lives
+_RECONSTRUCT: Any = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own, wherever it lives
 
 
 def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
@@ -22,7 +22,8 @@ def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
 
 def _dtype(*args: Any) -> np.dtype:
     # encoding="bytes" (parsers.read_pickle) hands Python 2 strings over as bytes: b"f4" -> "f4".
-    dtype = np.dtype(*(a.decode("latin1") if isinstance(a, bytes) else a for a in args))
+    decoded: list[Any] = [a.decode("latin1") if isinstance(a, bytes) else a for a in args]
+    dtype = np.dtype(*decoded)
     if dtype.hasobject:  # object arrays would hold arbitrary pickled objects
         raise pickle.UnpicklingError(f"refusing object dtype {dtype}")
     return dtype

@@ -69,7 +69,9 @@ def reliability_table(
     return {"count": count, "confidence": confidence_sum / safe, "accuracy": correct_sum / safe}
 
 
-def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, bins: int) -> dict:
+def classification_metrics(
+    logits: torch.Tensor, labels: torch.Tensor, bins: int
+) -> dict[str, float]:
     """Loss, accuracy, macro F1, top-2 accuracy and calibration (ECE, NLL, Brier)."""
     num_classes = logits.shape[1]
     probs = logits.softmax(dim=1)
@@ -118,7 +120,7 @@ def mc_dropout_probs(
         model.eval()
 
 
-def mc_dropout_metrics(mc_probs: torch.Tensor, labels: torch.Tensor) -> dict:
+def mc_dropout_metrics(mc_probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Mean-prediction accuracy, predictive entropy, mutual information (the part of the
     uncertainty that disagreement between dropout masks explains), accuracy at 90% coverage."""
     mean_probs = mc_probs.mean(dim=0)

@@ -12,6 +12,7 @@ Metrics are one flat-ish JSON (`{split: {name: number}}`) that `dvc metrics diff
 """
 
 import csv
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def write_split_outputs(
         rows = [(class_names[actual], class_names[guess]) for actual, guess in pairs]
         _write_csv(out_dir / f"confusion_{split}.csv", ["actual", "predicted"], rows)
     scores = ev.per_class_scores(confusion)
-    rows = [
+    score_rows = [
         (
             name,
             *(round(float(scores[k][i]), 6) for k in ("precision", "recall", "f1")),
@@ -107,7 +108,9 @@ def write_split_outputs(
         for i, name in enumerate(class_names)
     ]
     _write_csv(
-        out_dir / f"per_class_{split}.csv", ["class", "precision", "recall", "f1", "support"], rows
+        out_dir / f"per_class_{split}.csv",
+        ["class", "precision", "recall", "f1", "support"],
+        score_rows,
     )
     for normalize, suffix in ((False, ""), (True, "_normalized")):
         title = f"{split}: confusion matrix" + (" (row shares)" if normalize else "")
@@ -171,14 +174,14 @@ def _uncertainty_title(split: str, result: SplitResult, cfg: EvaluateConfig) -> 
     return f"{split}: rejection by uncertainty (MC dropout {reason})"
 
 
-def _write_csv(path: Path, header: list[str], rows) -> None:
+def _write_csv(path: Path, header: list[str], rows: Iterable[Sequence[object]]) -> None:
     with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
 
 
-def rounded(metrics: dict[str, dict[str, float]], digits: int = 6) -> dict:
+def rounded(metrics: dict[str, dict[str, float]], digits: int = 6) -> dict[str, dict[str, float]]:
     """Round for stable, readable JSON (float noise below 1e-6 is not a change)."""
     return {
         split: {k: float(np.round(v, digits)) for k, v in m.items()} for split, m in metrics.items()

@@ -69,7 +69,9 @@ def save_checkpoint(
         tmp.write_bytes(buffer.getvalue())
 
 
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+def load_checkpoint(
+    path: Path, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from the checkpoint alone; returns (model in eval mode, payload)."""
     path = Path(path)
     if not path.is_file():

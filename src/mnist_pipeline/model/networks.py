@@ -7,6 +7,7 @@ nothing but the checkpoint to reproduce the preprocessing.
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ class InputSpec:
     pixel_std: float
 
 
-def input_spec_from_manifest(manifest: dict) -> InputSpec:
+def input_spec_from_manifest(manifest: dict[str, Any]) -> InputSpec:
     """The model's input description from `data/prepared/manifest.json` (see shards.py)."""
     height, width = manifest["image_shape"]
     return InputSpec(
@@ -37,6 +38,8 @@ def input_spec_from_manifest(manifest: dict) -> InputSpec:
 
 class InputNorm(nn.Module):
     """uint8 pixels -> float32 (x/255 - mean) / std in one fused multiply-add."""
+
+    shift_tensor: torch.Tensor
 
     def __init__(self, mean: float, std: float) -> None:
         super().__init__()
@@ -71,7 +74,9 @@ def build_model(config: ModelConfig, spec: InputSpec) -> nn.Module:
     if config.name == "cnn":
         # channels_last runs oneDNN's convolutions ~25% faster on CPU, and suits
         # tensor cores on CUDA; the numbers are the same either way.
-        return nn.Sequential(norm, *_cnn_layers(config, spec)).to(memory_format=torch.channels_last)
+        cnn = nn.Sequential(norm, *_cnn_layers(config, spec))
+        # Module.to takes memory_format at run time; torch's type stubs omit it.
+        return cnn.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     raise ValueError(f"unknown model {config.name!r}")  # ModelConfig already refuses it
 
 

@@ -85,7 +85,9 @@ def metrics_rows(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[
     ]
 
 
-def metrics_section(rev: str, old: Mapping[str, Mapping | None], new: Mapping[str, Mapping]) -> str:
+def metrics_section(
+    rev: str, old: Mapping[str, Mapping[str, Any] | None], new: Mapping[str, Mapping[str, Any]]
+) -> str:
     """One table per metrics file (`new` maps path -> data; `old` may lack a path or
     hold None for it: the file did not exist at `rev`)."""
     parts = ["### Metrics"]
@@ -121,7 +123,9 @@ def _param_cell(value: Any, absent: object) -> str:
     return "null" if value is None else format_value(value)
 
 
-def params_section(rev: str, path: str, old: Mapping | None, new: Mapping) -> str:
+def params_section(
+    rev: str, path: str, old: Mapping[str, Any] | None, new: Mapping[str, Any]
+) -> str:
     rows = changed_params(old, new)
     if not rows:
         return f"### Params\n\nNo param in `{path}` changed."
@@ -140,9 +144,9 @@ def figures_section(figures: Sequence[str]) -> str:
 def build_report(
     rev: str,
     rev_title: str,
-    params: tuple[str, Mapping | None, Mapping],
-    old_metrics: Mapping[str, Mapping | None],
-    new_metrics: Mapping[str, Mapping],
+    params: tuple[str, Mapping[str, Any] | None, Mapping[str, Any]],
+    old_metrics: Mapping[str, Mapping[str, Any] | None],
+    new_metrics: Mapping[str, Mapping[str, Any]],
     figures: Sequence[str],
 ) -> str:
     """The whole report. `params` is (path, data at rev or None, workspace data);

@@ -19,6 +19,7 @@ import pickle
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,10 +96,14 @@ def _shifted_templates(num_classes: int) -> np.ndarray:
     return np.stack(stacked, axis=1).astype(np.float32)
 
 
-class _Py2Pickler(pickle._Pickler):  # the pure-Python pickler, whose dispatch can be changed
+# The pure-Python pickler, whose dispatch table can be changed; typeshed does not describe it.
+_PurePythonPickler: Any = pickle._Pickler
+
+
+class _Py2Pickler(_PurePythonPickler):  # type: ignore[misc]
     """Writes what Python 2's cPickle wrote: byte strings as BINSTRING, numpy.core globals."""
 
-    dispatch = pickle._Pickler.dispatch.copy()
+    dispatch = _PurePythonPickler.dispatch.copy()
 
     def _save_py2_str(self, obj: bytes | str) -> None:
         data = obj.encode("latin1") if isinstance(obj, str) else obj
@@ -111,7 +116,7 @@ class _Py2Pickler(pickle._Pickler):  # the pure-Python pickler, whose dispatch c
     dispatch[bytes] = _save_py2_str
     dispatch[str] = _save_py2_str  # only ascii names ('f4', '<') occur in numpy pickles
 
-    def save_global(self, obj, name=None) -> None:
+    def save_global(self, obj: Any, name: str | None = None) -> None:
         # numpy 2 moved numpy.core to numpy._core; the original file names numpy.core.
         module = getattr(obj, "__module__", "")
         if module == "numpy._core.multiarray" and obj.__name__ == "_reconstruct":

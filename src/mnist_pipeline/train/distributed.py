@@ -19,6 +19,8 @@ import signal
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import FrameType
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -167,7 +169,7 @@ def process_group(rank: Rank, device: torch.device, timeout_s: float) -> Iterato
         dist.destroy_process_group()
 
 
-def _stop_on_sigterm(signum, frame) -> None:
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
     raise PipelineError("stopped by torchrun (SIGTERM), as another rank failed")
 
 

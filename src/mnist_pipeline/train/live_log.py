@@ -3,16 +3,20 @@
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mnist_pipeline.fileio import atomic_dir
 from mnist_pipeline.train.distributed import Rank
+
+if TYPE_CHECKING:  # imported at run time on rank 0 only
+    from dvclive.live import Live
 
 
 class EpochLogger:
     """`fit`'s `log_epoch` callback: each epoch's numbers to a dvclive `Live` and one
     printed line; without a `Live` (ranks other than 0) it does nothing."""
 
-    def __init__(self, live=None) -> None:
+    def __init__(self, live: "Live | None" = None) -> None:
         self._live = live
 
     def __call__(self, log: dict[str, float]) -> None:
@@ -43,7 +47,7 @@ def epoch_logger(live_dir: Path, rank: Rank) -> Iterator[EpochLogger]:
     if not rank.is_main:
         yield EpochLogger()
         return
-    from dvclive import Live  # only rank 0 needs it
+    from dvclive.live import Live  # only rank 0 needs it
 
     with (
         atomic_dir(live_dir) as tmp_dir,

@@ -24,6 +24,7 @@ Two layout choices make the step cheaper without changing its numbers:
 import math
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import torch
 from torch import nn
@@ -82,8 +83,9 @@ class ManualMLPStep:
             raise ValueError("ManualMLPStep needs build_model's MLP with float32 CPU parameters")
         self.model = model
         self.label_smoothing = label_smoothing
-        self.norm: InputNorm = model[0]
         blocks = mlp_blocks(model)
+        assert blocks is not None  # supports_manual_step checked the layout
+        self.norm = cast(InputNorm, model.get_submodule("0"))
         self.linears = [linear for linear, _ in blocks]
         self.hidden = self.linears[:-1]
         self.dropouts = [dropout for _, dropout in blocks[:-1]]
@@ -185,8 +187,9 @@ class ManualMLPStep:
                 break
             torch.mm(work.grads_t[i], layer_in, out=self.param_grads[2 * i])
             grad_in = torch.mm(grad_out, self.linears[i].weight, out=work.grads[i - 1])
-            if masks[i - 1] is not None:
-                grad_in.mul_(masks[i - 1])
+            mask = masks[i - 1]
+            if mask is not None:
+                grad_in.mul_(mask)
             # outs[i - 1] holds relu(z) * noise, which is 0 exactly where relu(z) is 0 or
             # the unit was dropped; in the latter case grad_in is 0 already.
             _relu_backward(grad_in, work.outs[i - 1], 0.0, grad_input=grad_in)
@@ -219,7 +222,8 @@ def mlp_blocks(model: nn.Module) -> list[tuple[nn.Linear, nn.Dropout | None]] | 
         return None
     if (flatten.start_dim, flatten.end_dim) != (1, -1):
         return None
-    blocks, i = [], 0
+    blocks: list[tuple[nn.Linear, nn.Dropout | None]] = []
+    i = 0
     while i < len(layers):
         linear = layers[i]
         if type(linear) is not nn.Linear or linear.bias is None:
@@ -231,6 +235,6 @@ def mlp_blocks(model: nn.Module) -> list[tuple[nn.Linear, nn.Dropout | None]] | 
         i += 2
         dropout = None
         if i < len(layers) and type(layers[i]) is nn.Dropout:
-            dropout, i = layers[i], i + 1
+            dropout, i = cast(nn.Dropout, layers[i]), i + 1
         blocks.append((linear, dropout))
     return None  # ends in ReLU or Dropout: no head

@@ -14,7 +14,7 @@ step), and returns the logits. The fit loop then calls the optimizer (built over
 `make_step` is the one place that picks.
 """
 
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ class AutogradStep:
     """Forward, cross-entropy and backward through autograd, for any model and device."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, rank: Rank) -> None:
-        self.params = list(model.parameters())
+        self.params: list[torch.Tensor] = list(model.parameters())
         self.module = _wrap(model, cfg.compile, rank)
         self.precision = cfg.precision
         self.label_smoothing = cfg.label_smoothing
@@ -82,7 +82,7 @@ class ManualStep:
         self.module = model
         self.manual = ManualMLPStep(model, cfg.label_smoothing)
         # One flat tensor holds every parameter: one tensor for the optimizer to update.
-        self.params = [self.manual.flat_param]
+        self.params: list[torch.Tensor] = [self.manual.flat_param]
 
     def __call__(
         self,
@@ -113,7 +113,8 @@ def uses_manual_step(model: nn.Module, cfg: TrainConfig, rank: Rank) -> bool:
 def eval_module(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     """The module that validation runs: never DDP (its batches differ per rank, and DDP's
     buffer broadcast would wait for ranks that have no batch left), compiled if asked."""
-    return torch.compile(model) if cfg.compile else model
+    # torch.compile of a module returns a module (typed as a plain callable).
+    return cast(nn.Module, torch.compile(model)) if cfg.compile else model
 
 
 def _wrap(model: nn.Module, compile_model: bool, rank: Rank) -> nn.Module:
@@ -124,4 +125,4 @@ def _wrap(model: nn.Module, compile_model: bool, rank: Rank) -> nn.Module:
         step_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    return torch.compile(step_model) if compile_model else step_model
+    return cast(nn.Module, torch.compile(step_model)) if compile_model else step_model

@@ -1,5 +1,10 @@
-"""Helpers for the end-to-end tests: a throwaway git + DVC copy of this repository,
-fed by synthetic data, driven through the real `dvc` command line."""
+"""A throwaway git + DVC copy of a checkout of this repository, fed by synthetic data
+and driven through the real `dvc` command line (end-to-end tests, `bench_repro`).
+
+The copy takes the checkout's code, `dvc.yaml` and the *committed* `params.yaml`
+(`git show HEAD:params.yaml`): what a user changed in their working params.yaml never
+changes what a test or benchmark runs. Each caller then sets the params it needs.
+"""
 
 import json
 import os
@@ -9,14 +14,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-# What a clone of the repository holds that the pipeline needs (no .venv, no data).
+from mnist_pipeline.data.registry import PICKLE_FILE
+from mnist_pipeline.fileio import file_digest
+from mnist_pipeline.testing.synthetic import make_splits, write_pickle
+
+# What a clone of the repository holds that the pipeline needs (no .venv, no data);
+# params.yaml comes from the checkout's last commit (committed_text).
 PIPELINE_FILES = (
     "dvc.yaml",
-    "params.yaml",
     ".gitignore",
     ".dvcignore",
     ".dvc/config",
@@ -50,7 +59,7 @@ def env_for(repo: Path) -> dict[str, str]:
     return env
 
 
-def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         args, cwd=repo, env=env_for(repo), capture_output=True, text=True, timeout=600
     )
@@ -62,12 +71,23 @@ def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return result
 
 
-def make_repo(dest: Path) -> Path:
-    """Copy the pipeline into `dest` and make it a git repository with one commit."""
+def committed_text(checkout: Path, name: str) -> str:
+    """The file `name` as the checkout's last commit has it (the working copy's text
+    outside a git checkout, e.g. an unpacked source archive)."""
+    shown = subprocess.run(
+        ["git", "show", f"HEAD:{name}"], cwd=checkout, capture_output=True, text=True, check=False
+    )
+    return shown.stdout if shown.returncode == 0 else (checkout / name).read_text()
+
+
+def make_repo(dest: Path, checkout: Path) -> Path:
+    """Copy the pipeline of `checkout` into `dest` and make it a git repository with one
+    commit; params.yaml is the committed one (see the module docstring)."""
     dest.mkdir(parents=True, exist_ok=True)
+    (dest / "params.yaml").write_text(committed_text(checkout, "params.yaml"))
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for name in PIPELINE_FILES:
-        source = REPO / name
+        source = checkout / name
         if source.is_dir():
             shutil.copytree(source, dest / name, ignore=ignore)
         elif source.exists():
@@ -79,15 +99,15 @@ def make_repo(dest: Path) -> Path:
     return dest
 
 
-def set_params(repo: Path, updates: dict) -> None:
-    """Merge `updates` (nested dict) into the copy's params.yaml."""
+def set_params(repo: Path, updates: dict[str, Any]) -> None:
+    """Merge `updates` (nested dict[str, Any]) into the copy's params.yaml."""
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
     _merge(params, updates)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def _merge(base: dict, updates: dict) -> None:
+def _merge(base: dict[str, Any], updates: dict[str, Any]) -> None:
     for key, value in updates.items():
         if isinstance(value, dict) and value and isinstance(base.get(key), dict):
             _merge(base[key], value)
@@ -100,33 +120,29 @@ def stages_run(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
 # Helpers for tests/test_workflows_e2e.py: a local data source, commits, the exp queue.
 
 
-def write_local_source(folder: Path, rows: tuple[int, int, int], seed: int) -> dict:
+def write_local_source(folder: Path, rows: tuple[int, int, int], seed: int) -> dict[str, Any]:
     """Synthetic mnist.pkl.gz in `folder`; returns the `fetch` params that read it.
 
     Give a folder outside the repository: queued experiments run in a copy that holds
     only git-tracked files, and a fresh clone has no untracked ones either.
     """
-    from mnist_pipeline.data.registry import PICKLE_FILE
-    from mnist_pipeline.fileio import file_digest
-    from mnist_pipeline.testing.synthetic import make_splits, write_pickle
-
     path = Path(folder).resolve() / PICKLE_FILE
     write_pickle(path, make_splits(rows, seed))
     return {"source": str(path), "checksums": {PICKLE_FILE: file_digest(path, "md5")}}
 
 
-def copy_into(repo: Path, *names: str) -> None:
-    """Copy more files of this repository (beyond PIPELINE_FILES) into the copy."""
+def copy_into(repo: Path, checkout: Path, *names: str) -> None:
+    """Copy more files of `checkout` (beyond PIPELINE_FILES) into the copy `repo`."""
     for name in names:
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, repo / name)
+        shutil.copy2(checkout / name, repo / name)
 
 
 def commit_all(repo: Path, message: str) -> None:
@@ -188,7 +204,7 @@ def _is_our_worker(pid: int, repo: Path) -> bool:
     return "queue-worker" in cmdline and cwd == Path(repo).resolve()
 
 
-def head_experiments(repo: Path) -> dict[str, tuple[dict, dict]]:
+def head_experiments(repo: Path) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """name -> (params.yaml data, {metrics path: data}) of HEAD's experiments."""
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
     head = run(repo, "git", "rev-parse", "HEAD").stdout.strip()
@@ -201,7 +217,9 @@ def head_experiments(repo: Path) -> dict[str, tuple[dict, dict]]:
     return found
 
 
-def changed_leaves(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
+def changed_leaves(
+    old: dict[str, Any], new: dict[str, Any], prefix: str = ""
+) -> dict[str, tuple[Any, Any]]:
     """Dotted name -> (old, new) for every leaf that differs between two nested dicts."""
     changed = {}
     for key in old.keys() | new.keys():
