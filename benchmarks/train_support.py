@@ -67,7 +67,7 @@ def with_raw_dir(idx_dir: Path | None, dataset: str, run: Callable[[Path | None]
     """run(raw dir): one built from four idx .gz files (e.g. Debian's Fashion-MNIST), or None."""
     if idx_dir is None:
         return run(None)
-    from bench_prepare import raw_dir_from_idx
+    from benchmarks.bench_prepare import raw_dir_from_idx
 
     with tempfile.TemporaryDirectory(prefix="bench-raw-") as tmp:
         return run(raw_dir_from_idx(idx_dir, Path(tmp), dataset))

@@ -123,3 +123,11 @@ def test_bench_repro_runs_the_pipeline(tmp_path):
     assert result["stages_run"] == ["fetch", "prepare", "train", "evaluate"]
     lines = run_all.summary({"threads": 1, "repro": result})
     assert any(what.startswith("dvc repro") for what, _, _ in lines)
+
+
+def test_bench_step_compares_both_steps_in_both_settings():
+    from benchmarks import bench_step
+
+    results = bench_step.run(None, rounds=1, rows=TINY_ROWS)
+    for setting in bench_step.SETTINGS:
+        assert results[setting]["manual_s"] > 0 and results[setting]["autograd_s"] > 0

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from mnist_pipeline.data.registry import IMAGE_SHAPE
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import read_json, write_json
 
 MANIFEST_FILE = "manifest.json"
-IMAGE_SHAPE = (28, 28)
 PIXEL_SCALE = 255  # float pixel in [0, 1] = stored uint8 / PIXEL_SCALE
 HISTOGRAM_CHUNK_ROWS = 4096  # bincount casts to int64: 4096 images -> 25 MB temporary
 MANIFEST_KEYS = (

@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.data.raw_description import read_description
-from mnist_pipeline.data.registry import IDX_FILES, NUM_CLASSES, PICKLE_FILE, SPLITS
+from mnist_pipeline.data.registry import IDX_FILES, IMAGE_SHAPE, NUM_CLASSES, PICKLE_FILE, SPLITS
 from mnist_pipeline.data.safe_unpickle import NumpyOnlyUnpickler
 from mnist_pipeline.errors import PipelineError
 
-IMAGE_SHAPE = (28, 28)
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 CHUNK_ROWS = 4096  # pixel conversion works in chunks: float temporaries stay ~13 MB each
 IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 0x00000803, 0x00000801
@@ -120,7 +119,7 @@ def read_idx(raw_dir: Path) -> Splits:
     if rows < 6:
         path = raw_dir / IDX_FILES["train_labels"]
         raise PipelineError(f"{path}: {rows} rows; need at least 6 to split off valid (1/6)")
-    cut = rows - rows // 6  # 60,000 rows -> 50,000 train (datasets.TRAIN_ROWS) + 10,000 valid
+    cut = rows - rows // 6  # 60,000 rows -> 50,000 train + 10,000 valid
     return {
         "train": (train[0][:cut], train[1][:cut]),
         "valid": (train[0][cut:], train[1][cut:]),

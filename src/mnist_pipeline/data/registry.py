@@ -29,9 +29,9 @@ IDX_FILES = {  # role -> file name (same names for MNIST and Fashion-MNIST)
 }
 # The fixed split: the first 50k training images train, the last 10k validate
 # (exactly how deeplearning.net cut mnist.pkl.gz), and t10k tests.
-TRAIN_ROWS = 50_000
 SPLITS = ("train", "valid", "test")
 NUM_CLASSES = 10  # every registered data set
+IMAGE_SHAPE = (28, 28)  # (height, width) in pixels, every registered data set
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
 FASHION_NAMES = (

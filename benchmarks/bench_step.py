@@ -1,0 +1,97 @@
+"""Does the hand-written MLP step still pay for itself? Epoch times side by side.
+
+Alternates epochs of the same model with `train.manual_mlp_step` true and false (the
+one switch `step.make_step` reads) in one process, on the same data and threads, in
+two settings: the default params (AdamW, one-cycle, batch 256, dropout 0.2) and the
+tutorial's (SGD, batch 64, no dropout). Reports the median train-pass seconds per
+epoch of each and their ratio (manual / autograd; below 1: the manual step is faster).
+
+    .venv/bin/python -m benchmarks.bench_step --idx-dir /usr/share/datasets/fashion-mnist \\
+        --dataset fashion-mnist
+"""
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks import train_support as ts
+from mnist_pipeline.config.params import ModelConfig, TrainConfig
+from mnist_pipeline.model.networks import build_model
+from mnist_pipeline.train.distributed import SINGLE_PROCESS
+from mnist_pipeline.train.loop import train_one_epoch
+from mnist_pipeline.train.optim import make_optimizer, make_scheduler
+from mnist_pipeline.train.step import make_step, uses_manual_step
+
+SETTINGS = {
+    "default": (
+        ModelConfig(name="mlp", hidden_sizes=(128, 256), dropout=0.2),
+        TrainConfig(
+            device="cpu",
+            epochs=40,
+            batch_size=256,
+            lr=0.004,
+            weight_decay=0.01,
+            schedule="onecycle",
+            warmup_fraction=0.15,
+        ),
+    ),
+    "tutorial": (ts.TUTORIAL_MODEL, ts.TUTORIAL_TRAIN),
+}
+
+
+def _epoch_seconds(data: dict[str, Any], model_cfg: ModelConfig, cfg: TrainConfig) -> float:
+    ts.seed_torch(0)
+    model = build_model(model_cfg, ts.input_spec(data["train"][0]))
+    step = make_step(model, cfg, SINGLE_PROCESS)
+    assert uses_manual_step(model, cfg, SINGLE_PROCESS) == cfg.manual_mlp_step
+    optimizer = make_optimizer(step.params, cfg)
+    scheduler = make_scheduler(optimizer, cfg, len(data["train"][1]) // cfg.batch_size + 1)
+    order = torch.randperm(len(data["train"][1]), generator=torch.Generator().manual_seed(0))
+    train_one_epoch(step, optimizer, scheduler, data["train"], order, cfg.batch_size)  # warm-up
+    started = time.perf_counter()
+    train_one_epoch(step, optimizer, scheduler, data["train"], order, cfg.batch_size)
+    return time.perf_counter() - started
+
+
+def run(
+    raw: Path | None, rounds: int = 5, rows: tuple[int, int, int] = ts.FULL_ROWS
+) -> dict[str, Any]:
+    data = ts.load_data(raw, rows, seed=0)
+    load = ts.load_start("bench_step")
+    results: dict[str, Any] = {"data": data["name"], "threads": torch.get_num_threads()}
+    for name, (model_cfg, cfg) in SETTINGS.items():
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for index in range(rounds):  # alternate the order each round
+            for manual in (True, False) if index % 2 == 0 else (False, True):
+                variant = dataclasses.replace(cfg, manual_mlp_step=manual)
+                times[manual].append(_epoch_seconds(data, model_cfg, variant))
+        manual_s, autograd_s = ts.median(times[True]), ts.median(times[False])
+        results[name] = {
+            "manual_s": manual_s,
+            "autograd_s": autograd_s,
+            "ratio": manual_s / autograd_s,
+        }
+        print(
+            f"{name}: manual {manual_s:.3f} s/epoch, autograd {autograd_s:.3f} s/epoch, "
+            f"ratio {manual_s / autograd_s:.2f} ({rounds} rounds, {data['name']})",
+            flush=True,
+        )
+    results["load"] = [load, ts.load_now()]
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--idx-dir", type=Path, help="four idx .gz files (e.g. Fashion-MNIST)")
+    parser.add_argument("--dataset", default="mnist", help="data set name for --idx-dir")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    ts.with_raw_dir(args.idx_dir, args.dataset, lambda raw: run(raw, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
