@@ -1,0 +1,1 @@
+"""The code-review report: what changed between two revisions, and whether it is real."""
