@@ -22,7 +22,7 @@ from sklearn.metrics import (
 )
 from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
 
-from mnist_pipeline.evaluation import (
+from mnist_pipeline.evaluate.metrics import (
     classification_metrics,
     confusion_matrix,
     per_class_scores,
