@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Stage commands in dvc.yaml say `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro test lint format bench report lock clean
+.PHONY: install repro exp test lint format bench report lock clean
 
 install: $(STAMP)
 
@@ -21,6 +21,17 @@ $(STAMP): requirements.lock pyproject.toml
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
+
+# One experiment from presets/NAME.yaml (several: PRESET="cnn gpu", a later one wins):
+# `make exp PRESET=tutorial [ARGS="-S train.epochs=3 --name short"] [QUEUE=1]`.
+# ARGS go to `dvc exp run` after the preset's -S, so theirs win; QUEUE=1 queues it.
+ifneq ($(filter exp,$(MAKECMDGOALS)),)
+ifeq ($(PRESET),)
+$(error PRESET is required, e.g. make exp PRESET=tutorial)
+endif
+endif
+exp: $(STAMP)
+	$(BIN)/python scripts/exp.py $(PRESET) $(if $(filter-out 0,$(QUEUE)),--queue) -- $(ARGS)
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
