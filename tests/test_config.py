@@ -85,6 +85,21 @@ def test_fetch_source_is_classified_once_at_load(source, expected):
     assert (None if locations is None else list(locations)) == expected
 
 
+@pytest.mark.parametrize(("text", "value"), [("1e-05", 1e-05), ("3E2", 300.0), ("+.5e+1", 5.0)])
+def test_floats_as_dvc_writes_them_are_numbers_not_strings(tmp_path, text, value):
+    """`dvc exp run -S train.lr=1e-05` writes `lr: 1e-05`, a string to YAML 1.1."""
+    path = tmp_path / "params.yaml"
+    path.write_text(f"train:\n  lr: {text}\n")
+    assert load_params(path).train.lr == value
+
+
+def test_a_float_field_still_refuses_words(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: 1e-05x\n")
+    with pytest.raises(PipelineError, match=r"train\.lr: expected a number, got '1e-05x'"):
+        load_params(path)
+
+
 def test_load_params_names_the_file(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("train:\n  lr: -1\n")

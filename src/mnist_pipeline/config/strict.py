@@ -6,6 +6,7 @@ each dataclass's `__post_init__`, which may call `check` below.
 """
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 from mnist_pipeline.errors import PipelineError
 
 T = TypeVar("T")
+YAML12_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def load_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -109,6 +111,10 @@ def _convert_scalar(hint: Any, value: Any, key: str) -> Any:
         raise PipelineError(f"{key}: expected an integer, got {_show(value)}")
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        # PyYAML follows YAML 1.1, where `1e-05` (no dot) is a string; DVC writes floats
+        # that way (`dvc exp run -S train.lr=1e-05`), so a float field reads them as YAML 1.2.
+        if isinstance(value, str) and YAML12_FLOAT.fullmatch(value.strip()):
             return float(value)
         raise PipelineError(f"{key}: expected a number, got {_show(value)}")
     if hint is str:

@@ -1,0 +1,236 @@
+"""Presets (presets/*.yaml) and scripts/exp.py: every committed preset fits params.yaml,
+bad names and keys give one-line errors, and the -S arguments read back, through DVC's own
+override parser, as exactly the preset's values."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.presets import (
+    combined_overrides,
+    format_value,
+    load_preset,
+    overrides,
+    preset_names,
+    set_arguments,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = REPO / "presets"
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+README_SETTINGS = {"tutorial", "cnn", "gpu", "fashion-mnist-debian", "two-processes"}
+
+
+def dvc_applies(params_file: Path, arguments: list[str]) -> dict:
+    """params.yaml after `dvc exp run` would apply these -S arguments (DVC's own code: the
+    sweep split that dedupes keys, then the Hydra overrides), without running anything."""
+    from dvc.utils.hydra import apply_overrides, get_hydra_sweeps
+
+    assert arguments[::2] == ["-S"] * (len(arguments) // 2)
+    (sweep,) = get_hydra_sweeps({"params.yaml": arguments[1::2]})  # one run, not a grid
+    apply_overrides(params_file, sweep["params.yaml"])
+    return yaml.safe_load(params_file.read_text())
+
+
+def leaf(params: dict, dotted: str):
+    for key in dotted.split("."):
+        params = params[key]
+    return params
+
+
+def write_preset(folder: Path, name: str, data) -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_the_readme_settings_are_presets():
+    assert set(preset_names(PRESETS)) >= README_SETTINGS
+
+
+@pytest.mark.parametrize("name", preset_names(PRESETS))
+def test_every_preset_fits_params_yaml_and_dvc_reads_back_its_values(name, tmp_path):
+    flat = overrides(load_preset(PRESETS, name), PARAMS, name)
+    assert flat
+    params_file = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params_file)
+    applied = dvc_applies(params_file, set_arguments(flat))
+    for dotted, value in flat.items():
+        got = leaf(applied, dotted)
+        assert got == value and type(got) is type(value), dotted
+
+
+def test_the_tutorial_preset_is_the_readme_command():
+    flat = overrides(load_preset(PRESETS, "tutorial"), PARAMS, "tutorial")
+    assert flat == {
+        "model.name": "mlp",
+        "model.hidden_sizes": [128, 256],
+        "model.dropout": 0,
+        "model.input_norm": "unit",
+        "train.optimizer": "sgd",
+        "train.lr": 0.001,
+        "train.momentum": 0,
+        "train.batch_size": 64,
+        "train.epochs": 25,
+        "train.schedule": "constant",
+        "train.weight_decay": 0,
+    }
+
+
+def test_set_arguments_for_lists_booleans_null_and_strings(tmp_path):
+    preset = {
+        "model": {"hidden_sizes": [64, 32], "name": "cnn"},
+        "train": {"compile": True, "nesterov": False, "lr": 0.5},
+        "fetch": {"source": None},
+        "distributed": {"rdzv_endpoint": "node0:29500", "rdzv_id": ""},
+    }
+    flat = overrides(preset, PARAMS, "test")
+    expected = [
+        "model.hidden_sizes=[64,32]",
+        "model.name=cnn",
+        "train.compile=true",
+        "train.nesterov=false",
+        "train.lr=0.5",
+        "fetch.source=null",
+        "distributed.rdzv_endpoint='node0:29500'",
+        "distributed.rdzv_id=''",
+    ]
+    assert set_arguments(flat) == [item for value in expected for item in ("-S", value)]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "fashion-mnist",
+        "/usr/share/datasets/fashion-mnist",
+        "https://example.org/a b?x=1&y=2",
+        "true",
+        "NULL",
+        "nan",
+        "1e5",
+        "42",
+        "-3",
+        "",
+        " padded ",
+        "it's",
+        'say "hi"',
+        "both ' and \"",
+        "a,b",
+        "[not a list]",
+        "C:\\data\\",
+        "\\'",
+        "${seed}",
+        "\\${seed}",
+        "cuda:0",
+        ["a", "b c", 1, 2.5, None, True],
+        [],
+        0.001,
+        1e-3,
+        -0.0,
+        10**20,
+    ],
+)
+def test_format_value_reads_back_through_dvc_as_the_same_value(value, tmp_path):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("fetch:\n  source: null\n")
+    applied = dvc_applies(params_file, ["-S", f"fetch.source={format_value(value)}"])
+    assert applied["fetch"]["source"] == value
+    assert type(applied["fetch"]["source"]) is type(value)
+
+
+def test_a_later_preset_and_then_the_command_line_win_on_a_shared_key(tmp_path):
+    folder = tmp_path / "presets"
+    write_preset(folder, "a", {"train": {"epochs": 5, "lr": 0.1}})
+    write_preset(folder, "b", {"train": {"epochs": 7}})
+    flat = combined_overrides(folder, ["a", "b"], PARAMS)
+    assert flat == {"train.epochs": 7, "train.lr": 0.1}
+    params_file = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params_file)
+    # What exp.py relies on for ARGS: DVC keeps the last -S for a key.
+    applied = dvc_applies(params_file, [*set_arguments(flat), "-S", "train.epochs=3"])
+    assert applied["train"]["epochs"] == 3 and applied["train"]["lr"] == 0.1
+
+
+def test_an_unknown_preset_names_the_valid_ones(tmp_path):
+    folder = tmp_path / "presets"
+    write_preset(folder, "small", {"train": {"epochs": 1}})
+    write_preset(folder, "big", {"train": {"epochs": 100}})
+    with pytest.raises(PipelineError, match=r"^unknown preset 'huge'; valid presets: big, small$"):
+        load_preset(folder, "huge")
+
+
+@pytest.mark.parametrize(
+    ("preset", "message"),
+    [
+        (
+            {"train": {"epoch": 3}},
+            "p.yaml: train.epoch is not in params.yaml; section train has: device, epochs,",
+        ),
+        ({"trian": {"epochs": 3}}, "p.yaml: trian is not in params.yaml; params.yaml has: seed,"),
+        ({"train": 3}, "p.yaml: train is a section of params.yaml; give a mapping of its keys"),
+        (
+            {"fetch": {"checksums": {"mnist.pkl.gz": "0" * 32}}},
+            "p.yaml: fetch.checksums: a preset cannot set a mapping; edit params.yaml",
+        ),
+    ],
+)
+def test_a_bad_key_is_a_one_line_error_naming_the_valid_keys(preset, message):
+    with pytest.raises(PipelineError) as raised:
+        overrides(preset, PARAMS, "p.yaml")
+    text = str(raised.value)
+    assert text.startswith(message) and "\n" not in text
+
+
+@pytest.mark.parametrize("text", ["", "- a list\n", "train: [unclosed\n"])
+def test_a_preset_file_that_is_not_a_mapping_is_an_error(text, tmp_path):
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(PipelineError, match=r"bad\.yaml: (expected a mapping|not valid YAML)"):
+        load_preset(tmp_path, "bad")
+
+
+def test_a_value_yaml_cannot_pass_to_dvc_is_an_error():
+    with pytest.raises(PipelineError, match="cannot write a date"):
+        format_value(yaml.safe_load("2026-01-01"))
+
+
+def exp_py(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    command = [sys.executable, str(REPO / "scripts/exp.py"), *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_exp_py_dry_run_prints_the_dvc_command():
+    result = exp_py("tutorial", "--queue", "--dry-run", "--", "-S", "train.epochs=3", "-n", "t")
+    assert result.returncode == 0, result.stderr
+    expected = "dvc exp run -S model.name=mlp -S 'model.hidden_sizes=[128,256]' -S model.dropout=0"
+    assert result.stdout.startswith(expected)
+    assert result.stdout.endswith(" --queue -S train.epochs=3 -n t\n")
+    assert result.stdout.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "stderr"),
+    [
+        (["no-such-preset"], "exp.py: error: unknown preset 'no-such-preset'; valid presets: "),
+        (["--params", "missing.yaml", "cnn"], "exp.py: error: missing.yaml: cannot read: "),
+    ],
+)
+def test_exp_py_bad_input_is_one_line_and_exit_1(args, stderr):
+    result = exp_py(*args, "--dry-run")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(stderr) and result.stderr.count("\n") == 1
+
+
+def test_exp_py_names_the_bad_key_of_a_preset(tmp_path):
+    write_preset(tmp_path / "presets", "typo", {"train": {"epoch": 3}})
+    result = exp_py("--presets-dir", str(tmp_path / "presets"), "typo", "--dry-run")
+    assert result.returncode == 1
+    assert result.stderr.startswith("exp.py: error: presets/typo.yaml: train.epoch is not in")
+    assert result.stderr.count("\n") == 1
