@@ -3,6 +3,7 @@ and bad input ends in one stderr line, a non-zero exit and no output."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from mnist_pipeline.model.checkpoint import load_checkpoint
 pytestmark = pytest.mark.slow  # every test runs a stage script as a subprocess
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_ROWS = 60  # the `prepared` fixture's test split
 PARAMS = """
 seed: 3
 model: {name: mlp, hidden_sizes: [16], dropout: 0.2}
@@ -90,9 +92,14 @@ def test_train_then_evaluate_round_trip(tmp_path, prepared):
         "uncertainty_{}.png",
         "worst_{}.png",
     ]
-    expected = ["confusion_test.csv", "per_class_test.csv", "per_class_valid.csv"]
+    expected = ["predictions_test.csv", "per_class_test.csv", "per_class_valid.csv"]
     expected += [name.format(split) for name in figures for split in ("test", "valid")]
     assert sorted(p.name for p in plots.iterdir()) == sorted(expected)
+    header, *rows = (plots / "predictions_test.csv").read_text().splitlines()
+    assert header == "label,predicted,confidence" and len(rows) == TEST_ROWS
+    accuracy = sum(row.split(",")[0] == row.split(",")[1] for row in rows) / len(rows)
+    assert accuracy == pytest.approx(values["test"]["accuracy"])
+    assert all(re.fullmatch(r"\d,\d,[01]\.\d{4}", row) for row in rows)
     _assert_declared_metrics_hold_signal_only(tmp_path)
 
 

@@ -185,7 +185,7 @@ def _assert_plots_diff_html(repo, out, old_rev, new_rev):
     specs = re.findall(r"var spec = (\{.*?\});\n", html, re.S)
     by_title = {json.loads(s)["title"]["text"]: json.loads(s) for s in specs}
     # The curves hold train and valid columns per epoch (the legend says train / valid).
-    fields = {"Loss": "valid", "Accuracy": "valid", "Confusion matrix (test)": "actual"}
+    fields = {"Loss": "valid", "Accuracy": "valid", "Confusion matrix (test)": "label"}
     assert set(fields) <= set(by_title)
     for title, field in fields.items():
         rows = by_title[title]["data"]["values"]

@@ -1,8 +1,10 @@
 """Evaluate a model on each split and write what reviewers read and DVC diffs.
 
 Outputs (under the directory the stage is given):
-    confusion_test.csv             actual,predicted per test sample (DVC `confusion` template;
-                                   test only: it grows with the split and lives in git)
+    predictions_test.csv           label,predicted,confidence per test image (test only: it
+                                   grows with the split and lives in git): DVC's `confusion`
+                                   template reads it, and the review report compares two
+                                   revisions image by image with it
     per_class_<split>.csv          precision, recall, F1, support per class
     confusion_<split>.png          counts heatmap; confusion_<split>_normalized.png row shares
     reliability_<split>.png        reliability diagram
@@ -25,7 +27,8 @@ from mnist_pipeline.evaluate import figures as plots
 from mnist_pipeline.evaluate import metrics as ev
 from mnist_pipeline.fileio import atomic_dir, atomic_file, write_json
 
-CONFUSION_DATA_SPLITS = ("test",)
+PREDICTION_SPLITS = ("test",)
+CONFIDENCE_DECIMALS = 4
 
 
 @dataclass
@@ -94,10 +97,12 @@ def write_split_outputs(
     """The CSV tables and PNG figures of one split (file names in the module docstring)."""
     predicted = result.probs.argmax(dim=1)
     confusion = ev.confusion_matrix(result.labels, predicted, len(class_names))
-    if split in CONFUSION_DATA_SPLITS:
-        pairs = zip(result.labels.tolist(), predicted.tolist(), strict=True)
-        rows = [(class_names[actual], class_names[guess]) for actual, guess in pairs]
-        _write_csv(out_dir / f"confusion_{split}.csv", ["actual", "predicted"], rows)
+    if split in PREDICTION_SPLITS:
+        _write_csv(
+            out_dir / f"predictions_{split}.csv",
+            ["label", "predicted", "confidence"],
+            prediction_rows(result.labels, result.probs),
+        )
     scores = ev.per_class_scores(confusion)
     score_rows = [
         (
@@ -117,6 +122,14 @@ def write_split_outputs(
         path = out_dir / f"confusion_{split}{suffix}.png"
         plots.confusion_heatmap(confusion.numpy(), class_names, path, normalize, title)
     _write_uncertainty_figures(result, split, images, class_names, cfg, out_dir)
+
+
+def prediction_rows(labels: torch.Tensor, probs: torch.Tensor) -> list[tuple[int, int, str]]:
+    """(label, predicted, confidence) per image; labels are class indices, which DVC's
+    confusion template sorts in class order (it sorts values as text: fine up to 10 classes)."""
+    confidence, predicted = probs.max(dim=1)
+    rows = zip(labels.tolist(), predicted.tolist(), confidence.tolist(), strict=True)
+    return [(label, guess, f"{p:.{CONFIDENCE_DECIMALS}f}") for label, guess, p in rows]
 
 
 def _write_uncertainty_figures(
