@@ -45,7 +45,8 @@ bench: $(STAMP)
 report: $(STAMP)
 	$(BIN)/python scripts/report.py --rev $(or $(REV),HEAD) --params params.yaml \
 	  --metrics metrics/evaluate.json metrics/train/metrics.json \
-	  --figures metrics/evaluate --out report.md
+	  --figures metrics/evaluate --predictions metrics/evaluate/predictions_test.csv \
+	  --seeds metrics/seeds.json --out report.md
 
 # Re-pin the whole environment from what .venv holds now.
 lock: $(STAMP)

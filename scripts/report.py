@@ -4,7 +4,8 @@ git revision (default HEAD), ready to paste into a pull request.
 Example (what `make report` runs):
   python scripts/report.py --rev HEAD --params params.yaml \
       --metrics metrics/evaluate.json metrics/train/metrics.json \
-      --figures metrics/evaluate --out report.md
+      --figures metrics/evaluate --predictions metrics/evaluate/predictions_test.csv \
+      --seeds metrics/seeds.json --out report.md
 """
 
 import argparse
@@ -30,6 +31,10 @@ parser.add_argument(
 parser.add_argument(
     "--figures", type=Path, action="append", default=[], help="directory of PNG figures to link"
 )
+parser.add_argument(
+    "--predictions", type=Path, help="per-image test predictions CSV for the paired test"
+)
+parser.add_argument("--seeds", type=Path, help="multi-seed summary JSON (scripts/seeds.py)")
 parser.add_argument("--out", type=Path, help="Markdown file to write (default: stdout)")
 
 
@@ -72,6 +77,20 @@ def parse(text: str, path: Path) -> Any:
     return data
 
 
+def texts(rev: str, path: Path) -> tuple[str, str | None, str | None]:
+    """(path, text at rev, text in the workspace); None where the file is not there."""
+    workspace = path.read_text() if path.is_file() else None
+    return path.as_posix(), text_at(rev, path), workspace
+
+
+def parsed(rev: str, path: Path) -> tuple[str, Any, Any]:
+    """`texts`, parsed."""
+    name, old, new = texts(rev, path)
+    old_data = None if old is None else parse(old, path)
+    new_data = None if new is None else parse(new, path)
+    return name, old_data, new_data
+
+
 def parse_at(rev: str, path: Path) -> Any:
     text = text_at(rev, path)
     return None if text is None else parse(text, path)
@@ -96,7 +115,14 @@ def main(args: argparse.Namespace) -> None:
     old_metrics = {p.as_posix(): parse_at(args.rev, p) for p in args.metrics}
     params = (params_path.as_posix(), parse_at(args.rev, params_path), new_params)
     figures = figure_links(args.figures, args.out)
-    report = build_report(args.rev, title, params, old_metrics, new_metrics, figures)
+    predictions = None if args.predictions is None else texts(args.rev, args.predictions)
+    seeds = None if args.seeds is None else parsed(args.rev, args.seeds)
+    try:
+        report = build_report(
+            args.rev, title, params, old_metrics, new_metrics, figures, predictions, seeds
+        )
+    except ValueError as exc:  # a predictions or seeds file of an unknown layout
+        raise PipelineError(str(exc)) from exc
     if args.out is None:
         sys.stdout.write(report)
         return

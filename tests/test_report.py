@@ -14,12 +14,15 @@ from mnist_pipeline.review.report import (
     MISSING,
     build_report,
     changed_params,
+    correctness,
     figures_section,
     flatten,
     format_delta,
     format_value,
     markdown_table,
     metrics_rows,
+    seeds_section,
+    significance_section,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,6 +119,89 @@ def test_build_report_has_every_section_and_marks_a_file_missing_at_the_revision
     assert report.endswith("\n") and not report.endswith("\n\n")
 
 
+def _predictions(labels, predicted):
+    rows = [f"{a},{b},0.9000" for a, b in zip(labels, predicted, strict=True)]
+    return "label,predicted,confidence\n" + "\n".join(rows) + "\n"
+
+
+# 200 test images: the old model gets 150 right, the new one 170 (it fixes 30, breaks 10).
+LABELS = [i % 10 for i in range(200)]
+OLD_PREDICTED = [label if i < 150 else (label + 1) % 10 for i, label in enumerate(LABELS)]
+NEW_PREDICTED = [
+    (label + 1) % 10 if i < 10 else label if i < 180 else (label + 1) % 10
+    for i, label in enumerate(LABELS)
+]
+OLD_CSV, NEW_CSV = _predictions(LABELS, OLD_PREDICTED), _predictions(LABELS, NEW_PREDICTED)
+
+
+def test_correctness_reads_label_and_predicted_columns():
+    assert correctness(_predictions([1, 2, 3], [1, 0, 3])).tolist() == [True, False, True]
+    with pytest.raises(ValueError, match="expected label and predicted columns"):
+        correctness("actual,predicted\nT-shirt,Bag\n")
+
+
+def test_significance_section_gives_the_paired_verdict_and_both_accuracies():
+    text = significance_section("main", "p.csv", OLD_CSV, NEW_CSV)
+    assert text.startswith("### Is it real?\n")
+    assert "Paired on the same 200 test images (`p.csv`):" in text
+    assert "| test accuracy | 0.7500 | 0.8500 |" in text
+    assert "| right only here | 10 | 30 |" in text
+    # McNemar: 10 against 30 discordant images, two-sided p = 0.0022.
+    assert "**+10.00 points, 95% CI [" in text
+    assert "p = 0.0022: significant at 0.05 (new is better)**" in text
+
+
+def test_significance_section_says_which_side_lacks_predictions_in_one_line_each():
+    text = significance_section("main", "p.csv", None, NEW_CSV)
+    assert text.splitlines()[2:] == [
+        "`p.csv` is not in `main` (an older metrics layout, or no metrics): no paired test."
+    ]
+    both = significance_section("main", "p.csv", None, None).splitlines()
+    assert [line for line in both if line.startswith("`p.csv`")] == [
+        "`p.csv` is not in `main` (an older metrics layout, or no metrics): no paired test.",
+        "`p.csv` is not in workspace (an older metrics layout, or no metrics): no paired test.",
+    ]
+    shorter = significance_section("main", "p.csv", OLD_CSV, _predictions([1], [1]))
+    assert "different test sets (200 and 1 images" in shorter
+    with pytest.raises(ValueError, match=r"p\.csv: expected label and predicted"):
+        significance_section("main", "p.csv", "a,b\n1,2\n", NEW_CSV)
+
+
+def _seeds(mean):
+    stat = {"mean": mean, "std": 0.002, "min": mean - 0.003, "max": mean + 0.003, "n": 5}
+    return {"k": 5, "seeds": [0, 1, 2, 3, 4], "metrics": {"test.accuracy": stat}}
+
+
+def test_seeds_section_shows_mean_and_std_of_both_sides():
+    text = seeds_section("main", "s.json", _seeds(0.89), _seeds(0.9))
+    assert (
+        "| test.accuracy | 0.8900 ± 0.0020 (min 0.8870, max 0.8930, 5 seeds) "
+        "| 0.9000 ± 0.0020 (min 0.8970, max 0.9030, 5 seeds) |"
+    ) in text
+    missing = seeds_section("main", "s.json", None, _seeds(0.9))
+    assert missing.splitlines()[2:] == [
+        "`s.json` is not in `main`: no multi-seed summary there (`make seeds` writes it)."
+    ]
+    with pytest.raises(ValueError, match=r"s\.json: a metric is not mean/std/min/max/n"):
+        seeds_section("main", "s.json", {"metrics": {"x": {"mean": 1}}}, _seeds(0.9))
+
+
+def test_build_report_puts_is_it_real_before_the_metrics():
+    report = build_report(
+        "main",
+        "1a2b3c4 baseline",
+        ("params.yaml", {}, {}),
+        {"m.json": None},
+        {"m.json": {"test": {"accuracy": 0.85}}},
+        [],
+        ("p.csv", OLD_CSV, NEW_CSV),
+        ("s.json", None, None),
+    )
+    assert report.index("### Is it real?") < report.index("### Over seeds")
+    assert report.index("### Over seeds") < report.index("### Metrics")
+    assert "`m.json` (not in `main`)" in report
+
+
 # The CLI, in a throwaway git repository.
 
 
@@ -157,6 +243,38 @@ def test_cli_compares_the_workspace_with_a_revision(workspace):
     assert "[conf.png](../m/conf.png)" in report  # relative to the report's directory
     # Without --out it prints the report.
     assert _report(workspace, *args).stdout == report.replace("../m/", "m/")
+
+
+def test_cli_reports_what_it_can_against_a_revision_without_predictions_or_seeds(workspace):
+    (workspace / "m/predictions_test.csv").write_text(NEW_CSV)
+    (workspace / "m/seeds.json").write_text(json.dumps(_seeds(0.9)))
+    args = ["--metrics", "m/eval.json", "--predictions", "m/predictions_test.csv"]
+    result = _report(workspace, *args, "--seeds", "m/seeds.json")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "`m/predictions_test.csv` is not in `HEAD` (an older metrics layout, or no metrics): "
+        "no paired test."
+    ) in result.stdout
+    assert "`m/seeds.json` is not in `HEAD`: no multi-seed summary there" in result.stdout
+    assert "| test.accuracy | 0.8 | 0.9 | +0.1 |" in result.stdout  # the rest is still there
+
+
+def test_cli_compares_predictions_and_seeds_of_two_revisions(workspace):
+    (workspace / "m/predictions_test.csv").write_text(OLD_CSV)
+    (workspace / "m/seeds.json").write_text(json.dumps(_seeds(0.89)))
+    _git(workspace, "add", "-A")
+    _git(workspace, "commit", "-q", "-m", "with predictions")
+    (workspace / "m/predictions_test.csv").write_text(NEW_CSV)
+    (workspace / "m/seeds.json").write_text(json.dumps(_seeds(0.9)))
+    args = ["--metrics", "m/eval.json", "--predictions", "m/predictions_test.csv"]
+    result = _report(workspace, *args, "--seeds", "m/seeds.json")
+    assert result.returncode == 0, result.stderr
+    assert "p = 0.0022: significant at 0.05 (new is better)" in result.stdout
+    assert "| test.accuracy | 0.8900 ± 0.0020" in result.stdout
+    (workspace / "m/predictions_test.csv").write_text("actual,predicted\nBag,Bag\n")
+    bad = _report(workspace, *args)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+    assert "m/predictions_test.csv: expected label and predicted columns" in bad.stderr
 
 
 @pytest.mark.parametrize(
