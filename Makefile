@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Stage commands in dvc.yaml say `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro test test-fast lint format bench report lock clean
+.PHONY: install repro test test-fast lint format bench report seeds lock clean
 
 install: $(STAMP)
 
@@ -47,6 +47,11 @@ report: $(STAMP)
 	  --metrics metrics/evaluate.json metrics/train/metrics.json \
 	  --figures metrics/evaluate --predictions metrics/evaluate/predictions_test.csv \
 	  --seeds metrics/seeds.json --out report.md
+
+# Train the committed params with K seeds (default 5) in DVC's queue, one at a time, and
+# write their mean ± std to metrics/seeds.json (commit it; `make report` compares it).
+seeds: $(STAMP)
+	$(BIN)/python scripts/seeds.py --k $(or $(K),5) --out metrics/seeds.json
 
 # Re-pin the whole environment from what .venv holds now.
 lock: $(STAMP)

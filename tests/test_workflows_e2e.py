@@ -45,7 +45,7 @@ def repo(tmp_path_factory):
     """The pipeline (plus scripts/report.py) with small params, reproduced and committed."""
     fetch = write_local_source(tmp_path_factory.mktemp("source"), (1000, 200, 200), seed=7)
     repo = make_repo(tmp_path_factory.mktemp("workflows") / "repo", REPO)
-    copy_into(repo, REPO, "scripts/report.py")
+    copy_into(repo, REPO, "scripts/report.py", "scripts/seeds.py")
     set_params(repo, SMALL_PARAMS)
     set_params(repo, {"fetch": fetch})
     assert stages_run(run(repo, "dvc", "repro").stdout) == ALL_STAGES
@@ -128,6 +128,24 @@ def test_queued_grid_runs_four_experiments_and_the_best_one_is_committed(repo):
     shown = json.loads(run(repo, "dvc", "metrics", "show", "--json").stdout)
     assert shown[""]["data"]["metrics/evaluate.json"]["data"] == committed
     assert stages_run(run(repo, "dvc", "repro").stdout) == []  # the applied lock is complete
+
+
+def test_seeds_mode_trains_two_seeds_in_the_queue_and_writes_their_summary(repo):
+    try:
+        done = run(repo, "python", "scripts/seeds.py", "--k", "2", "--out", "metrics/seeds.json")
+    finally:
+        stop_queue_workers(repo)
+    assert "wrote metrics/seeds.json (2 seeds)" in done.stdout
+    summary = read_json(repo / "metrics/seeds.json")
+    assert summary["k"] == 2 and summary["seeds"] == [0, 1]
+    accuracy = summary["metrics"]["test.accuracy"]
+    assert accuracy["n"] == 2 and accuracy["min"] <= accuracy["mean"] <= accuracy["max"]
+    seeds_run = {p["seed"] for p, _ in head_experiments(repo).values()}
+    assert {0, 1} <= seeds_run
+    command = ["python", "scripts/report.py", "--metrics", *METRICS]
+    report = run(repo, *command, "--seeds", "metrics/seeds.json").stdout
+    assert "`metrics/seeds.json` is not in `HEAD`: no multi-seed summary there" in report
+    commit_all(repo, "seeds")
 
 
 def _assert_metrics_diff_lists_every_change(repo, *revs, old_rev, new_files):
