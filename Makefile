@@ -41,9 +41,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
 
-# A Markdown comparison of the workspace against REV (default HEAD) for a pull request.
+# A Markdown comparison of the workspace against REV for a pull request (default: the
+# merge-base with main off main; on main HEAD if params/metrics changed, else HEAD~1).
 report: $(STAMP)
-	$(BIN)/python scripts/report.py --rev $(or $(REV),HEAD) --params params.yaml \
+	$(BIN)/python scripts/report.py $(if $(REV),--rev $(REV)) --params params.yaml \
 	  --metrics metrics/evaluate.json metrics/train/metrics.json \
 	  --figures metrics/evaluate --predictions metrics/evaluate/predictions_test.csv \
 	  --seeds metrics/seeds.json --out report.md

@@ -1,6 +1,7 @@
 """The review report: Markdown from plain data (the library), and the CLI in a tiny git
 repository (git only, no dvc, so it stays fast)."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -202,6 +203,31 @@ def test_build_report_puts_is_it_real_before_the_metrics():
     assert "`m.json` (not in `main`)" in report
 
 
+def _load_script():
+    spec = importlib.util.spec_from_file_location("report_script", REPO / "scripts/report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("branch", "is_clean", "merge_base", "has_parent", "base"),
+    [
+        ("feature", True, "abc1234", True, "abc1234"),  # a pull request: all of the branch
+        ("feature", False, "abc1234", True, "abc1234"),  # ... and its uncommitted changes
+        (None, True, "abc1234", True, "abc1234"),  # detached HEAD off main
+        ("main", False, "abc1234", True, "HEAD"),  # on main, changed params/metrics
+        ("main", True, "abc1234", True, "HEAD~1"),  # on main, clean: the last commit
+        ("main", True, "abc1234", False, "HEAD"),  # ... unless it is the first one
+        ("feature", True, None, True, "HEAD~1"),  # no main branch: as on main
+        ("feature", False, None, True, "HEAD"),
+    ],
+)
+def test_choose_base(branch, is_clean, merge_base, has_parent, base):
+    rev, why = _load_script().choose_base(branch, "main", is_clean, merge_base, has_parent)
+    assert rev == base and why.startswith(f"`{base}`")
+
+
 # The CLI, in a throwaway git repository.
 
 
@@ -275,6 +301,40 @@ def test_cli_compares_predictions_and_seeds_of_two_revisions(workspace):
     bad = _report(workspace, *args)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1
     assert "m/predictions_test.csv: expected label and predicted columns" in bad.stderr
+
+
+def test_cli_without_rev_chooses_the_base_and_says_which(workspace):
+    args = ["--params", "params.yaml", "--metrics", "m/eval.json"]
+    # On main with changed params and metrics: HEAD.
+    report = _report(workspace, *args).stdout
+    assert report.splitlines()[0] == "## Workspace against `HEAD` (" + _head(workspace) + ")"
+    assert "Base: `HEAD`, as the workspace has uncommitted changes" in report
+    # On main, clean: the last commit against its parent.
+    _git(workspace, "add", "-A")
+    _git(workspace, "commit", "-q", "-m", "lr 0.01")
+    report = _report(workspace, *args).stdout
+    assert "`HEAD~1` (" in report.splitlines()[0] and "baseline" in report.splitlines()[0]
+    assert "| test.accuracy | 0.8 | 0.9 | +0.1 |" in report
+    # On a branch two commits past main: where it forked, whatever else is uncommitted.
+    fork = _head(workspace).split()[0]
+    _git(workspace, "checkout", "-q", "-b", "feature")
+    for accuracy in (0.95, 0.97):
+        (workspace / "m/eval.json").write_text(json.dumps({"test": {"accuracy": accuracy}}))
+        _git(workspace, "commit", "-q", "-am", f"accuracy {accuracy}")
+    (workspace / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 0.1}}))
+    report = _report(workspace, *args).stdout
+    assert report.splitlines()[0] == f"## Workspace against `{fork}` ({fork} lr 0.01)"
+    assert f"Base: `{fork}`, where this branch forked from `main`" in report
+    assert "| test.accuracy | 0.9 | 0.97 | +0.07 |" in report
+    # --rev still decides.
+    assert "Base: `HEAD~1`, as given (--rev)" in _report(workspace, *args, "--rev", "HEAD~1").stdout
+
+
+def _head(cwd: Path) -> str:
+    shown = subprocess.run(
+        ["git", "log", "-1", "--format=%h %s"], cwd=cwd, capture_output=True, text=True
+    )
+    return shown.stdout.strip()
 
 
 @pytest.mark.parametrize(

@@ -245,13 +245,17 @@ def build_report(
     figures: Sequence[str],
     predictions: tuple[str, str | None, str | None] | None = None,
     seeds: tuple[str, Mapping[str, Any] | None, Mapping[str, Any] | None] | None = None,
+    base_reason: str | None = None,
 ) -> str:
     """The whole report. `params` is (path, data at rev or None, workspace data);
     `rev_title` says which commit `rev` named (e.g. "1a2b3c4 Tune lr"). `predictions`
     (path, CSV text at rev, in the workspace) and `seeds` (path, seeds.json data at rev,
-    in the workspace), None where not there, add their sections."""
+    in the workspace), None where not there, add their sections; `base_reason` says why
+    `rev` is the base."""
     path, old_params, new_params = params
     sections = [f"## Workspace against `{rev}` ({rev_title})"]
+    if base_reason is not None:
+        sections.append(f"Base: {base_reason}.")
     if predictions is not None:
         sections.append(significance_section(rev, *predictions))
     if seeds is not None:
