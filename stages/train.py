@@ -18,7 +18,7 @@ from mnist_pipeline.model.networks import build_model, count_parameters, input_s
 from mnist_pipeline.runtime import configure_torch, resolve_device, run_info
 from mnist_pipeline.train import distributed, worker_errors
 from mnist_pipeline.train.loop import fit
-from mnist_pipeline.train.training_log import epoch_printer, write_training_log
+from mnist_pipeline.train.training_log import epoch_printer, learning_rates, write_training_log
 
 parser = stage_parser(__doc__)
 parser.add_argument("--data", required=True, type=Path, help="prepared data directory")
@@ -53,16 +53,18 @@ def main(args: argparse.Namespace) -> None:
         result = fit(model, train, valid, params.train, params.seed, epoch_printer(rank), rank)
         train_seconds = time.perf_counter() - started_s
         if rank.is_main:  # a failed save leaves no training log either
+            epochs_run = len(result.history)
             run = {
                 **run_info(device),
                 "world_size": rank.world_size,
-                "epochs_run": len(result.history),
+                "epochs_run": epochs_run,
                 "best_epoch": result.best_epoch,
                 "stopped_early": result.stopped_early,
             }
             classes = manifest["class_names"]
+            lrs = learning_rates(params.train, len(train[1]), rank.world_size, epochs_run)
             with atomic_dir(args.log_dir) as log_dir:
-                write_training_log(log_dir, result.history, result.best_epoch, train_seconds)
+                write_training_log(log_dir, result.history, result.best_epoch, train_seconds, lrs)
                 save_checkpoint(args.model, model, params.model, spec, classes, params, run)
             best_loss = result.history[result.best_epoch - 1]["valid/loss"]
             print(

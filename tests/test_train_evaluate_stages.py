@@ -65,6 +65,8 @@ def test_train_then_evaluate_round_trip(tmp_path, prepared):
     loss_rows = (live / "plots" / "loss.tsv").read_text().splitlines()
     assert loss_rows[0].split("\t") == ["epoch", "train", "valid"]
     assert [row.split("\t")[0] for row in loss_rows[1:]] == ["1", "2"]  # epochs count from 1
+    lr_rows = (live / "plots" / "lr.tsv").read_text().splitlines()
+    assert lr_rows[0] == "epoch\tlr" and len(lr_rows) == 1 + 2 * 6  # every step: 300 / 50
     timings = json.loads((live / "timings.json").read_text())
     assert len(timings["epoch_seconds"]) == 2 and timings["train_seconds"] > 0
     _, payload = load_checkpoint(model)

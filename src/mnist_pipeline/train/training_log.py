@@ -8,16 +8,19 @@ Files (in the log directory, written by rank 0 only):
     timings.json       train_seconds and per-epoch seconds (a plain output, not a metric)
     plots/loss.tsv     epoch, train, valid: one row per epoch (epochs count from 1)
     plots/accuracy.tsv epoch, train, valid
-    plots/lr.tsv       epoch, lr: the learning rate each epoch started with
+    plots/lr.tsv       epoch, lr: the learning rate of every optimizer step (every k-th on
+                       long runs), at epoch = steps done / steps per epoch
 """
 
 import csv
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from mnist_pipeline.config.params import TrainConfig
 from mnist_pipeline.fileio import atomic_file, write_json
 from mnist_pipeline.train.distributed import Rank
-from mnist_pipeline.train.loop import EpochLog
+from mnist_pipeline.train.loop import EpochLog, batch_starts
+from mnist_pipeline.train.optim import lr_per_step
 
 
 def print_epoch(log: EpochLog) -> None:
@@ -58,8 +61,20 @@ def curve_rows(history: Sequence[EpochLog], name: str) -> list[tuple[int, float,
     return [(int(log["epoch"]), log[f"train/{name}"], log[f"valid/{name}"]) for log in history]
 
 
+def learning_rates(
+    cfg: TrainConfig, train_rows: int, world_size: int, epochs_run: int
+) -> list[tuple[float, float]]:
+    """(epoch, lr) per optimizer step of the run, as `fit` stepped its schedule."""
+    steps_per_epoch = len(batch_starts(train_rows, cfg.batch_size, world_size))
+    return lr_per_step(cfg, steps_per_epoch, epochs_run)
+
+
 def write_training_log(
-    log_dir: Path, history: Sequence[EpochLog], best_epoch: int, train_seconds: float
+    log_dir: Path,
+    history: Sequence[EpochLog],
+    best_epoch: int,
+    train_seconds: float,
+    lr_points: Sequence[tuple[float, float]],
 ) -> None:
     """Every file of the module docstring into log_dir (the stage makes it atomic)."""
     write_json(log_dir / "metrics.json", summary_metrics(history, best_epoch))
@@ -67,7 +82,7 @@ def write_training_log(
     plots = log_dir / "plots"
     for name in ("loss", "accuracy"):
         write_tsv(plots / f"{name}.tsv", ["epoch", "train", "valid"], curve_rows(history, name))
-    lr_rows = [(int(log["epoch"]), log["lr"]) for log in history]
+    lr_rows = [(round(epoch, 4), lr) for epoch, lr in lr_points]
     write_tsv(plots / "lr.tsv", ["epoch", "lr"], lr_rows)
 
 
