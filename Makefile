@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Stage commands in dvc.yaml say `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro test test-fast lint format bench report seeds lock clean
+.PHONY: install repro test test-fast lint format bench report seeds plots lock clean
 
 install: $(STAMP)
 
@@ -54,6 +54,23 @@ report: $(STAMP)
 seeds: $(STAMP)
 	$(BIN)/python scripts/seeds.py --k $(or $(K),5) --out metrics/seeds.json
 
+# `dvc plots diff` (workspace against REV, default HEAD) as one page that works offline:
+# DVC's page loads Vega from a CDN, so this inlines pinned copies (npm tarballs fetched
+# once into .vega/, checked against scripts/vega.sha256) through --html-template.
+VEGA_DIR := .vega
+VEGA_PACKAGES := vega@5.33.1 vega-lite@5.23.0 vega-embed@6.29.0
+
+$(VEGA_DIR)/template.html: scripts/plots_template.py scripts/vega.sha256 $(STAMP)
+	mkdir -p $(VEGA_DIR)
+	cd $(VEGA_DIR) && npm pack --silent $(VEGA_PACKAGES) > /dev/null
+	cd $(VEGA_DIR) && for tarball in *.tgz; do \
+	  tar -xzf $$tarball --wildcards --strip-components=2 'package/build/*.min.js'; done
+	cd $(VEGA_DIR) && sha256sum --quiet -c $(CURDIR)/scripts/vega.sha256
+	$(BIN)/python scripts/plots_template.py --js-dir $(VEGA_DIR) --out $@
+
+plots: $(VEGA_DIR)/template.html
+	$(BIN)/dvc plots diff $(REV) --html-template $(VEGA_DIR)/template.html -o dvc_plots
+
 # Re-pin the whole environment from what .venv holds now.
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' | \
@@ -61,4 +78,4 @@ lock: $(STAMP)
 	mv requirements.lock.new requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VEGA_DIR) .pytest_cache .ruff_cache
