@@ -47,7 +47,9 @@ report: $(STAMP)
 	$(BIN)/python scripts/report.py $(if $(REV),--rev $(REV)) --params params.yaml \
 	  --metrics metrics/evaluate.json metrics/train/metrics.json \
 	  --figures metrics/evaluate --predictions metrics/evaluate/predictions_test.csv \
-	  --seeds metrics/seeds.json --out report.md
+	  --seeds metrics/seeds.json --per-class metrics/evaluate/per_class_test.csv \
+	  --curves metrics/train/plots/loss.tsv metrics/train/plots/accuracy.tsv \
+	  --images report --out report.md
 
 # Train the committed params with K seeds (default 5) in DVC's queue, one at a time, and
 # write their mean ± std to metrics/seeds.json (commit it; `make report` compares it).

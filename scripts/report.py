@@ -25,6 +25,7 @@ import yaml
 from mnist_pipeline.cli import run_stage, stage_parser
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import atomic_file
+from mnist_pipeline.review import report_figures
 from mnist_pipeline.review.report import build_report
 
 parser = stage_parser(__doc__.split("\n\n")[0])
@@ -42,6 +43,13 @@ parser.add_argument(
     "--predictions", type=Path, help="per-image test predictions CSV for the paired test"
 )
 parser.add_argument("--seeds", type=Path, help="multi-seed summary JSON (scripts/seeds.py)")
+parser.add_argument(
+    "--images", type=Path, help="folder for the PNGs the report embeds (both revisions in each)"
+)
+parser.add_argument(
+    "--curves", type=Path, nargs="*", default=[], help="training-log TSVs (epoch, train, valid)"
+)
+parser.add_argument("--per-class", type=Path, help="per-class scores CSV (class, ..., f1)")
 parser.add_argument("--out", type=Path, help="Markdown file to write (default: stdout)")
 
 
@@ -129,6 +137,11 @@ def texts(rev: str, path: Path) -> tuple[str, str | None, str | None]:
     return path.as_posix(), text_at(rev, path), workspace
 
 
+def both_sides(rev: str, path: Path | None) -> tuple[str | None, str | None]:
+    """(text at rev, text in the workspace) of an optional file."""
+    return (None, None) if path is None else texts(rev, path)[1:]
+
+
 def parsed(rev: str, path: Path) -> tuple[str, Any, Any]:
     """`texts`, parsed."""
     name, old, new = texts(rev, path)
@@ -153,6 +166,19 @@ def figure_links(folders: list[Path], out: Path | None) -> list[str]:
     return [Path(os.path.relpath(p, base)).as_posix() for p in pngs]
 
 
+def render_images(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The embedded PNGs into --images; (title, path relative to the report) of each."""
+    if args.images is None:
+        return []
+    curves = {path.stem: both_sides(args.rev, path) for path in args.curves}
+    predictions = both_sides(args.rev, args.predictions)
+    per_class = both_sides(args.rev, args.per_class)
+    labels = (args.rev, "workspace")
+    written = report_figures.render_all(args.images, labels, curves, predictions, per_class)
+    base = args.out.parent if args.out is not None else Path()
+    return [(title, Path(os.path.relpath(path, base)).as_posix()) for title, path in written]
+
+
 def main(args: argparse.Namespace) -> None:
     compared = [Path(args.params), *args.metrics, *args.figures]
     compared += [p for p in (args.predictions, args.seeds) if p is not None]
@@ -170,8 +196,18 @@ def main(args: argparse.Namespace) -> None:
     predictions = None if args.predictions is None else texts(args.rev, args.predictions)
     seeds = None if args.seeds is None else parsed(args.rev, args.seeds)
     try:
+        images = render_images(args)
         report = build_report(
-            args.rev, title, params, old_metrics, new_metrics, figures, predictions, seeds, why
+            args.rev,
+            title,
+            params,
+            old_metrics,
+            new_metrics,
+            figures,
+            predictions,
+            seeds,
+            why,
+            images,
         )
     except ValueError as exc:  # a predictions or seeds file of an unknown layout
         raise PipelineError(str(exc)) from exc

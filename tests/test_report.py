@@ -337,6 +337,23 @@ def _head(cwd: Path) -> str:
     return shown.stdout.strip()
 
 
+def test_cli_embeds_side_by_side_images_next_to_the_report(workspace):
+    (workspace / "m/predictions_test.csv").write_text(NEW_CSV)
+    (workspace / "m/loss.tsv").write_text("epoch\ttrain\tvalid\n1\t0.9\t0.8\n2\t0.5\t0.6\n")
+    args = ["--metrics", "m/eval.json", "--predictions", "m/predictions_test.csv"]
+    args += ["--curves", "m/loss.tsv", "--images", "out/report", "--out", "out/report.md"]
+    result = _report(workspace, *args)
+    assert result.returncode == 0, result.stderr
+    report = (workspace / "out/report.md").read_text()
+    assert "![training curves](report/training_curves.png)" in report
+    assert "![test confusion matrices](report/confusion_test.png)" in report
+    assert "per_class_f1" not in report  # no per-class table on either side: no figure
+    assert sorted(p.name for p in (workspace / "out/report").iterdir()) == [
+        "confusion_test.png",
+        "training_curves.png",
+    ]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -144,6 +144,12 @@ def params_section(
     return f"### Params\n\n`{path}`\n\n{table}"
 
 
+def images_section(images: Sequence[tuple[str, str]]) -> str:
+    """Embedded images (title, path relative to the report), both revisions in each."""
+    shown = "\n\n".join(f"![{title}]({path})" for title, path in images)
+    return f"### Side by side\n\n{shown}"
+
+
 def figures_section(figures: Sequence[str]) -> str:
     """Links to the figures, paths as given (relative to where the report is read)."""
     if not figures:
@@ -246,12 +252,13 @@ def build_report(
     predictions: tuple[str, str | None, str | None] | None = None,
     seeds: tuple[str, Mapping[str, Any] | None, Mapping[str, Any] | None] | None = None,
     base_reason: str | None = None,
+    images: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The whole report. `params` is (path, data at rev or None, workspace data);
     `rev_title` says which commit `rev` named (e.g. "1a2b3c4 Tune lr"). `predictions`
     (path, CSV text at rev, in the workspace) and `seeds` (path, seeds.json data at rev,
     in the workspace), None where not there, add their sections; `base_reason` says why
-    `rev` is the base."""
+    `rev` is the base; `images` (title, path) are embedded before the figure links."""
     path, old_params, new_params = params
     sections = [f"## Workspace against `{rev}` ({rev_title})"]
     if base_reason is not None:
@@ -263,6 +270,8 @@ def build_report(
     sections += [
         metrics_section(rev, old_metrics, new_metrics),
         params_section(rev, path, old_params, new_params),
-        figures_section(figures),
     ]
+    if images:
+        sections.append(images_section(images))
+    sections.append(figures_section(figures))
     return "\n\n".join(sections) + "\n"
