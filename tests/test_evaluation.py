@@ -72,8 +72,9 @@ def test_entropy_and_accuracy_at_coverage():
     uncertainty = torch.tensor([0.1, 0.2, 0.9, 0.3])
     assert ev.accuracy_at_coverage(correct, uncertainty, 0.5) == 1.0
     assert ev.accuracy_at_coverage(correct, uncertainty, 0.75) == pytest.approx(2 / 3)
-    fractions, accuracies = ev.rejection_curve(correct, uncertainty, steps=4)
-    assert fractions[0] == 0 and accuracies[0] == 0.5
+    coverage, accuracy = ev.accuracy_coverage(correct, uncertainty)
+    assert coverage.tolist() == [0.25, 0.5, 0.75, 1.0]
+    assert accuracy.tolist() == pytest.approx([1.0, 1.0, 2 / 3, 0.5])  # 0.1, 0.2, 0.3, 0.9
 
 
 def test_most_confident_errors_come_first():
