@@ -3,7 +3,7 @@
 Runs `stages/train.py` as DVC would, with the default params except the epochs,
 in turn as: 1 process x 2 threads, 2 processes x 1 thread (the two ways to use
 this 2-core machine), and 1 process x 1 thread for reference. Reports the
-median epoch seconds (train + valid pass, from the dvclive log), train samples
+median epoch seconds (train + valid pass, from the training log), train samples
 per second, the stage's wall time (including torchrun's start-up) and the
 final validation accuracy. Synthetic full-size data by default; `--raw DIR`
 for a real data set as the fetch stage leaves it. Needs PYTHONPATH=src.
@@ -66,7 +66,7 @@ def run_layout(
         str(data),
         "--model",
         str(out / "model.pt"),
-        "--live",
+        "--log-dir",
         str(out / "live"),
     ]
     load = ts.load_start(f"train {processes} x {threads}")
@@ -74,8 +74,8 @@ def run_layout(
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
     wall_s = time.perf_counter() - started
-    logs = out / "live" / "plots" / "metrics"
-    epoch_s = statistics.median(_column(logs / "epoch_seconds.tsv"))
+    timings = json.loads((out / "live" / "timings.json").read_text())
+    epoch_s = statistics.median(timings["epoch_seconds"])
     rows = json.loads((data / "manifest.json").read_text())["splits"]["train"]["rows"]
     return {
         "processes": processes,
@@ -83,14 +83,16 @@ def run_layout(
         "epoch_s": epoch_s,
         "samples_per_s": rows / epoch_s,
         "stage_wall_s": wall_s,
-        "valid_accuracy": _column(logs / "valid" / "accuracy.tsv")[-1],
+        "valid_accuracy": _column(out / "live" / "plots" / "accuracy.tsv", "valid")[-1],
         "load": [load, ts.load_now()],
     }
 
 
-def _column(tsv: Path) -> list[float]:
-    lines = tsv.read_text().splitlines()[1:]  # header: step, <metric>
-    return [float(line.split("\t")[1]) for line in lines]
+def _column(tsv: Path, name: str) -> list[float]:
+    """The column `name` of a training-log TSV (header: epoch, train, valid)."""
+    header, *lines = tsv.read_text().splitlines()
+    index = header.split("\t").index(name)
+    return [float(line.split("\t")[index]) for line in lines]
 
 
 def run(

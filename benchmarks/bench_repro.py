@@ -5,7 +5,7 @@ directory (fetch.source, with its md5s as fetch.checksums): full-size
 synthetic MNIST by default, or `--raw DIR` (for Fashion-MNIST also set
 --dataset). After the repro the evaluate stage's command runs once more on
 its own, for the evaluate timing; train_seconds comes from the train stage's
-dvclive summary. Needs PYTHONPATH=src (or make install), git and dvc.
+timings.json. Needs PYTHONPATH=src (or make install), git and dvc.
 
     .venv/bin/python -m benchmarks.bench_repro
 """
@@ -58,8 +58,8 @@ def run(
         output = run_in(repo, "dvc", "repro").stdout
         result = {"data": description["dataset"], "repro_seconds": time.perf_counter() - started}
         result["stages_run"] = stages_run(output)
-        train_summary = read_json(repo / "metrics/train/metrics.json", RERUN)
-        result["train_seconds"] = train_summary["train_seconds"]
+        train_timings = read_json(repo / "metrics/train/timings.json", RERUN)
+        result["train_seconds"] = train_timings["train_seconds"]
         result["evaluate_seconds"] = time_stage(repo, "evaluate")
         evaluation = read_json(repo / "metrics/evaluate.json", RERUN)
         result["test_accuracy"] = evaluation["test"]["accuracy"]

@@ -1,4 +1,4 @@
-"""Train the classifier that params.yaml describes; write the checkpoint and dvclive logs.
+"""Train the classifier that params.yaml describes; write the checkpoint and the training log.
 
 With distributed.nproc_per_node * nnodes > 1 this script starts torchrun, which
 runs it once per rank; rank 0 alone prints progress and writes the outputs.
@@ -12,17 +12,20 @@ from pathlib import Path
 from mnist_pipeline.cli import run_stage, stage_parser
 from mnist_pipeline.config.params import load_params
 from mnist_pipeline.data.prepared import load_splits, read_manifest
+from mnist_pipeline.fileio import atomic_dir
 from mnist_pipeline.model.checkpoint import save_checkpoint
 from mnist_pipeline.model.networks import build_model, count_parameters, input_spec_from_manifest
 from mnist_pipeline.runtime import configure_torch, resolve_device, run_info
 from mnist_pipeline.train import distributed, worker_errors
-from mnist_pipeline.train.live_log import epoch_logger
 from mnist_pipeline.train.loop import fit
+from mnist_pipeline.train.training_log import epoch_printer, learning_rates, write_training_log
 
 parser = stage_parser(__doc__)
 parser.add_argument("--data", required=True, type=Path, help="prepared data directory")
 parser.add_argument("--model", required=True, type=Path, help="checkpoint to write")
-parser.add_argument("--live", required=True, type=Path, help="dvclive directory (metrics, plots)")
+parser.add_argument(
+    "--log-dir", required=True, type=Path, help="training log directory (metrics, plots)"
+)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -46,21 +49,23 @@ def main(args: argparse.Namespace) -> None:
         )
     started_s = time.perf_counter()
     group = distributed.process_group(rank, device, params.distributed.timeout_s)
-    with group, epoch_logger(args.live, rank) as log_epoch:
-        result = fit(model, train, valid, params.train, params.seed, log_epoch, rank)
-        log_epoch.summary(
-            best_epoch=result.best_epoch, train_seconds=time.perf_counter() - started_s
-        )
-        if rank.is_main:  # inside the block: a failed save leaves no dvclive logs either
+    with group:
+        result = fit(model, train, valid, params.train, params.seed, epoch_printer(rank), rank)
+        train_seconds = time.perf_counter() - started_s
+        if rank.is_main:  # a failed save leaves no training log either
+            epochs_run = len(result.history)
             run = {
                 **run_info(device),
                 "world_size": rank.world_size,
-                "epochs_run": len(result.history),
+                "epochs_run": epochs_run,
                 "best_epoch": result.best_epoch,
                 "stopped_early": result.stopped_early,
             }
             classes = manifest["class_names"]
-            save_checkpoint(args.model, model, params.model, spec, classes, params, run)
+            lrs = learning_rates(params.train, len(train[1]), rank.world_size, epochs_run)
+            with atomic_dir(args.log_dir) as log_dir:
+                write_training_log(log_dir, result.history, result.best_epoch, train_seconds, lrs)
+                save_checkpoint(args.model, model, params.model, spec, classes, params, run)
             best_loss = result.history[result.best_epoch - 1]["valid/loss"]
             print(
                 f"train: wrote {args.model} (best epoch {result.best_epoch}, "

@@ -1,6 +1,7 @@
 """The review report: Markdown from plain data (the library), and the CLI in a tiny git
 repository (git only, no dvc, so it stays fast)."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,12 +15,15 @@ from mnist_pipeline.review.report import (
     MISSING,
     build_report,
     changed_params,
+    correctness,
     figures_section,
     flatten,
     format_delta,
     format_value,
     markdown_table,
     metrics_rows,
+    seeds_section,
+    significance_section,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,6 +120,114 @@ def test_build_report_has_every_section_and_marks_a_file_missing_at_the_revision
     assert report.endswith("\n") and not report.endswith("\n\n")
 
 
+def _predictions(labels, predicted):
+    rows = [f"{a},{b},0.9000" for a, b in zip(labels, predicted, strict=True)]
+    return "label,predicted,confidence\n" + "\n".join(rows) + "\n"
+
+
+# 200 test images: the old model gets 150 right, the new one 170 (it fixes 30, breaks 10).
+LABELS = [i % 10 for i in range(200)]
+OLD_PREDICTED = [label if i < 150 else (label + 1) % 10 for i, label in enumerate(LABELS)]
+NEW_PREDICTED = [
+    (label + 1) % 10 if i < 10 else label if i < 180 else (label + 1) % 10
+    for i, label in enumerate(LABELS)
+]
+OLD_CSV, NEW_CSV = _predictions(LABELS, OLD_PREDICTED), _predictions(LABELS, NEW_PREDICTED)
+
+
+def test_correctness_reads_label_and_predicted_columns():
+    assert correctness(_predictions([1, 2, 3], [1, 0, 3])).tolist() == [True, False, True]
+    with pytest.raises(ValueError, match="expected label and predicted columns"):
+        correctness("actual,predicted\nT-shirt,Bag\n")
+
+
+def test_significance_section_gives_the_paired_verdict_and_both_accuracies():
+    text = significance_section("main", "p.csv", OLD_CSV, NEW_CSV)
+    assert text.startswith("### Is it real?\n")
+    assert "Paired on the same 200 test images (`p.csv`):" in text
+    assert "| test accuracy | 0.7500 | 0.8500 |" in text
+    assert "| right only here | 10 | 30 |" in text
+    # McNemar: 10 against 30 discordant images, two-sided p = 0.0022.
+    assert "**+10.00 points, 95% CI [" in text
+    assert "p = 0.0022: significant at 0.05 (new is better)**" in text
+
+
+def test_significance_section_says_which_side_lacks_predictions_in_one_line_each():
+    text = significance_section("main", "p.csv", None, NEW_CSV)
+    assert text.splitlines()[2:] == [
+        "`p.csv` is not in `main` (an older metrics layout, or no metrics): no paired test."
+    ]
+    both = significance_section("main", "p.csv", None, None).splitlines()
+    assert [line for line in both if line.startswith("`p.csv`")] == [
+        "`p.csv` is not in `main` (an older metrics layout, or no metrics): no paired test.",
+        "`p.csv` is not in workspace (an older metrics layout, or no metrics): no paired test.",
+    ]
+    shorter = significance_section("main", "p.csv", OLD_CSV, _predictions([1], [1]))
+    assert "different test sets (200 and 1 images" in shorter
+    with pytest.raises(ValueError, match=r"p\.csv: expected label and predicted"):
+        significance_section("main", "p.csv", "a,b\n1,2\n", NEW_CSV)
+
+
+def _seeds(mean):
+    stat = {"mean": mean, "std": 0.002, "min": mean - 0.003, "max": mean + 0.003, "n": 5}
+    return {"k": 5, "seeds": [0, 1, 2, 3, 4], "metrics": {"test.accuracy": stat}}
+
+
+def test_seeds_section_shows_mean_and_std_of_both_sides():
+    text = seeds_section("main", "s.json", _seeds(0.89), _seeds(0.9))
+    assert (
+        "| test.accuracy | 0.8900 ± 0.0020 (min 0.8870, max 0.8930, 5 seeds) "
+        "| 0.9000 ± 0.0020 (min 0.8970, max 0.9030, 5 seeds) |"
+    ) in text
+    missing = seeds_section("main", "s.json", None, _seeds(0.9))
+    assert missing.splitlines()[2:] == [
+        "`s.json` is not in `main`: no multi-seed summary there (`make seeds` writes it)."
+    ]
+    with pytest.raises(ValueError, match=r"s\.json: a metric is not mean/std/min/max/n"):
+        seeds_section("main", "s.json", {"metrics": {"x": {"mean": 1}}}, _seeds(0.9))
+
+
+def test_build_report_puts_is_it_real_before_the_metrics():
+    report = build_report(
+        "main",
+        "1a2b3c4 baseline",
+        ("params.yaml", {}, {}),
+        {"m.json": None},
+        {"m.json": {"test": {"accuracy": 0.85}}},
+        [],
+        ("p.csv", OLD_CSV, NEW_CSV),
+        ("s.json", None, None),
+    )
+    assert report.index("### Is it real?") < report.index("### Over seeds")
+    assert report.index("### Over seeds") < report.index("### Metrics")
+    assert "`m.json` (not in `main`)" in report
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("report_script", REPO / "scripts/report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("branch", "is_clean", "merge_base", "has_parent", "base"),
+    [
+        ("feature", True, "abc1234", True, "abc1234"),  # a pull request: all of the branch
+        ("feature", False, "abc1234", True, "abc1234"),  # ... and its uncommitted changes
+        (None, True, "abc1234", True, "abc1234"),  # detached HEAD off main
+        ("main", False, "abc1234", True, "HEAD"),  # on main, changed params/metrics
+        ("main", True, "abc1234", True, "HEAD~1"),  # on main, clean: the last commit
+        ("main", True, "abc1234", False, "HEAD"),  # ... unless it is the first one
+        ("feature", True, None, True, "HEAD~1"),  # no main branch: as on main
+        ("feature", False, None, True, "HEAD"),
+    ],
+)
+def test_choose_base(branch, is_clean, merge_base, has_parent, base):
+    rev, why = _load_script().choose_base(branch, "main", is_clean, merge_base, has_parent)
+    assert rev == base and why.startswith(f"`{base}`")
+
+
 # The CLI, in a throwaway git repository.
 
 
@@ -157,6 +269,89 @@ def test_cli_compares_the_workspace_with_a_revision(workspace):
     assert "[conf.png](../m/conf.png)" in report  # relative to the report's directory
     # Without --out it prints the report.
     assert _report(workspace, *args).stdout == report.replace("../m/", "m/")
+
+
+def test_cli_reports_what_it_can_against_a_revision_without_predictions_or_seeds(workspace):
+    (workspace / "m/predictions_test.csv").write_text(NEW_CSV)
+    (workspace / "m/seeds.json").write_text(json.dumps(_seeds(0.9)))
+    args = ["--metrics", "m/eval.json", "--predictions", "m/predictions_test.csv"]
+    result = _report(workspace, *args, "--seeds", "m/seeds.json")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "`m/predictions_test.csv` is not in `HEAD` (an older metrics layout, or no metrics): "
+        "no paired test."
+    ) in result.stdout
+    assert "`m/seeds.json` is not in `HEAD`: no multi-seed summary there" in result.stdout
+    assert "| test.accuracy | 0.8 | 0.9 | +0.1 |" in result.stdout  # the rest is still there
+
+
+def test_cli_compares_predictions_and_seeds_of_two_revisions(workspace):
+    (workspace / "m/predictions_test.csv").write_text(OLD_CSV)
+    (workspace / "m/seeds.json").write_text(json.dumps(_seeds(0.89)))
+    _git(workspace, "add", "-A")
+    _git(workspace, "commit", "-q", "-m", "with predictions")
+    (workspace / "m/predictions_test.csv").write_text(NEW_CSV)
+    (workspace / "m/seeds.json").write_text(json.dumps(_seeds(0.9)))
+    args = ["--metrics", "m/eval.json", "--predictions", "m/predictions_test.csv"]
+    result = _report(workspace, *args, "--seeds", "m/seeds.json")
+    assert result.returncode == 0, result.stderr
+    assert "p = 0.0022: significant at 0.05 (new is better)" in result.stdout
+    assert "| test.accuracy | 0.8900 ± 0.0020" in result.stdout
+    (workspace / "m/predictions_test.csv").write_text("actual,predicted\nBag,Bag\n")
+    bad = _report(workspace, *args)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+    assert "m/predictions_test.csv: expected label and predicted columns" in bad.stderr
+
+
+def test_cli_without_rev_chooses_the_base_and_says_which(workspace):
+    args = ["--params", "params.yaml", "--metrics", "m/eval.json"]
+    # On main with changed params and metrics: HEAD.
+    report = _report(workspace, *args).stdout
+    assert report.splitlines()[0] == "## Workspace against `HEAD` (" + _head(workspace) + ")"
+    assert "Base: `HEAD`, as the workspace has uncommitted changes" in report
+    # On main, clean: the last commit against its parent.
+    _git(workspace, "add", "-A")
+    _git(workspace, "commit", "-q", "-m", "lr 0.01")
+    report = _report(workspace, *args).stdout
+    assert "`HEAD~1` (" in report.splitlines()[0] and "baseline" in report.splitlines()[0]
+    assert "| test.accuracy | 0.8 | 0.9 | +0.1 |" in report
+    # On a branch two commits past main: where it forked, whatever else is uncommitted.
+    fork = _head(workspace).split()[0]
+    _git(workspace, "checkout", "-q", "-b", "feature")
+    for accuracy in (0.95, 0.97):
+        (workspace / "m/eval.json").write_text(json.dumps({"test": {"accuracy": accuracy}}))
+        _git(workspace, "commit", "-q", "-am", f"accuracy {accuracy}")
+    (workspace / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 0.1}}))
+    report = _report(workspace, *args).stdout
+    assert report.splitlines()[0] == f"## Workspace against `{fork}` ({fork} lr 0.01)"
+    assert f"Base: `{fork}`, where this branch forked from `main`" in report
+    assert "| test.accuracy | 0.9 | 0.97 | +0.07 |" in report
+    # --rev still decides.
+    assert "Base: `HEAD~1`, as given (--rev)" in _report(workspace, *args, "--rev", "HEAD~1").stdout
+
+
+def _head(cwd: Path) -> str:
+    shown = subprocess.run(
+        ["git", "log", "-1", "--format=%h %s"], cwd=cwd, capture_output=True, text=True
+    )
+    return shown.stdout.strip()
+
+
+def test_cli_embeds_side_by_side_images_next_to_the_report(workspace):
+    (workspace / "m/predictions_test.csv").write_text(NEW_CSV)
+    (workspace / "m/loss.tsv").write_text("epoch\ttrain\tvalid\n1\t0.9\t0.8\n2\t0.5\t0.6\n")
+    args = ["--metrics", "m/eval.json", "--predictions", "m/predictions_test.csv"]
+    args += ["--curves", "m/loss.tsv", "--images", "out/report", "--out", "out/report.md"]
+    result = _report(workspace, *args)
+    assert result.returncode == 0, result.stderr
+    report = (workspace / "out/report.md").read_text()
+    assert "![training curves](report/training_curves.png)" in report
+    assert "![test confusion matrices](report/confusion_test.png)" in report
+    assert "per_class_f1" not in report  # no per-class table on either side: no figure
+    assert sorted(p.name for p in (workspace / "out/report").iterdir()) == [
+        "confusion_test.png",
+        "training_curves.png",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -3,18 +3,21 @@ and bad input ends in one stderr line, a non-zero exit and no output."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from mnist_pipeline.model.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow  # every test runs a stage script as a subprocess
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_ROWS = 60  # the `prepared` fixture's test split
 PARAMS = """
 seed: 3
 model: {name: mlp, hidden_sizes: [16], dropout: 0.2}
@@ -33,7 +36,7 @@ def _stage(name, tmp_path, params_text, *args):
 
 def _train(tmp_path, prepared, params_text=PARAMS):
     model, live = tmp_path / "models" / "model.pt", tmp_path / "metrics" / "train"
-    args = ["--data", str(prepared), "--model", str(model), "--live", str(live)]
+    args = ["--data", str(prepared), "--model", str(model), "--log-dir", str(live)]
     return _stage("train", tmp_path, params_text, *args), model, live
 
 
@@ -57,8 +60,15 @@ def test_train_then_evaluate_round_trip(tmp_path, prepared):
     assert result.returncode == 0, result.stderr
     assert "valid loss" in result.stdout  # printed each epoch, as the tutorial does
     summary = json.loads((live / "metrics.json").read_text())
-    assert summary["step"] == 1 and "valid" in summary and summary["best_epoch"] == 2
-    assert (live / "plots" / "metrics" / "valid" / "loss.tsv").read_text().count("\n") == 3
+    assert summary["best_epoch"] == 2 and summary["epochs_run"] == 2
+    assert set(summary["train"]) == {"loss", "accuracy"}
+    loss_rows = (live / "plots" / "loss.tsv").read_text().splitlines()
+    assert loss_rows[0].split("\t") == ["epoch", "train", "valid"]
+    assert [row.split("\t")[0] for row in loss_rows[1:]] == ["1", "2"]  # epochs count from 1
+    lr_rows = (live / "plots" / "lr.tsv").read_text().splitlines()
+    assert lr_rows[0] == "epoch\tlr" and len(lr_rows) == 1 + 2 * 6  # every step: 300 / 50
+    timings = json.loads((live / "timings.json").read_text())
+    assert len(timings["epoch_seconds"]) == 2 and timings["train_seconds"] > 0
     _, payload = load_checkpoint(model)
     assert payload["run"]["epochs_run"] == 2 and payload["run"]["threads"] == 1
     assert payload["params"]["train"]["epochs"] == 2
@@ -84,9 +94,51 @@ def test_train_then_evaluate_round_trip(tmp_path, prepared):
         "uncertainty_{}.png",
         "worst_{}.png",
     ]
-    expected = ["confusion_test.csv", "per_class_test.csv", "per_class_valid.csv"]
+    expected = ["predictions_test.csv", "per_class_test.csv", "per_class_valid.csv"]
     expected += [name.format(split) for name in figures for split in ("test", "valid")]
     assert sorted(p.name for p in plots.iterdir()) == sorted(expected)
+    header, *rows = (plots / "predictions_test.csv").read_text().splitlines()
+    assert header == "label,predicted,confidence" and len(rows) == TEST_ROWS
+    accuracy = sum(row.split(",")[0] == row.split(",")[1] for row in rows) / len(rows)
+    assert accuracy == pytest.approx(values["test"]["accuracy"])
+    assert all(re.fullmatch(r"\d,\d,[01]\.\d{4}", row) for row in rows)
+    _assert_declared_metrics_hold_signal_only(tmp_path)
+
+
+# Parts of a metric's name that mark it as bookkeeping, not a result of the model.
+NOT_SIGNAL = ("seconds", "time", "step", "lr")
+
+
+def _assert_declared_metrics_hold_signal_only(root):
+    """Every metrics file dvc.yaml declares (as written under `root`) holds results only,
+    each once: no timings, learning rate or step counter, no `nll` (equal to `loss`), and
+    the validation numbers in evaluate.json alone."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    declared = [
+        path if isinstance(path, str) else next(iter(path))
+        for stage in stages.values()
+        for path in stage.get("metrics", [])
+    ]
+    assert sorted(declared) == ["metrics/evaluate.json", "metrics/train/metrics.json"]
+    names_by_file = {path: _leaf_names(json.loads((root / path).read_text())) for path in declared}
+    for path, names in names_by_file.items():
+        for name in names:
+            assert not any(part in name for part in NOT_SIGNAL), f"{path}: {name}"
+            assert "nll" not in name, f"{path}: {name} duplicates loss"
+    all_names = [name for names in names_by_file.values() for name in names]
+    assert len(all_names) == len(set(all_names)), "a metric in two files"
+    train_names = names_by_file["metrics/train/metrics.json"]
+    assert not any(name.startswith("valid.") for name in train_names)
+
+
+def _leaf_names(tree, prefix=""):
+    names = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            names += _leaf_names(value, f"{prefix}{key}.")
+        else:
+            names.append(f"{prefix}{key}")
+    return names
 
 
 def test_evaluate_without_dropout_says_so(tmp_path, prepared):
@@ -144,4 +196,4 @@ def test_training_that_diverges_leaves_no_logs_or_checkpoint(tmp_path, prepared)
     result, model, live = _train(tmp_path, prepared, diverging)
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert "training diverged" in result.stderr
-    assert not model.exists() and not list(live.parent.iterdir())  # no temporary dirs either
+    assert not model.exists() and not live.parent.exists()  # no temporary dirs either

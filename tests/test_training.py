@@ -11,7 +11,7 @@ from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.runtime import configure_torch, resolve_device
 from mnist_pipeline.testing.synthetic import make_images
 from mnist_pipeline.train.loop import batch_starts, fit
-from mnist_pipeline.train.optim import make_optimizer, make_scheduler
+from mnist_pipeline.train.optim import MAX_LR_POINTS, lr_per_step, make_optimizer, make_scheduler
 
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
 FAST = TrainConfig(
@@ -211,3 +211,27 @@ def test_hand_written_gradients_only_where_they_are_exact():
     assert not uses_manual_step(mlp, dataclasses.replace(FAST, compile=True), single)
     assert not uses_manual_step(mlp, FAST, Rank(0, 0, 2))  # DDP needs autograd's hooks
     assert not uses_manual_step(build_model(ModelConfig(name="cnn"), SPEC), FAST, single)
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "step", "constant"])
+def test_the_replayed_lr_schedule_matches_what_training_used(data, schedule):
+    """The per-step lr plot replays the schedule after training; at each epoch start it
+    must give the lr `fit` logged, and its last point the last step's lr."""
+    cfg = dataclasses.replace(FAST, schedule=schedule, step_epochs=1, gamma=0.5)
+    _, result = _train(data, cfg=cfg)
+    steps_per_epoch = len(batch_starts(500, cfg.batch_size))
+    points = lr_per_step(cfg, steps_per_epoch, len(result.history))
+    assert len(points) == cfg.epochs * steps_per_epoch  # few steps: every one
+    by_epoch = dict(points)
+    for log in result.history:
+        assert by_epoch[log["epoch"] - 1] == log["lr"], log["epoch"]
+    assert points[-1][0] == pytest.approx(cfg.epochs - 1 / steps_per_epoch)
+
+
+def test_a_long_schedule_keeps_at_most_500_points_and_its_shape():
+    cfg = dataclasses.replace(FAST, epochs=40, warmup_fraction=0.25)
+    points = lr_per_step(cfg, 196, 40)
+    assert 400 < len(points) <= MAX_LR_POINTS
+    peak_epoch, peak = max(points, key=lambda point: point[1])
+    assert peak == pytest.approx(cfg.lr, rel=1e-3) and 9 < peak_epoch < 11  # a quarter in
+    assert points[0][1] < cfg.lr / 10 and points[-1][1] < cfg.lr / 1000

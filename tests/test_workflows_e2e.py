@@ -45,7 +45,7 @@ def repo(tmp_path_factory):
     """The pipeline (plus scripts/report.py) with small params, reproduced and committed."""
     fetch = write_local_source(tmp_path_factory.mktemp("source"), (1000, 200, 200), seed=7)
     repo = make_repo(tmp_path_factory.mktemp("workflows") / "repo", REPO)
-    copy_into(repo, REPO, "scripts/report.py")
+    copy_into(repo, REPO, "scripts/report.py", "scripts/seeds.py")
     set_params(repo, SMALL_PARAMS)
     set_params(repo, {"fetch": fetch})
     assert stages_run(run(repo, "dvc", "repro").stdout) == ALL_STAGES
@@ -130,6 +130,24 @@ def test_queued_grid_runs_four_experiments_and_the_best_one_is_committed(repo):
     assert stages_run(run(repo, "dvc", "repro").stdout) == []  # the applied lock is complete
 
 
+def test_seeds_mode_trains_two_seeds_in_the_queue_and_writes_their_summary(repo):
+    try:
+        done = run(repo, "python", "scripts/seeds.py", "--k", "2", "--out", "metrics/seeds.json")
+    finally:
+        stop_queue_workers(repo)
+    assert "wrote metrics/seeds.json (2 seeds)" in done.stdout
+    summary = read_json(repo / "metrics/seeds.json")
+    assert summary["k"] == 2 and summary["seeds"] == [0, 1]
+    accuracy = summary["metrics"]["test.accuracy"]
+    assert accuracy["n"] == 2 and accuracy["min"] <= accuracy["mean"] <= accuracy["max"]
+    seeds_run = {p["seed"] for p, _ in head_experiments(repo).values()}
+    assert {0, 1} <= seeds_run
+    command = ["python", "scripts/report.py", "--metrics", *METRICS]
+    report = run(repo, *command, "--seeds", "metrics/seeds.json").stdout
+    assert "`metrics/seeds.json` is not in `HEAD`: no multi-seed summary there" in report
+    commit_all(repo, "seeds")
+
+
 def _assert_metrics_diff_lists_every_change(repo, *revs, old_rev, new_files):
     """`dvc metrics diff` names every changed number (`test.accuracy`, ...) with both values."""
     diff = json.loads(run(repo, "dvc", "metrics", "diff", "--json", *revs).stdout)
@@ -184,7 +202,8 @@ def _assert_plots_diff_html(repo, out, old_rev, new_rev):
     html = (out / "index.html").read_text()
     specs = re.findall(r"var spec = (\{.*?\});\n", html, re.S)
     by_title = {json.loads(s)["title"]["text"]: json.loads(s) for s in specs}
-    fields = {"Loss": "loss", "Accuracy": "accuracy", "Confusion matrix (test)": "actual"}
+    # The curves hold train and valid columns per epoch (the legend says train / valid).
+    fields = {"Loss": "valid", "Accuracy": "valid", "Confusion matrix (test)": "label"}
     assert set(fields) <= set(by_title)
     for title, field in fields.items():
         rows = by_title[title]["data"]["values"]
@@ -221,10 +240,10 @@ def test_a_fresh_clone_without_cache_or_data_reproduces_the_committed_results(re
     ran = stages_run(run(clone, "dvc", "repro").stdout)
     assert lock_out_md5(clone, "train", MODEL) == lock_out_md5(repo, "train", MODEL)
     assert ran == ["fetch", "prepare", "train"]
-    # Forced, evaluate works in the clone too and gives the committed numbers; of the
-    # training log only the timings differ.
+    # Forced, evaluate works in the clone too and gives the committed numbers; the
+    # metrics hold no timings, so no metric differs at all.
     forced = run(clone, "dvc", "repro", "--force", "--single-item", "evaluate")
     assert stages_run(forced.stdout) == ["evaluate"]
     diff = json.loads(run(clone, "dvc", "metrics", "diff", "--json").stdout)
     assert not diff.get("metrics/evaluate.json")
-    assert set(diff.get("metrics/train/metrics.json", {})) <= {"epoch_seconds", "train_seconds"}
+    assert not diff.get("metrics/train/metrics.json")

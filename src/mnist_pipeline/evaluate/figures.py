@@ -1,4 +1,4 @@
-"""PNG figures for review: confusion heatmaps, reliability, rejection, worst errors.
+"""PNG figures for review: confusion heatmaps, reliability, accuracy–coverage, worst errors.
 
 Uses matplotlib's object API (no pyplot), so no global state and no GUI
 backend is touched; every function takes data and a path and writes one PNG
@@ -24,21 +24,25 @@ def _save(fig: Figure, path: Path) -> None:
 def confusion_heatmap(
     confusion: np.ndarray, class_names: Sequence[str], path: Path, normalize: bool, title: str
 ) -> None:
-    """Heatmap of confusion (C, C) (rows actual); each cell shows its count
-    (and its share of the row when normalized): DVC's renderers show no numbers."""
+    """Heatmap of confusion (C, C) (rows actual); each non-zero cell shows its count, or
+    when normalized its share of the row in percent (DVC's renderers show no numbers).
+    Zero cells stay blank, so the few confusions that happen stand out."""
     counts = np.asarray(confusion, dtype=np.int64)
     row_totals = np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    shown = counts / row_totals if normalize else counts
+    shown = 100 * counts / row_totals if normalize else counts
     size = max(5.0, 0.6 * len(class_names) + 2)
     fig = Figure(figsize=(size, size))
     ax = fig.add_subplot()
-    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=100 if normalize else None)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("% of the actual class" if normalize else "images")
     threshold = shown.max() / 2 if shown.max() > 0 else 1
     for (row, col), count in np.ndenumerate(counts):
-        text = f"{shown[row, col]:.2f}\n({count})" if normalize else str(count)
+        if count == 0:
+            continue
+        text = f"{shown[row, col]:.1f}" if normalize else str(count)
         color = "white" if shown[row, col] > threshold else "black"
-        ax.text(col, row, text, ha="center", va="center", color=color, fontsize=7)
+        ax.text(col, row, text, ha="center", va="center", color=color, fontsize=8)
     ticks = range(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=45, ha="right")
     ax.set_yticks(ticks, class_names)
@@ -83,19 +87,27 @@ def reliability_diagram(table: dict[str, np.ndarray], ece: float, path: Path, ti
     _save(fig, path)
 
 
-def rejection_plot(
-    curves: dict[str, tuple[list[float], list[float]]], path: Path, title: str
-) -> None:
-    """Accuracy of the kept samples against the fraction rejected as most uncertain."""
-    fig = Figure(figsize=(6, 4.5))
+# (label, coverage (K,), accuracy (K,), area under the curve)
+CoverageCurve = tuple[str, np.ndarray, np.ndarray, float]
+MAX_CURVE_POINTS = 200  # the PNG cannot show more
+
+
+def coverage_plot(curves: Sequence[CoverageCurve], path: Path, title: str) -> None:
+    """Accuracy of the kept samples against the share kept (the most certain first), one
+    curve per uncertainty measure, its area under the curve in the legend: the higher
+    the curve, the better the measure tells right from wrong predictions."""
+    fig = Figure(figsize=(6.5, 4.8))
     ax = fig.add_subplot()
-    for label, (fractions, accuracies) in curves.items():
-        ax.plot(fractions, accuracies, marker="o", ms=3, label=label)
-    ax.set_xlabel("fraction rejected (most uncertain first)")
+    for label, coverage, accuracy, area in curves:
+        every = max(1, len(coverage) // MAX_CURVE_POINTS)
+        points = np.r_[np.arange(0, len(coverage), every), len(coverage) - 1]
+        ax.plot(coverage[points], accuracy[points], lw=1.6, label=f"{label} (AUC {area:.4f})")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("coverage (share of samples kept, most certain first)")
     ax.set_ylabel("accuracy on kept samples")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower left")
     _save(fig, path)
 
 

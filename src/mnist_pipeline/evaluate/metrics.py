@@ -72,7 +72,8 @@ def reliability_table(
 def classification_metrics(
     logits: torch.Tensor, labels: torch.Tensor, bins: int
 ) -> dict[str, float]:
-    """Loss, accuracy, macro F1, top-2 accuracy and calibration (ECE, NLL, Brier)."""
+    """Loss (the NLL: cross-entropy without label smoothing), accuracy, macro F1, top-2
+    accuracy and calibration (ECE, Brier)."""
     num_classes = logits.shape[1]
     probs = logits.softmax(dim=1)
     predicted = probs.argmax(dim=1)
@@ -86,7 +87,6 @@ def classification_metrics(
         "macro_f1": scores["f1"].mean().item(),
         "top2_accuracy": (top2 == labels[:, None]).any(dim=1).double().mean().item(),
         "ece": expected_calibration_error(probs, labels, bins),
-        "nll": nll,
         "brier": ((probs - one_hot) ** 2).sum(dim=1).mean().item(),
     }
 
@@ -125,8 +125,7 @@ def mc_dropout_metrics(mc_probs: torch.Tensor, labels: torch.Tensor) -> dict[str
     uncertainty that disagreement between dropout masks explains), accuracy at 90% coverage."""
     mean_probs = mc_probs.mean(dim=0)
     predictive_entropy = entropy(mean_probs)
-    expected_entropy = torch.stack([entropy(p) for p in mc_probs]).mean(dim=0)
-    mutual_info = (predictive_entropy - expected_entropy).clamp(min=0)
+    mutual_info = mutual_information(mc_probs)
     correct = mean_probs.argmax(dim=1) == labels
     return {
         "mc_accuracy": correct.double().mean().item(),
@@ -134,6 +133,13 @@ def mc_dropout_metrics(mc_probs: torch.Tensor, labels: torch.Tensor) -> dict[str
         "mc_mutual_info_mean": mutual_info.mean().item(),
         "mc_accuracy_at_90_coverage": accuracy_at_coverage(correct, predictive_entropy, COVERAGE),
     }
+
+
+def mutual_information(mc_probs: torch.Tensor) -> torch.Tensor:
+    """Per sample (N,): predictive entropy minus the mean entropy of the passes, the
+    part of the uncertainty that disagreement between dropout masks explains (>= 0)."""
+    expected_entropy = torch.stack([entropy(p) for p in mc_probs]).mean(dim=0)
+    return (entropy(mc_probs.mean(dim=0)) - expected_entropy).clamp(min=0)
 
 
 def accuracy_at_coverage(
@@ -145,13 +151,15 @@ def accuracy_at_coverage(
     return correct[order].double().mean().item()
 
 
-def rejection_curve(
-    correct: torch.Tensor, uncertainty: torch.Tensor, steps: int = 19
-) -> tuple[list[float], list[float]]:
-    """Accuracy of the kept samples when the most uncertain fraction is rejected,
-    for rejected fractions 0, 0.05, ..., 0.9 (steps points)."""
-    fractions = [i * 0.9 / (steps - 1) for i in range(steps)]
-    return fractions, [accuracy_at_coverage(correct, uncertainty, 1 - f) for f in fractions]
+def accuracy_coverage(
+    correct: torch.Tensor, uncertainty: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coverage k/N and the accuracy of the k least uncertain samples, for k = 1..N
+    (ties kept in input order). Its mean over k is the area under the curve."""
+    order = torch.sort(uncertainty, stable=True).indices
+    kept = torch.arange(1, len(correct) + 1, dtype=torch.float64)
+    accuracy = correct[order].double().cumsum(dim=0) / kept
+    return kept / len(correct), accuracy
 
 
 def most_confident_errors(probs: torch.Tensor, labels: torch.Tensor, count: int) -> torch.Tensor:

@@ -1,12 +1,14 @@
 """Evaluate a model on each split and write what reviewers read and DVC diffs.
 
 Outputs (under the directory the stage is given):
-    confusion_test.csv             actual,predicted per test sample (DVC `confusion` template;
-                                   test only: it grows with the split and lives in git)
+    predictions_test.csv           label,predicted,confidence per test image (test only: it
+                                   grows with the split and lives in git): DVC's `confusion`
+                                   template reads it, and the review report compares two
+                                   revisions image by image with it
     per_class_<split>.csv          precision, recall, F1, support per class
     confusion_<split>.png          counts heatmap; confusion_<split>_normalized.png row shares
     reliability_<split>.png        reliability diagram
-    uncertainty_<split>.png        accuracy vs fraction rejected by uncertainty
+    uncertainty_<split>.png        accuracy vs coverage, one curve per uncertainty measure
     worst_<split>.png              most confidently wrong images
 Metrics are one flat-ish JSON (`{split: {name: number}}`) that `dvc metrics diff` shows.
 """
@@ -25,7 +27,8 @@ from mnist_pipeline.evaluate import figures as plots
 from mnist_pipeline.evaluate import metrics as ev
 from mnist_pipeline.fileio import atomic_dir, atomic_file, write_json
 
-CONFUSION_DATA_SPLITS = ("test",)
+PREDICTION_SPLITS = ("test",)
+CONFIDENCE_DECIMALS = 4
 
 
 @dataclass
@@ -94,10 +97,12 @@ def write_split_outputs(
     """The CSV tables and PNG figures of one split (file names in the module docstring)."""
     predicted = result.probs.argmax(dim=1)
     confusion = ev.confusion_matrix(result.labels, predicted, len(class_names))
-    if split in CONFUSION_DATA_SPLITS:
-        pairs = zip(result.labels.tolist(), predicted.tolist(), strict=True)
-        rows = [(class_names[actual], class_names[guess]) for actual, guess in pairs]
-        _write_csv(out_dir / f"confusion_{split}.csv", ["actual", "predicted"], rows)
+    if split in PREDICTION_SPLITS:
+        _write_csv(
+            out_dir / f"predictions_{split}.csv",
+            ["label", "predicted", "confidence"],
+            prediction_rows(result.labels, result.probs),
+        )
     scores = ev.per_class_scores(confusion)
     score_rows = [
         (
@@ -113,10 +118,18 @@ def write_split_outputs(
         score_rows,
     )
     for normalize, suffix in ((False, ""), (True, "_normalized")):
-        title = f"{split}: confusion matrix" + (" (row shares)" if normalize else "")
+        title = f"{split}: confusion matrix" + (" (% of each actual class)" if normalize else "")
         path = out_dir / f"confusion_{split}{suffix}.png"
         plots.confusion_heatmap(confusion.numpy(), class_names, path, normalize, title)
     _write_uncertainty_figures(result, split, images, class_names, cfg, out_dir)
+
+
+def prediction_rows(labels: torch.Tensor, probs: torch.Tensor) -> list[tuple[int, int, str]]:
+    """(label, predicted, confidence) per image; labels are class indices, which DVC's
+    confusion template sorts in class order (it sorts values as text: fine up to 10 classes)."""
+    confidence, predicted = probs.max(dim=1)
+    rows = zip(labels.tolist(), predicted.tolist(), confidence.tolist(), strict=True)
+    return [(label, guess, f"{p:.{CONFIDENCE_DECIMALS}f}") for label, guess, p in rows]
 
 
 def _write_uncertainty_figures(
@@ -136,8 +149,8 @@ def _write_uncertainty_figures(
         out_dir / f"reliability_{split}.png",
         f"{split}: reliability",
     )
-    plots.rejection_plot(
-        _rejection_curves(result),
+    plots.coverage_plot(
+        coverage_curves(result),
         out_dir / f"uncertainty_{split}.png",
         _uncertainty_title(split, result, cfg),
     )
@@ -155,23 +168,34 @@ def _write_uncertainty_figures(
     )
 
 
-def _rejection_curves(result: SplitResult) -> dict[str, tuple[list[float], list[float]]]:
+def coverage_curves(result: SplitResult) -> list[plots.CoverageCurve]:
+    """Accuracy–coverage curves of each uncertainty measure: max softmax probability and
+    softmax entropy of the deterministic pass; with MC dropout, the predictive entropy and
+    the mutual information of the mean prediction (which they then rank)."""
     correct = result.probs.argmax(dim=1) == result.labels
-    curves = {"softmax entropy": ev.rejection_curve(correct, ev.entropy(result.probs))}
+    measures = [
+        ("max softmax", correct, -result.probs.max(dim=1).values),
+        ("softmax entropy", correct, ev.entropy(result.probs)),
+    ]
     if result.mc_probs is not None:
         mean_probs = result.mc_probs.mean(dim=0)
         mc_correct = mean_probs.argmax(dim=1) == result.labels
-        curves["MC dropout predictive entropy"] = ev.rejection_curve(
-            mc_correct, ev.entropy(mean_probs)
-        )
+        measures += [
+            ("MC predictive entropy", mc_correct, ev.entropy(mean_probs)),
+            ("MC mutual information", mc_correct, ev.mutual_information(result.mc_probs)),
+        ]
+    curves = []
+    for label, right, uncertainty in measures:
+        coverage, accuracy = ev.accuracy_coverage(right, uncertainty)
+        curves.append((label, coverage.numpy(), accuracy.numpy(), float(accuracy.mean())))
     return curves
 
 
 def _uncertainty_title(split: str, result: SplitResult, cfg: EvaluateConfig) -> str:
     if result.mc_probs is not None:
-        return f"{split}: rejection by uncertainty ({cfg.mc_samples} MC dropout passes)"
+        return f"{split}: accuracy vs coverage ({cfg.mc_samples} MC dropout passes)"
     reason = "disabled (evaluate.mc_samples: 0)" if cfg.mc_samples == 0 else "model has no dropout"
-    return f"{split}: rejection by uncertainty (MC dropout {reason})"
+    return f"{split}: accuracy vs coverage (MC dropout {reason})"
 
 
 def _write_csv(path: Path, header: list[str], rows: Iterable[Sequence[object]]) -> None:

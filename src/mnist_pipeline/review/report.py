@@ -5,10 +5,21 @@ Every function takes plain data (parsed JSON/YAML, file names) and returns text;
 reading files and asking git is `scripts/report.py`'s job, so this stays easy to test.
 """
 
+import csv
+import io
 import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
+
+from mnist_pipeline.review.significance import (
+    BoolArray,
+    SeedStat,
+    compare_accuracy,
+    format_mean_std,
+)
 
 MISSING = "—"  # a value one side does not have (a new or a removed metric or param)
 NEW_LABEL = "workspace"
@@ -133,12 +144,102 @@ def params_section(
     return f"### Params\n\n`{path}`\n\n{table}"
 
 
+def images_section(images: Sequence[tuple[str, str]]) -> str:
+    """Embedded images (title, path relative to the report), both revisions in each."""
+    shown = "\n\n".join(f"![{title}]({path})" for title, path in images)
+    return f"### Side by side\n\n{shown}"
+
+
 def figures_section(figures: Sequence[str]) -> str:
     """Links to the figures, paths as given (relative to where the report is read)."""
     if not figures:
         return "### Figures\n\nNo figures."
     links = "\n".join(f"- [{path.rsplit('/', 1)[-1]}]({path})" for path in figures)
     return f"### Figures\n\n{links}"
+
+
+def correctness(text: str) -> BoolArray:
+    """Per image: is the prediction right? From predictions CSV text with `label` and
+    `predicted` columns (evaluate's predictions_test.csv). ValueError if it has neither."""
+    rows = csv.DictReader(io.StringIO(text))
+    if not {"label", "predicted"} <= set(rows.fieldnames or ()):
+        raise ValueError(f"expected label and predicted columns, got {rows.fieldnames}")
+    return np.array([row["label"] == row["predicted"] for row in rows], dtype=np.bool_)
+
+
+def significance_section(rev: str, path: str, old: str | None, new: str | None) -> str:
+    """Is the test accuracy change real? McNemar's test and a paired-bootstrap CI on the
+    per-image predictions at `rev` (old) and in the workspace (new); CSV text or None
+    where a side lacks the file (one line each, and no test)."""
+    title = "### Is it real?"
+    missing = [
+        f"`{path}` is not in {where} (an older metrics layout, or no metrics): no paired test."
+        for where, text in ((f"`{rev}`", old), (NEW_LABEL, new))
+        if text is None
+    ]
+    if old is None or new is None:
+        return "\n\n".join([title, *missing])
+    try:
+        correct_old, correct_new = correctness(old), correctness(new)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    if len(correct_old) != len(correct_new) or len(correct_new) == 0:
+        return (
+            f"{title}\n\nThe two sides scored different test sets ({len(correct_old)} and "
+            f"{len(correct_new)} images in `{path}`): no paired test."
+        )
+    comparison = compare_accuracy(correct_old, correct_new)
+    rows = [
+        [
+            "test accuracy",
+            f"{comparison.old_accuracy:.4f}",
+            f"{comparison.new_accuracy:.4f}",
+        ],
+        ["right only here", str(comparison.mcnemar.b), str(comparison.mcnemar.c)],
+    ]
+    table = markdown_table(["", f"`{rev}`", NEW_LABEL], rows, numeric=2)
+    intro = f"Paired on the same {comparison.n_images} test images (`{path}`):"
+    return f"{title}\n\n{intro}\n\n{table}\n\n**{comparison.verdict()}**"
+
+
+def seed_stats(document: Mapping[str, Any]) -> dict[str, SeedStat]:
+    """The `metrics` of a seeds.json (see review/seeds.py) as SeedStats; ValueError if
+    it does not have that layout."""
+    metrics = document.get("metrics")
+    if not isinstance(metrics, Mapping):
+        raise ValueError("expected a 'metrics' mapping")
+    try:
+        return {name: SeedStat(**entry) for name, entry in metrics.items()}
+    except TypeError as exc:
+        raise ValueError(f"a metric is not mean/std/min/max/n: {exc}") from None
+
+
+def seeds_section(
+    rev: str, path: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+) -> str:
+    """Mean ± std over training seeds of every metric both sides' seeds.json have; a
+    line for each side without one (`make seeds` writes it)."""
+    title = "### Over seeds"
+    missing = [
+        f"`{path}` is not in {where}: no multi-seed summary there (`make seeds` writes it)."
+        for where, data in ((f"`{rev}`", old), (NEW_LABEL, new))
+        if data is None
+    ]
+    if old is None or new is None:
+        return "\n\n".join([title, *missing])
+    try:
+        old_stats, new_stats = seed_stats(old), seed_stats(new)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    rows = [
+        [name, format_mean_std(old_stats[name]), format_mean_std(new_stats[name])]
+        for name in new_stats
+        if name in old_stats
+    ]
+    if not rows:
+        return f"{title}\n\nThe two sides' `{path}` share no metric."
+    table = markdown_table(["metric", f"`{rev}`", NEW_LABEL], rows, numeric=2)
+    return f"{title}\n\n`{path}`\n\n{table}"
 
 
 def build_report(
@@ -148,14 +249,29 @@ def build_report(
     old_metrics: Mapping[str, Mapping[str, Any] | None],
     new_metrics: Mapping[str, Mapping[str, Any]],
     figures: Sequence[str],
+    predictions: tuple[str, str | None, str | None] | None = None,
+    seeds: tuple[str, Mapping[str, Any] | None, Mapping[str, Any] | None] | None = None,
+    base_reason: str | None = None,
+    images: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The whole report. `params` is (path, data at rev or None, workspace data);
-    `rev_title` says which commit `rev` named (e.g. "1a2b3c4 Tune lr")."""
+    `rev_title` says which commit `rev` named (e.g. "1a2b3c4 Tune lr"). `predictions`
+    (path, CSV text at rev, in the workspace) and `seeds` (path, seeds.json data at rev,
+    in the workspace), None where not there, add their sections; `base_reason` says why
+    `rev` is the base; `images` (title, path) are embedded before the figure links."""
     path, old_params, new_params = params
-    sections = [
-        f"## Workspace against `{rev}` ({rev_title})",
+    sections = [f"## Workspace against `{rev}` ({rev_title})"]
+    if base_reason is not None:
+        sections.append(f"Base: {base_reason}.")
+    if predictions is not None:
+        sections.append(significance_section(rev, *predictions))
+    if seeds is not None:
+        sections.append(seeds_section(rev, *seeds))
+    sections += [
         metrics_section(rev, old_metrics, new_metrics),
         params_section(rev, path, old_params, new_params),
-        figures_section(figures),
     ]
+    if images:
+        sections.append(images_section(images))
+    sections.append(figures_section(figures))
     return "\n\n".join(sections) + "\n"

@@ -1,5 +1,6 @@
 """Optimizers and learning-rate schedules, as `train` params name them."""
 
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -44,3 +45,33 @@ def make_scheduler(
         step_size = cfg.step_epochs * steps_per_epoch
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=cfg.gamma)
     return None
+
+
+MAX_LR_POINTS = 500  # enough for the schedule's shape; a long run logs every k-th step
+
+
+def lr_per_step(
+    cfg: TrainConfig, steps_per_epoch: int, epochs_run: int
+) -> list[tuple[float, float]]:
+    """(epoch, lr) of the optimizer steps of `epochs_run` epochs, every k-th step so that
+    at most MAX_LR_POINTS remain; epoch = steps done / steps_per_epoch, so epoch k ends at
+    x = k, where the per-epoch curves put it.
+
+    Replays the schedule on a fresh optimizer over one dummy parameter: training itself
+    logs only each epoch's first lr, and its loop stays untouched. The scheduler depends
+    only on the step count, so this is the lr every step used."""
+    dummy = torch.zeros(1, requires_grad=True)
+    optimizer = make_optimizer([dummy], cfg)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
+    # The schedule never looks at the parameter, so the optimizer never steps (a step
+    # costs more than the whole replay); torch warns once about that order, needlessly.
+    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+    total = epochs_run * steps_per_epoch
+    every = max(1, -(-total // MAX_LR_POINTS))
+    points = []
+    for step in range(total):
+        if step % every == 0 or step == total - 1:
+            points.append((step / steps_per_epoch, optimizer.param_groups[0]["lr"]))
+        if scheduler is not None:
+            scheduler.step()
+    return points

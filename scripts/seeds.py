@@ -1,0 +1,49 @@
+"""Train the committed params with K seeds (0..K-1) through DVC's experiment queue, one at a
+time, and write every metric's mean, std, min and max over the seeds to a JSON file
+(commit it: the review report compares it between revisions).
+
+Example (what `make seeds K=5` runs):
+  python scripts/seeds.py --k 5 --out metrics/seeds.json
+"""
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mnist_pipeline.cli import run_stage, stage_parser
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.fileio import write_json
+from mnist_pipeline.review.seeds import check_seed_count, run_seeds
+
+parser = stage_parser(__doc__.split("\n\n")[0])
+parser.add_argument("--k", type=int, default=5, help="number of seeds (%(default)s)")
+parser.add_argument("--out", required=True, type=Path, help="summary JSON to write")
+parser.add_argument(
+    "--timeout-min", type=float, default=240, help="longest wait for the queue (%(default)s)"
+)
+parser.add_argument(
+    "--poll-s", type=float, default=2.0, help="seconds between queue checks (%(default)s)"
+)
+
+
+def dvc(args: Sequence[str]) -> str:
+    """Run `dvc` (this interpreter's) and return its stdout; a failure is one line."""
+    command = [sys.executable, "-m", "dvc", *args]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]
+        raise PipelineError(f"dvc {' '.join(args)} failed: {' '.join(last)}")
+    return done.stdout
+
+
+def main(args: argparse.Namespace) -> None:
+    check_seed_count(args.k)  # before any work
+    summary = run_seeds(args.k, dvc, timeout_s=60 * args.timeout_min, poll_s=args.poll_s)
+    write_json(args.out, summary)
+    print(f"seeds: wrote {args.out} ({args.k} seeds)")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main, parser))
