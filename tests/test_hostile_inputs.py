@@ -6,20 +6,47 @@ arguments so that it runs in seconds; the full-scale figures are in the README
 """
 
 import gzip
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from mnist_pipeline.config.params import FetchConfig
+from mnist_pipeline.data import raw_formats
 from mnist_pipeline.data.download import backoff_delay_s, fetch_dataset
-from mnist_pipeline.data.registry import DIGIT_NAMES, PICKLE_FILE, DatasetSpec, FileLimits, Source
+from mnist_pipeline.data.registry import (
+    DIGIT_NAMES,
+    IDX_FILES,
+    PICKLE_FILE,
+    DatasetSpec,
+    FileLimits,
+    Source,
+)
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.fileio import file_digest
+from mnist_pipeline.testing import synthetic
 
+REPO = Path(__file__).resolve().parents[1]
 MB = 1_000_000
+# Run a command, then print its peak resident memory (kB) and exit status as the last line.
+MEASURE = (
+    "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)"
+)
+# What a stage script peaks at anyway (Python, torch, numpy imported): the bounds below
+# are this plus what the case may legitimately need.
+STAGE_BASE_RSS_KB = 600_000
 
 
 def fails_within(
@@ -41,6 +68,38 @@ def fails_within(
     assert elapsed_s < max_seconds, f"took {elapsed_s:.1f} s: {message}"
     assert peak_bytes < max_traced_bytes, f"peak {peak_bytes / MB:.0f} MB: {message}"
     return info.value
+
+
+@dataclass(frozen=True)
+class StageRun:
+    returncode: int
+    stderr: str
+    stdout: str
+    peak_rss_kb: int
+    seconds: float
+
+
+def run_stage_script(stage: str, *args: str, timeout_s: float = 120) -> StageRun:
+    """Run stages/<stage>.py in a fresh process; measure its wall time and peak memory."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    script = str(REPO / "stages" / f"{stage}.py")
+    command = [sys.executable, "-c", MEASURE, sys.executable, script, *args]
+    started = time.monotonic()
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+    seconds = time.monotonic() - started
+    *output, last = result.stdout.splitlines()
+    peak_kb, returncode = map(int, last.split())
+    return StageRun(returncode, result.stderr, "\n".join(output), peak_kb, seconds)
+
+
+def assert_one_line_failure(run: StageRun, stage: str, problem: str) -> None:
+    """Exit 1 and one line on stderr, `<stage>.py: error: ...problem...`."""
+    assert run.returncode == 1, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith(f"{stage}.py: error: ") and problem in lines[0], lines[0]
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -168,3 +227,103 @@ def test_local_source_must_be_a_regular_file(tmp_path, out, kind):
 def test_retry_delays_double_up_to_a_cap():
     assert [backoff_delay_s(1.0, n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
     assert backoff_delay_s(100.0, 3) == 100.0  # a larger first delay stays as set
+
+
+# --- raw files -------------------------------------------------------------------------------
+
+
+def gz_file(path: Path, data: bytes) -> Path:
+    path.write_bytes(gzip.compress(data, compresslevel=1, mtime=0))
+    return path
+
+
+def test_pickle_beyond_the_stream_limit_stops_there(tmp_path):
+    # Small on disk (zeros compress 1000:1), large unpickled: the limit is on what is read.
+    path = gz_file(tmp_path / PICKLE_FILE, pickle.dumps(np.zeros(5 * MB, np.uint8), protocol=2))
+    error = fails_within(
+        lambda: raw_formats.read_pickle(path, max_bytes=MB),
+        max_seconds=20,
+        max_traced_bytes=4 * MB,
+    )
+    assert f"more than {MB} bytes of pickle data, the limit" in str(error)
+    assert str(path) in str(error)
+
+
+def test_pickle_of_many_opcodes_stops_at_the_opcode_limit(tmp_path):
+    # Each EMPTY_LIST opcode is one byte that builds a 56-byte list.
+    path = gz_file(tmp_path / PICKLE_FILE, b"\x80\x02(" + b"]" * 100_000 + b"l.")
+    error = fails_within(
+        lambda: raw_formats.read_pickle(path, max_opcodes=1000),
+        max_seconds=20,
+        max_traced_bytes=4 * MB,
+    )
+    assert "more than 1000 pickle opcodes, the limit" in str(error)
+
+
+class _HugeArray:
+    """Pickles as numpy's own array constructor asked for 10**12 bytes."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return np.ndarray.__reduce__(np.zeros(0))[0], (np.ndarray, (10**12,), b"b")
+
+
+def test_pickle_asking_for_a_huge_array_is_refused_before_allocating(tmp_path):
+    path = gz_file(tmp_path / PICKLE_FILE, pickle.dumps(_HugeArray(), protocol=2))
+    error = fails_within(
+        lambda: raw_formats.read_pickle(path), max_seconds=20, max_traced_bytes=4 * MB
+    )
+    assert f"refusing a {10**12}-byte array, over the limit of 400000000 bytes" in str(error)
+
+
+def idx_images_header(rows: int) -> bytes:
+    return struct.pack(">iiii", 0x803, rows, 28, 28)
+
+
+@pytest.mark.parametrize(
+    ("rows", "body_bytes", "max_rows", "message"),
+    [
+        (10**9, 0, None, "header says 1000000000 images; the limit is 0 to 1000000"),
+        (-1, 0, None, "header says -1 images; the limit is 0 to 1000000"),
+        (2000, 0, 1000, "header says 2000 images; the limit is 0 to 1000"),
+        (1000, 0, 1000, "header says 1000 images (784016 bytes) but the file holds 16 bytes"),
+        (10, 7841, None, "header says 10 images (7856 bytes) but the file holds more than 7856"),
+    ],
+)
+def test_idx_header_is_checked_before_the_body_is_read(
+    tmp_path, rows, body_bytes, max_rows, message
+):
+    synthetic.write_idx(tmp_path, synthetic.make_splits((60, 12, 12), seed=1))
+    path = gz_file(
+        tmp_path / IDX_FILES["train_images"], idx_images_header(rows) + bytes(body_bytes)
+    )
+    limit = {} if max_rows is None else {"max_rows": max_rows}
+    error = fails_within(
+        lambda: raw_formats.read_idx(tmp_path, **limit), max_seconds=20, max_traced_bytes=4 * MB
+    )
+    assert str(error).startswith(f"{path}: {message}")
+
+
+def write_raw(raw_dir: Path, fmt: str, replace: dict[str, bytes]) -> Path:
+    """A raw directory as fetch leaves it, with some files' content replaced (gzip'd) and
+    dataset.json's sizes updated to match (as a checksum the user trusted would)."""
+    synthetic.write_raw_dir(raw_dir, fmt, synthetic.make_splits((60, 12, 12), seed=1))
+    description = json.loads((raw_dir / "dataset.json").read_text())
+    for name, content in replace.items():
+        gz_file(raw_dir / name, content)
+        size = (raw_dir / name).stat().st_size
+        description["files"][name] = {"md5": file_digest(raw_dir / name, "md5"), "bytes": size}
+    (raw_dir / "dataset.json").write_text(json.dumps(description))
+    return raw_dir
+
+
+@pytest.mark.slow
+def test_prepare_stage_refuses_an_idx_header_claiming_a_billion_images(tmp_path):
+    images = {IDX_FILES["train_images"]: idx_images_header(10**9)}
+    raw = write_raw(tmp_path / "raw", "idx", images)
+    out = tmp_path / "prepared"
+    params = tmp_path / "params.yaml"
+    params.write_text("prepare: {shard_size: 100}\n")
+    run = run_stage_script("prepare", "--params", str(params), "--raw", str(raw), "--out", str(out))
+    assert_one_line_failure(run, "prepare", "header says 1000000000 images; the limit")
+    assert run.peak_rss_kb < STAGE_BASE_RSS_KB and run.seconds < 60
+    assert not out.exists() and leftovers(tmp_path) == []
