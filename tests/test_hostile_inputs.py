@@ -6,9 +6,12 @@ arguments so that it runs in seconds; the full-scale figures are in the README
 """
 
 import gzip
+import hashlib
+import io
 import json
 import os
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
@@ -21,8 +24,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from mnist_pipeline.config.params import FetchConfig
+from mnist_pipeline.data import prepared as shards
 from mnist_pipeline.data import raw_formats
 from mnist_pipeline.data.download import backoff_delay_s, fetch_dataset
 from mnist_pipeline.data.registry import (
@@ -327,3 +332,118 @@ def test_prepare_stage_refuses_an_idx_header_claiming_a_billion_images(tmp_path)
     assert_one_line_failure(run, "prepare", "header says 1000000000 images; the limit")
     assert run.peak_rss_kb < STAGE_BASE_RSS_KB and run.seconds < 60
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+# --- prepared data ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def data(tmp_path: Path, prepared: Path) -> Path:
+    """A private copy of the tiny prepared data set, free to damage."""
+    copy = tmp_path / "prepared"
+    shutil.copytree(prepared, copy)
+    return copy
+
+
+def edit_manifest(data: Path, **changes: Any) -> Path:
+    path = data / shards.MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_shard_must_be_a_regular_file(data, kind):
+    shard = data / "valid" / "shard-00000.pt"
+    shard.unlink()
+    if kind == "device":
+        shard.symlink_to("/dev/zero")  # would read without end
+    else:
+        os.mkfifo(shard)  # would wait for a writer without end
+    error = fails_within(
+        lambda: shards.load_split(data, "valid"), max_seconds=10, max_traced_bytes=4 * MB
+    )
+    assert str(error) == f"{shard}: not a regular file; re-run `dvc repro prepare`"
+
+
+def test_shard_larger_than_its_rows_allow_is_not_read(data):
+    shard = data / "valid" / "shard-00000.pt"
+    with open(shard, "r+b") as f:
+        f.truncate(50 * MB)  # sparse: no disk, but 50 MB if read
+    error = fails_within(
+        lambda: shards.load_split(data, "valid"), max_seconds=10, max_traced_bytes=4 * MB
+    )
+    assert f"{shard}: {50 * MB} bytes, more than its manifest rows allow" in str(error)
+
+
+def test_shard_label_outside_the_classes_names_the_shard(data):
+    file = "valid/shard-00000.pt"
+    payload = torch.load(data / file, weights_only=True)
+    payload["labels"][3] = 10
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    (data / file).write_bytes(buffer.getvalue())
+    manifest = json.loads((data / shards.MANIFEST_FILE).read_text())
+    manifest["splits"]["valid"]["shards"][0]["sha256"] = hashlib.sha256(
+        buffer.getvalue()
+    ).hexdigest()
+    (data / shards.MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(PipelineError) as info:
+        shards.load_split(data, "valid")
+    assert str(info.value) == (
+        f"{data / file}: labels outside 0-9 (min 0, max 10); re-run `dvc repro prepare`"
+    )
+
+
+def test_manifest_over_its_size_limit_is_not_parsed(data):
+    # Millions of class names at full scale (4.3 GiB before); 200,000 here, 1.4 MB of JSON.
+    path = edit_manifest(data, class_names=[f"c{i}" for i in range(200_000)])
+    error = fails_within(
+        lambda: shards.read_manifest(data), max_seconds=10, max_traced_bytes=4 * MB
+    )
+    assert str(error).startswith(f"{path}: larger than the limit of 1000000 bytes")
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        (
+            {"class_names": [f"c{i}" for i in range(1001)]},
+            "class_names must be a list of 2 to 1000",
+        ),
+        ({"class_names": ["x" * 101, "y"]}, "class_names must be strings of at most 100"),
+        ({"image_shape": [2800, 2800]}, "image_shape is [2800, 2800], expected [28, 28]"),
+        ({"train_pixel_std": float("nan")}, "train_pixel_std must be a number in (0, 1], got nan"),
+        ({"train_pixel_std": 0}, "train_pixel_std must be a number in (0, 1], got 0"),
+        ({"train_pixel_mean": float("inf")}, "train_pixel_mean must be a number in [0, 1]"),
+        ({"splits": {}}, "splits must be exactly train, valid, test"),
+    ],
+)
+def test_manifest_values_are_checked_before_use(data, changes, problem):
+    path = edit_manifest(data, **changes)
+    with pytest.raises(PipelineError) as info:
+        shards.read_manifest(data)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {problem}") and message.endswith("`dvc repro prepare`")
+
+
+@pytest.mark.slow
+def test_train_stage_blames_the_manifest_for_a_nan_std(tmp_path, data):
+    path = edit_manifest(data, train_pixel_std=float("nan"))
+    params = tmp_path / "params.yaml"
+    params.write_text("train: {device: cpu, epochs: 1, threads: 1}\n")
+    model, live = tmp_path / "model.pt", tmp_path / "live"
+    run = run_stage_script(
+        "train",
+        "--params",
+        str(params),
+        "--data",
+        str(data),
+        "--model",
+        str(model),
+        "--live",
+        str(live),
+    )
+    assert_one_line_failure(run, "train", f"{path}: train_pixel_std must be a number")
+    assert "train.lr" not in run.stderr and not model.exists() and not live.exists()

@@ -63,12 +63,19 @@ def _umask() -> int:
     return current
 
 
-def read_json(path: Path, fix: str) -> Any:
-    """Parse a JSON file; a missing or unparsable one is a PipelineError ending in `fix`."""
+def read_json(path: Path, fix: str, max_bytes: int | None = None) -> Any:
+    """Parse a JSON file; a missing or unparsable one, or one over `max_bytes` (checked
+    before parsing: parsed JSON takes ~10x its size in memory), is a PipelineError ending
+    in `fix`."""
     try:
-        return json.loads(Path(path).read_text())
+        with open(path, "rb") as f:
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found; {fix}") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise PipelineError(f"{path}: larger than the limit of {max_bytes} bytes; {fix}")
+    try:
+        return json.loads(data.decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path}: not valid JSON ({exc}); {fix}") from None
 
