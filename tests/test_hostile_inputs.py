@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
-from mnist_pipeline.config.params import FetchConfig
+from mnist_pipeline.config.params import FetchConfig, ModelConfig, Params
 from mnist_pipeline.data import prepared as shards
 from mnist_pipeline.data import raw_formats
 from mnist_pipeline.data.download import backoff_delay_s, fetch_dataset
@@ -40,6 +41,8 @@ from mnist_pipeline.data.registry import (
 )
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import file_digest
+from mnist_pipeline.model.checkpoint import load_checkpoint, save_checkpoint
+from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.testing import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -447,3 +450,89 @@ def test_train_stage_blames_the_manifest_for_a_nan_std(tmp_path, data):
     )
     assert_one_line_failure(run, "train", f"{path}: train_pixel_std must be a number")
     assert "train.lr" not in run.stderr and not model.exists() and not live.exists()
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+def small_checkpoint(path: Path) -> dict[str, Any]:
+    """A real checkpoint of a tiny MLP (784-4-10), as the train stage saves it; its payload."""
+    config = ModelConfig(hidden_sizes=(4,))
+    spec = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
+    model = build_model(config, spec)
+    save_checkpoint(path, model, config, spec, list(DIGIT_NAMES), Params(model=config), {})
+    return torch.load(path, weights_only=True)
+
+
+def test_checkpoint_claiming_huge_layers_fails_before_allocating(tmp_path):
+    path = tmp_path / "model.pt"
+    payload = small_checkpoint(path)
+    payload["model_config"]["hidden_sizes"] = [65_536] * 8  # 30 G values, 120 GB as float32
+    torch.save(payload, path)
+    process = psutil.Process()
+    rss_before = process.memory_info().rss
+    started = time.monotonic()
+    with pytest.raises(PipelineError) as info:
+        load_checkpoint(path)
+    assert time.monotonic() - started < 10
+    assert process.memory_info().rss - rss_before < 100 * MB
+    assert str(info.value) == (
+        f"{path}: weights do not match the model config (2.weight is [4, 784], the config "
+        "needs [65536, 784]; 30,117,330,954 values implied, 3,190 held)"
+    )
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"num_classes": 10**6}, "input_spec.num_classes: expected 2 to 1000, got 1000000"),
+        ({"pixel_std": float("nan")}, "input_spec.pixel_std: expected a number in (0, 1], got nan"),
+        ({"image_shape": [2800, 28]}, "input_spec.image_shape: expected [28, 28]"),
+    ],
+)
+def test_checkpoint_input_spec_is_checked(tmp_path, change, problem):
+    path = tmp_path / "model.pt"
+    payload = small_checkpoint(path)
+    payload["input_spec"].update(change)
+    torch.save(payload, path)
+    with pytest.raises(PipelineError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == f"{path}: {problem}"
+
+
+def test_checkpoint_over_the_size_limit_is_not_loaded(tmp_path, monkeypatch):
+    from mnist_pipeline.model import checkpoint
+
+    path = tmp_path / "model.pt"
+    small_checkpoint(path)
+    monkeypatch.setattr(checkpoint, "MAX_CHECKPOINT_BYTES", 1000)
+    with pytest.raises(PipelineError, match=r"bytes, over the checkpoint limit of 1000$"):
+        load_checkpoint(path)
+
+
+@pytest.mark.slow
+def test_evaluate_stage_refuses_a_checkpoint_claiming_huge_layers(tmp_path, prepared):
+    path = tmp_path / "model.pt"
+    payload = small_checkpoint(path)
+    payload["model_config"]["hidden_sizes"] = [65_536] * 8
+    torch.save(payload, path)
+    params = tmp_path / "params.yaml"
+    params.write_text("evaluate: {device: cpu}\n")
+    metrics, plots = tmp_path / "metrics.json", tmp_path / "plots"
+    run = run_stage_script(
+        "evaluate",
+        "--params",
+        str(params),
+        "--data",
+        str(prepared),
+        "--model",
+        str(path),
+        "--metrics",
+        str(metrics),
+        "--plots",
+        str(plots),
+    )
+    assert_one_line_failure(run, "evaluate", "weights do not match the model config")
+    assert run.peak_rss_kb < STAGE_BASE_RSS_KB and run.seconds < 60
+    assert not metrics.exists() and not plots.exists() and leftovers(tmp_path) == []
