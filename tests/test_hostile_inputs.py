@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -40,7 +41,7 @@ from mnist_pipeline.data.registry import (
     Source,
 )
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.fileio import file_digest
+from mnist_pipeline.fileio import atomic_dir, file_digest, remove_stale_temporaries
 from mnist_pipeline.model.checkpoint import load_checkpoint, save_checkpoint
 from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.testing import synthetic
@@ -536,3 +537,94 @@ def test_evaluate_stage_refuses_a_checkpoint_claiming_huge_layers(tmp_path, prep
     assert_one_line_failure(run, "evaluate", "weights do not match the model config")
     assert run.peak_rss_kb < STAGE_BASE_RSS_KB and run.seconds < 60
     assert not metrics.exists() and not plots.exists() and leftovers(tmp_path) == []
+
+
+# --- kills: no leftovers ---------------------------------------------------------------------
+
+
+def test_stale_temporaries_of_killed_runs_are_removed_by_name(tmp_path):
+    dest = tmp_path / "prepared"
+    dead = tmp_path / ".prepared.tmp-999999999-abc"  # no such process
+    alive = tmp_path / f".prepared.tmp-{os.getppid()}-def"  # a concurrent run: kept
+    legacy = tmp_path / ".prepared.tmp-k3j_x9"  # an older version's name, no pid
+    others = [tmp_path / ".prepared2.tmp-1-x", tmp_path / ".other.tmp-999999999-a"]
+    for path in (dead, alive, *others):
+        path.mkdir()
+    legacy.write_text("half-written")
+    assert sorted(remove_stale_temporaries(dest)) == sorted([dead, legacy])
+    assert sorted(tmp_path.iterdir()) == sorted([alive, *others])
+    with atomic_dir(dest) as tmp:
+        assert tmp.name.startswith(f".prepared.tmp-{os.getpid()}-")
+    assert dest.is_dir() and alive.exists()
+
+
+def start_stage(stage: str, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    command = [sys.executable, str(REPO / "stages" / f"{stage}.py"), *args]
+    return subprocess.Popen(
+        command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+
+
+def wait_for_temporary(directory: Path, process: subprocess.Popen[str]) -> None:
+    """Until the stage is mid-run: its temporary output sibling exists."""
+    deadline = time.monotonic() + 60
+    while not leftovers(directory):
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "the stage never started writing"
+        time.sleep(0.05)
+    time.sleep(0.3)  # well inside the block
+
+
+@pytest.fixture(scope="module")
+def big_raw(tmp_path_factory) -> Path:
+    """Enough rows that prepare takes seconds writing shards of 20 rows each."""
+    raw = tmp_path_factory.mktemp("big") / "raw"
+    synthetic.write_raw_dir(raw, "idx", synthetic.make_splits((10_000, 2000, 2000), seed=3))
+    return raw
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_prepare_leaves_nothing_after_the_next_run(tmp_path, big_raw, signum):
+    params = tmp_path / "params.yaml"
+    params.write_text("prepare: {shard_size: 20}\n")
+    out = tmp_path / "data" / "prepared"
+    args = ("--params", str(params), "--raw", str(big_raw), "--out", str(out))
+    process = start_stage("prepare", *args)
+    wait_for_temporary(out.parent, process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=30)
+    if signum == signal.SIGTERM:  # unwinds: one line, 143, its temporary directory gone
+        assert process.returncode == 143 and stderr.strip() == "prepare.py: interrupted (SIGTERM)"
+        assert leftovers(out.parent) == []
+    else:
+        assert process.returncode == -signal.SIGKILL and leftovers(out.parent) != []
+    assert not out.exists()
+    rerun = start_stage("prepare", *args)
+    assert rerun.wait(timeout=120) == 0, rerun.communicate()[1]
+    assert out.is_dir() and leftovers(out.parent) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_train_leaves_nothing_after_the_next_run(tmp_path, prepared, signum):
+    params = tmp_path / "params.yaml"
+    params.write_text("train: {device: cpu, epochs: 5000, batch_size: 50, threads: 1}\n")
+    model, live = tmp_path / "models" / "model.pt", tmp_path / "metrics" / "train"
+    args = ["--params", str(params), "--data", str(prepared), "--model", str(model)]
+    process = start_stage("train", *args, "--live", str(live))
+    wait_for_temporary(live.parent, process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=30)
+    if signum == signal.SIGTERM:
+        assert process.returncode == 143 and stderr.strip() == "train.py: interrupted (SIGTERM)"
+        assert leftovers(live.parent) == []
+    else:
+        assert process.returncode == -signal.SIGKILL and leftovers(live.parent) != []
+    assert not model.exists() and not live.exists()
+    params.write_text("train: {device: cpu, epochs: 1, batch_size: 50, threads: 1}\n")
+    rerun = start_stage("train", *args, "--live", str(live))
+    assert rerun.wait(timeout=120) == 0, rerun.communicate()[1]
+    assert model.exists() and live.is_dir()
+    assert leftovers(live.parent) == [] and leftovers(model.parent) == []
