@@ -67,7 +67,6 @@ def _flat(data, prefix=""):
         ({"evaluate": {"batch_size": 65537}}, "evaluate.batch_size: must be <= 65536"),
         ({"train": {"batch_size": 10**9}}, "train.batch_size: must be <= 65536"),
         ({"train": {"epochs": 10001}}, "train.epochs: must be <= 10000"),
-        ({"train": {"lr": 1e6}}, "train.lr: must be <= 10"),
         ({"train": {"threads": 100_000}}, "train.threads: 100000 > the "),
         ({"fetch": {"retries": 21}}, "fetch.retries: must be <= 20"),
         ({"fetch": {"timeout_s": 3601}}, "fetch.timeout_s: must be <= 3600"),

@@ -23,6 +23,8 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 # Upper bounds of the numeric params. Each is far above any sensible value; they exist
 # so that a typo (an extra zero or three) fails at load instead of exhausting memory,
 # disk or time hours later. The README's "Limits and troubleshooting" lists them.
+# train.lr has none beyond being finite: a huge one costs nothing and ends in the loop's
+# one-line "training diverged" error.
 MAX_SEED = 2**32 - 1  # numpy's seed range
 MAX_FETCH_TIMEOUT_S = 3600.0  # fetch.timeout_s: one network read
 MAX_FETCH_DEADLINE_S = 86_400.0  # fetch.deadline_s: one file, retries included
@@ -35,7 +37,6 @@ MAX_HIDDEN_LAYERS = 8
 MAX_CONV_CHANNELS = 4096  # model.conv_channels: output channels of one block
 MAX_BATCH_SIZE = 65_536  # train.batch_size and evaluate.batch_size: images per batch
 MAX_EPOCHS = 10_000  # also train.step_epochs and train.early_stopping_patience
-MAX_LR = 10.0
 MAX_WEIGHT_DECAY = 10.0
 MAX_NPROC_PER_NODE = 1024  # at launch also: CPU processes <= this machine's cores
 MAX_NNODES = 1024
@@ -220,7 +221,6 @@ class TrainConfig:
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check_at_most(self.batch_size, MAX_BATCH_SIZE, "batch_size")
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        check_at_most(self.lr, MAX_LR, "lr")
         check(0.0 <= self.momentum < 1.0, "momentum", "must be in [0, 1)")
         check(not self.nesterov or self.momentum > 0, "nesterov", "needs momentum > 0")
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
