@@ -26,12 +26,14 @@ parser.add_argument("--live", required=True, type=Path, help="dvclive directory 
 
 
 def main(args: argparse.Namespace) -> None:
+    distributed.die_with_launcher()  # first: an orphaned worker must not even start
     params = load_params(args.params)
-    if distributed.needs_launch(params.distributed):  # this process only starts the ranks
-        return distributed.launch(params.distributed, params.train.threads, sys.argv)
-    rank = distributed.current_rank(params.distributed)
     # Before any work: a missing GPU fails fast.
-    device = distributed.rank_device(resolve_device(params.train.device), rank)
+    device = resolve_device(params.train.device)
+    if distributed.needs_launch(params.distributed):  # this process only starts the ranks
+        return distributed.launch(params.distributed, params.train.threads, sys.argv, device)
+    rank = distributed.current_rank(params.distributed)
+    device = distributed.rank_device(device, rank)
     configure_torch(params.seed, params.train.threads, device)
     manifest, data = read_manifest(args.data), load_splits(args.data, ("train", "valid"))
     spec = input_spec_from_manifest(manifest)
@@ -60,6 +62,7 @@ def main(args: argparse.Namespace) -> None:
                 "stopped_early": result.stopped_early,
             }
             classes = manifest["class_names"]
+            distributed.check_launcher_alive()  # an orphaned rank 0 must not write
             save_checkpoint(args.model, model, params.model, spec, classes, params, run)
             best_loss = result.history[result.best_epoch - 1]["valid/loss"]
             print(

@@ -628,3 +628,41 @@ def test_killed_train_leaves_nothing_after_the_next_run(tmp_path, prepared, sign
     assert rerun.wait(timeout=120) == 0, rerun.communicate()[1]
     assert model.exists() and live.is_dir()
     assert leftovers(live.parent) == [] and leftovers(model.parent) == []
+
+
+def living(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those still running (a zombie has ended: nothing may reap it in a container)."""
+    alive = []
+    for process in processes:
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+@pytest.mark.slow
+def test_killed_launcher_takes_its_workers_along(tmp_path, prepared):
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "train: {device: cpu, epochs: 5000, batch_size: 50, threads: 1}\n"
+        "distributed: {nproc_per_node: 2}\n"
+    )
+    model, live = tmp_path / "models" / "model.pt", tmp_path / "metrics" / "train"
+    args = ["--params", str(params), "--data", str(prepared), "--model", str(model)]
+    launcher = start_stage("train", *args, "--live", str(live))
+    wait_for_temporary(live.parent, launcher)  # rank 0 is training
+    workers = psutil.Process(launcher.pid).children(recursive=True)
+    assert len(workers) == 2
+    launcher.kill()
+    launcher.communicate(timeout=30)
+    deadline = time.monotonic() + 10
+    try:
+        while living(workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert living(workers) == []
+        assert not model.exists() and not live.exists()
+    finally:
+        for worker in living(workers):  # a failure must not leave them training for the suite
+            worker.kill()
