@@ -7,6 +7,7 @@ arguments so that it runs in seconds; the full-scale figures are in the README
 
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -666,3 +667,48 @@ def test_killed_launcher_takes_its_workers_along(tmp_path, prepared):
     finally:
         for worker in living(workers):  # a failure must not leave them training for the suite
             worker.kill()
+
+
+# --- params.yaml before DVC reads it ---------------------------------------------------------
+
+
+def check_params_script() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "check_params", REPO / "scripts" / "check_params.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+    for i in range(8)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (BILLION_LAUGHS, "line 1: YAML anchors and aliases (&name, *name) are not allowed"),
+        ("seed: 0\n" + "#" * 1_000_001, "larger than the limit of 1000000 bytes"),
+        ("train: {epochs: 10001}\n", "train.epochs: must be <= 10000, got 10001"),
+        ("train: [1, 2\n", "not valid YAML"),
+    ],
+)
+def test_check_params_refuses_before_dvc_reads(tmp_path, text, problem):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    script = check_params_script()
+    error = fails_within(
+        lambda: script.check_params_file(path), max_seconds=5, max_traced_bytes=20 * MB
+    )
+    assert str(error).startswith(f"{path}: {problem}")
+
+
+def test_check_params_passes_the_committed_file_and_wants_free_disk(committed_params):
+    script = check_params_script()
+    script.check_params_file(committed_params)
+    with pytest.raises(PipelineError, match="bytes free, fewer than the"):
+        script.check_params_file(committed_params, min_free_bytes=2**62)
+    assert "scripts/check_params.py params.yaml" in (REPO / "Makefile").read_text()
