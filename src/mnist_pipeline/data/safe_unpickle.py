@@ -14,7 +14,8 @@ stream holds), and no array may be allocated larger than MAX_ARRAY_BYTES.
 import math
 import pickle
 import pickletools
-from typing import IO, Any, cast
+import struct
+from typing import IO, Any
 
 import numpy as np
 
@@ -69,13 +70,57 @@ class BoundedReader:
 
 
 def count_opcodes(stream: BoundedReader, max_opcodes: int = MAX_OPCODES) -> int:
-    """Walk the pickle without building anything; fail past `max_opcodes` opcodes."""
-    count = 0
-    # genops needs read() and readline() only, which BoundedReader has.
-    for count, _ in enumerate(pickletools.genops(cast(IO[bytes], stream)), start=1):
-        if count > max_opcodes:
-            raise pickle.UnpicklingError(f"more than {max_opcodes} pickle opcodes, the limit")
-    return count
+    """Walk the pickle's opcodes up to STOP without building anything, skipping their
+    arguments in small reads (pickletools.genops would hold each string argument whole:
+    a claimed 2 GB string would be read into memory just to be counted); fail past
+    `max_opcodes` opcodes or at the stream's byte limit."""
+    for count in range(1, max_opcodes + 1):
+        code = stream.read(1)
+        if not code:
+            raise pickle.UnpicklingError("pickle data was truncated")
+        op = _OPCODES.get(code.decode("latin1"))
+        if op is None:
+            raise pickle.UnpicklingError(f"unknown pickle opcode {code!r}")
+        if op.arg is not None:
+            _skip_argument(stream, op.arg)
+        if op.name == "STOP":
+            return count
+    raise pickle.UnpicklingError(f"more than {max_opcodes} pickle opcodes, the limit")
+
+
+_OPCODES = {op.code: op for op in pickletools.opcodes}
+_LENGTH_PREFIXES = {  # pickletools' markers for a length-prefixed argument: (bytes, format)
+    pickletools.TAKEN_FROM_ARGUMENT1: (1, "<B"),
+    pickletools.TAKEN_FROM_ARGUMENT4: (4, "<i"),
+    pickletools.TAKEN_FROM_ARGUMENT4U: (4, "<I"),
+    pickletools.TAKEN_FROM_ARGUMENT8U: (8, "<Q"),
+}
+MAX_LINE_BYTES = 65_536  # a newline-terminated argument: a module or class name, a number
+SKIP_CHUNK_BYTES = 1 << 20
+
+
+def _skip_argument(stream: BoundedReader, arg: pickletools.ArgumentDescriptor) -> None:
+    if arg.n == pickletools.UP_TO_NEWLINE:
+        for _ in range(2 if arg.name.endswith("_pair") else 1):  # GLOBAL, INST: two lines
+            line = stream.readline(MAX_LINE_BYTES)
+            if not line.endswith(b"\n"):
+                raise pickle.UnpicklingError("a pickle text argument is unterminated or too long")
+        return
+    if arg.n in _LENGTH_PREFIXES:
+        size, fmt = _LENGTH_PREFIXES[arg.n]
+        prefix = stream.read(size)
+        if len(prefix) != size:
+            raise pickle.UnpicklingError("pickle data was truncated")
+        length = struct.unpack(fmt, prefix)[0]
+        if length < 0:
+            raise pickle.UnpicklingError(f"negative pickle argument length {length}")
+    else:
+        length = arg.n
+    while length > 0:  # the byte limit stops a length of gigabytes here
+        chunk = stream.read(min(length, SKIP_CHUNK_BYTES))
+        if not chunk:
+            raise pickle.UnpicklingError("pickle data was truncated")
+        length -= len(chunk)
 
 
 def _check_array_bytes(shape: Any, dtype: np.dtype) -> None:
