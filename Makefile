@@ -42,7 +42,9 @@ endif
 	echo $(TORCH) > $(VENV)/torch
 	touch $(STAMP)
 
+# The pre-flight check first: DVC itself reads params.yaml before any stage validates it.
 repro: $(STAMP)
+	$(BIN)/python scripts/check_params.py params.yaml
 	$(BIN)/dvc repro
 
 # One experiment from presets/NAME.yaml (several: PRESET="cnn gpu", a later one wins):

@@ -29,12 +29,14 @@ parser.add_argument(
 
 
 def main(args: argparse.Namespace) -> None:
+    distributed.die_with_launcher()  # first: an orphaned worker must not even start
     params = load_params(args.params)
-    if distributed.needs_launch(params.distributed):  # this process only starts the ranks
-        return distributed.launch(params.distributed, params.train.threads, sys.argv)
-    rank = distributed.current_rank(params.distributed)
     # Before any work: a missing GPU fails fast.
-    device = distributed.rank_device(resolve_device(params.train.device), rank)
+    device = resolve_device(params.train.device)
+    if distributed.needs_launch(params.distributed):  # this process only starts the ranks
+        return distributed.launch(params.distributed, params.train.threads, sys.argv, device)
+    rank = distributed.current_rank(params.distributed)
+    device = distributed.rank_device(device, rank)
     configure_torch(params.seed, params.train.threads, device)
     manifest, data = read_manifest(args.data), load_splits(args.data, ("train", "valid"))
     spec = input_spec_from_manifest(manifest)
@@ -63,6 +65,7 @@ def main(args: argparse.Namespace) -> None:
             }
             classes = manifest["class_names"]
             lrs = learning_rates(params.train, len(train[1]), rank.world_size, epochs_run)
+            distributed.check_launcher_alive()  # an orphaned rank 0 must not write
             with atomic_dir(args.log_dir) as log_dir:
                 write_training_log(log_dir, result.history, result.best_epoch, train_seconds, lrs)
                 save_checkpoint(args.model, model, params.model, spec, classes, params, run)

@@ -19,6 +19,12 @@ class Reply:
     # Send only this many body bytes, still announcing the full Content-Length.
     truncate_to: int | None = None
     delay_s: float = 0.0  # wait before answering (to trip the client's timeout)
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers (Location for redirects)
+    # Hostile servers: send the body byte by byte, this far apart; or the status line
+    # and headers so; or repeat the body without end (and without Content-Length).
+    body_byte_delay_s: float = 0.0
+    header_byte_delay_s: float = 0.0
+    endless: bool = False
 
 
 class ScriptedServer:
@@ -58,10 +64,33 @@ def _handler(scripted: ScriptedServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             reply = scripted.next_reply(self.path)
             time.sleep(reply.delay_s)
+            if reply.header_byte_delay_s:
+                return self._trickle(b"HTTP/1.1 200 OK\r\n" * 1000, reply.header_byte_delay_s)
             self.send_response(reply.status)
-            self.send_header("Content-Length", str(len(reply.body)))
+            if not reply.endless:
+                self.send_header("Content-Length", str(len(reply.body)))
+            for name, value in reply.headers:
+                self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(reply.body[: reply.truncate_to])
+            try:
+                if reply.endless:
+                    while True:  # until the client hangs up
+                        self.wfile.write(reply.body)
+                elif reply.body_byte_delay_s:
+                    self._trickle(reply.body[: reply.truncate_to], reply.body_byte_delay_s)
+                else:
+                    self.wfile.write(reply.body[: reply.truncate_to])
+            except OSError:
+                pass  # the client gave up, as it should
+
+        def _trickle(self, data: bytes, delay_s: float) -> None:
+            try:
+                for index in range(len(data)):
+                    self.wfile.write(data[index : index + 1])
+                    self.wfile.flush()
+                    time.sleep(delay_s)
+            except OSError:
+                pass
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # keep test output clean

@@ -17,7 +17,9 @@ def test_repository_params_load_and_cover_every_key(committed_params):
     import yaml
 
     raw = yaml.safe_load(committed_params.read_text())
-    assert set(_flat(raw)) == set(_flat(to_dict(params)))
+    # The committed file is checked (a user's edits never change the suite): a new param
+    # needs params.yaml committed together with its field.
+    assert set(_flat(raw)) == set(_flat(to_dict(params))), "commit params.yaml with the field"
 
 
 def _flat(data, prefix=""):
@@ -60,6 +62,31 @@ def _flat(data, prefix=""):
         ({"evaluate": {"mc_samples": 1}}, "evaluate.mc_samples: 1 pass has no spread"),
         ({"seed": "0"}, "seed: expected an integer"),
         ({"train": None}, "train: expected a mapping, got null"),
+        # Every numeric param has an upper bound, named in the message.
+        ({"evaluate": {"mc_samples": 1001}}, "evaluate.mc_samples: must be <= 1000, got 1001"),
+        ({"evaluate": {"calibration_bins": 10**6}}, "evaluate.calibration_bins: must be <= 1000"),
+        ({"evaluate": {"worst_examples": 257}}, "evaluate.worst_examples: must be <= 256"),
+        ({"evaluate": {"batch_size": 65537}}, "evaluate.batch_size: must be <= 65536"),
+        ({"train": {"batch_size": 10**9}}, "train.batch_size: must be <= 65536"),
+        ({"train": {"epochs": 10001}}, "train.epochs: must be <= 10000"),
+        ({"train": {"threads": 100_000}}, "train.threads: 100000 > the "),
+        ({"fetch": {"retries": 21}}, "fetch.retries: must be <= 20"),
+        ({"fetch": {"timeout_s": 3601}}, "fetch.timeout_s: must be <= 3600"),
+        ({"fetch": {"backoff_s": 601}}, "fetch.backoff_s: must be <= 600"),
+        ({"fetch": {"deadline_s": 0}}, "fetch.deadline_s: must be > 0"),
+        ({"fetch": {"max_bytes": 5 * 10**9}}, "fetch.max_bytes: must be <= 4e+09"),
+        ({"prepare": {"shard_size": 10**7}}, "prepare.shard_size: must be <= 1e+06"),
+        ({"model": {"hidden_sizes": [10**6]}}, "model.hidden_sizes: widths must be <= 65536"),
+        ({"model": {"hidden_sizes": [8] * 9}}, "model.hidden_sizes: at most 8 hidden layers"),
+        ({"model": {"conv_channels": [5000]}}, "model.conv_channels: must be <= 4096"),
+        ({"distributed": {"nproc_per_node": 2000}}, "distributed.nproc_per_node: must be <= 1024"),
+        ({"distributed": {"timeout_s": 1e9}}, "distributed.timeout_s: must be <= 86400"),
+        ({"seed": -1}, "seed: must be in [0, 4294967295], got -1"),
+        # NaN and infinities would slip through every range check (NaN compares false).
+        ({"train": {"lr": float("nan")}}, "train.lr: must be a finite number, got nan"),
+        ({"model": {"dropout": float("nan")}}, "model.dropout: must be a finite number"),
+        ({"fetch": {"timeout_s": float("inf")}}, "fetch.timeout_s: must be a finite number"),
+        ({"train": {"weight_decay": 10**400}}, "train.weight_decay: must be a finite number"),
     ],
 )
 def test_bad_values_are_refused_with_the_key_named(data, message):
@@ -97,6 +124,29 @@ def test_a_float_field_still_refuses_words(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("train:\n  lr: 1e-05x\n")
     with pytest.raises(PipelineError, match=r"train\.lr: expected a number, got '1e-05x'"):
+        load_params(path)
+
+
+def test_threads_beyond_the_cores_name_the_count(monkeypatch):
+    from mnist_pipeline.config import params as params_module
+
+    monkeypatch.setattr(params_module, "usable_cpus", lambda: 2)
+    with pytest.raises(PipelineError, match=r"^train.threads: 64 > the 2 CPU cores here"):
+        parse(Params, {"train": {"threads": 64}}, "")
+    assert parse(Params, {"train": {"threads": 2}}, "").train.threads == 2
+
+
+def test_nan_in_the_yaml_file_is_refused(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: .nan\n")
+    with pytest.raises(PipelineError, match=r"train.lr: must be a finite number, got nan$"):
+        load_params(path)
+
+
+def test_a_float_string_beyond_float_range_is_refused(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: 1e999\n")  # a string to YAML 1.1, infinity as a float
+    with pytest.raises(PipelineError, match=r"train.lr: must be a finite number, got '1e999'$"):
         load_params(path)
 
 

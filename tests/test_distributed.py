@@ -27,6 +27,7 @@ BASE = {
     "train": {"device": "cpu", "epochs": 3, "batch_size": 64, "threads": 1},
 }
 SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
+CPU = torch.device("cpu")
 ADAMW = {"optimizer": "adamw", "lr": 0.01, "schedule": "onecycle", "label_smoothing": 0.1}
 
 
@@ -100,10 +101,22 @@ def test_launch_sets_the_threads_per_rank_and_a_log_dir(monkeypatch, threads, ex
 
     calls = []
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv(distributed.LAUNCHER_PID_ENV, raising=False)
+    monkeypatch.setattr(distributed, "usable_cpus", lambda: 2)
     monkeypatch.setattr(distributed, "_run_torchrun", lambda args, world: calls.append(args))
-    distributed.launch(DistributedConfig(nproc_per_node=2), threads, ["train.py"])
+    distributed.launch(DistributedConfig(nproc_per_node=2), threads, ["train.py"], CPU)
     assert os.environ["OMP_NUM_THREADS"] == expected  # what the workers inherit
+    assert os.environ[distributed.LAUNCHER_PID_ENV] == str(os.getpid())
     assert calls[0][0].startswith("--log-dir=") and calls[0][-1] == "train.py"
+
+
+def test_launch_refuses_more_cpu_processes_than_cores(monkeypatch):
+    from mnist_pipeline.train import distributed
+
+    monkeypatch.setattr(distributed, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(distributed, "_run_torchrun", lambda args, world: None)
+    with pytest.raises(PipelineError, match=r"^distributed.nproc_per_node: 3 processes > the 2 "):
+        distributed.launch(DistributedConfig(nproc_per_node=3), 1, ["train.py"], CPU)
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,21 @@
 """What every stage script shares: argument parsing helpers and error reporting.
 
 Bad input surfaces as a one-line message on stderr and exit status 1; the
-traceback appears only with `--verbose` or MNIST_PIPELINE_VERBOSE=1.
+traceback appears only with `--verbose` or MNIST_PIPELINE_VERBOSE=1. SIGINT and
+SIGTERM unwind the stage like an error (removing its temporary outputs), print
+one line and exit 130 and 143, as the shell reports those signals.
 """
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from typing import NoReturn
 
 from mnist_pipeline.errors import PipelineError
 
@@ -27,6 +34,31 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 
 # Given the one-line message and the traceback, returns the line to print.
 ErrorHook = Callable[[str, str], str]
+SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (DVC, a job scheduler or `kill` stopping the stage). A BaseException,
+    like KeyboardInterrupt: `except Exception` blocks must not swallow it."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
+    # Once is enough: a second SIGTERM must not interrupt the cleanup the first one started.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM raises Terminated in the block (main thread only, where signals arrive)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_stage(
@@ -40,10 +72,14 @@ def run_stage(
     args = parser.parse_args(argv)
     verbose = args.verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
     try:
-        main(args)
+        with _sigterm_unwinds():
+            main(args)
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{parser.prog}: interrupted (SIGTERM)", file=sys.stderr)
+        return SIGTERM_EXIT_STATUS
     except Exception as exc:
         if verbose:
             traceback.print_exc()

@@ -3,12 +3,18 @@
 Files are written next to their destination under a temporary name and
 renamed into place (a rename within one file system is atomic); directories
 are built in a temporary sibling and renamed at the end.
+
+A killed run (SIGKILL, power loss) cannot remove its temporary sibling; the next
+run for the same destination does (`remove_stale_temporaries`): the names say
+whose they are, `.{dest.name}.tmp-{pid}-{random}`.
 """
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -27,7 +33,8 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    remove_stale_temporaries(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(dest), dir=dest.parent))
     try:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; outputs get the usual mode
         yield tmp
@@ -46,7 +53,8 @@ def atomic_file(dest: Path) -> Iterator[Path]:
     """Yield a temporary path next to `dest`; it is renamed onto `dest` on success."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+    remove_stale_temporaries(dest)
+    fd, name = tempfile.mkstemp(prefix=_temporary_prefix(dest), dir=dest.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -57,18 +65,61 @@ def atomic_file(dest: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def _temporary_prefix(dest: Path) -> str:
+    return f".{dest.name}.tmp-{os.getpid()}-"
+
+
+def remove_stale_temporaries(dest: Path) -> list[Path]:
+    """Remove the temporary siblings that earlier, killed runs left for `dest`, and return
+    them. Only names of the form `.{dest.name}.tmp-*` are touched; one whose process is
+    still running (a concurrent run) is kept. Names without a pid (older versions) go."""
+    removed = []
+    prefix = f".{dest.name}.tmp-"
+    for path in Path(dest).parent.glob(glob.escape(prefix) + "*"):
+        match = re.fullmatch(r"(\d+)-.+", path.name[len(prefix) :])
+        if match is not None and _process_exists(int(match.group(1))):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: checks only
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OverflowError:  # not a pid at all
+        return False
+    return True
+
+
 def _umask() -> int:
     current = os.umask(0)  # the only way to read it is to set it
     os.umask(current)
     return current
 
 
-def read_json(path: Path, fix: str) -> Any:
-    """Parse a JSON file; a missing or unparsable one is a PipelineError ending in `fix`."""
+def read_json(path: Path, fix: str, max_bytes: int | None = None) -> Any:
+    """Parse a JSON file; a missing or unparsable one, or one over `max_bytes` (checked
+    before parsing: parsed JSON takes ~10x its size in memory), is a PipelineError ending
+    in `fix`."""
     try:
-        return json.loads(Path(path).read_text())
+        with open(path, "rb") as f:
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found; {fix}") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise PipelineError(f"{path}: larger than the limit of {max_bytes} bytes; {fix}")
+    try:
+        return json.loads(data.decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path}: not valid JSON ({exc}); {fix}") from None
 

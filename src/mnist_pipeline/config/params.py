@@ -6,6 +6,7 @@ stage's params, so DVC re-runs exactly the stages whose values changed).
 """
 
 import dataclasses
+import os
 import re
 import urllib.parse
 import urllib.request
@@ -18,6 +19,43 @@ from mnist_pipeline.errors import PipelineError
 
 DatasetName = Literal["mnist", "fashion-mnist"]
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+# Upper bounds of the numeric params. Each is far above any sensible value; they exist
+# so that a typo (an extra zero or three) fails at load instead of exhausting memory,
+# disk or time hours later. The README's "Limits and troubleshooting" lists them.
+# train.lr has none beyond being finite: a huge one costs nothing and ends in the loop's
+# one-line "training diverged" error.
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_FETCH_TIMEOUT_S = 3600.0  # fetch.timeout_s: one network read
+MAX_FETCH_DEADLINE_S = 86_400.0  # fetch.deadline_s: one file, retries included
+MAX_FETCH_RETRIES = 20
+MAX_FETCH_BACKOFF_S = 600.0  # the first retry delay; later ones double up to MAX_BACKOFF_S
+MAX_FETCH_BYTES = 4_000_000_000  # fetch.max_bytes: a file from a user's source
+MAX_SHARD_ROWS = 1_000_000  # prepare.shard_size (= the idx parser's row limit)
+MAX_HIDDEN_WIDTH = 65_536  # model.hidden_sizes: units of one hidden layer
+MAX_HIDDEN_LAYERS = 8
+MAX_CONV_CHANNELS = 4096  # model.conv_channels: output channels of one block
+MAX_BATCH_SIZE = 65_536  # train.batch_size and evaluate.batch_size: images per batch
+MAX_EPOCHS = 10_000  # also train.step_epochs and train.early_stopping_patience
+MAX_WEIGHT_DECAY = 10.0
+MAX_NPROC_PER_NODE = 1024  # at launch also: CPU processes <= this machine's cores
+MAX_NNODES = 1024
+MAX_DISTRIBUTED_TIMEOUT_S = 86_400.0
+MAX_MC_SAMPLES = 1000  # evaluate.mc_samples: each pass is one more full test-set inference
+MAX_CALIBRATION_BINS = 1000
+MAX_WORST_EXAMPLES = 256  # images in the worst-examples grid
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def check_at_most(value: float, bound: float, key: str) -> None:
+    """The one wording of an upper-bound error: `key: must be <= bound, got value`."""
+    check(value <= bound, key, f"must be <= {bound:g}, got {value:g}")
 
 
 def check_device(device: str) -> None:
@@ -67,14 +105,28 @@ class FetchConfig:
     # File name -> md5 that the user trusts (of the file or its decompressed bytes);
     # adds to the built-in checksums, for private mirrors and recompressed copies.
     checksums: dict[str, str] = field(default_factory=dict)
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # one network read (no byte for this long: a stalled server)
+    # One file, from the request to the last byte, retries included: a server that trickles
+    # (headers or body) a byte at a time never trips timeout_s, but trips this.
+    deadline_s: float = 900.0
     retries: int = 3  # attempts per source for transient failures
-    backoff_s: float = 1.0  # first retry delay; doubles each retry
+    # First retry delay; doubles each retry up to download.MAX_BACKOFF_S (30 s); a larger
+    # first delay stays as set.
+    backoff_s: float = 1.0
+    # Largest file accepted from fetch.source (the built-in mirrors have per-file limits).
+    max_bytes: int = 200_000_000
 
     def __post_init__(self) -> None:
         check(self.timeout_s > 0, "timeout_s", "must be > 0")
+        check_at_most(self.timeout_s, MAX_FETCH_TIMEOUT_S, "timeout_s")
+        check(self.deadline_s > 0, "deadline_s", "must be > 0")
+        check_at_most(self.deadline_s, MAX_FETCH_DEADLINE_S, "deadline_s")
         check(self.retries >= 1, "retries", "must be >= 1")
+        check_at_most(self.retries, MAX_FETCH_RETRIES, "retries")
         check(self.backoff_s >= 0, "backoff_s", "must be >= 0")
+        check_at_most(self.backoff_s, MAX_FETCH_BACKOFF_S, "backoff_s")
+        check(self.max_bytes >= 1, "max_bytes", "must be >= 1")
+        check_at_most(self.max_bytes, MAX_FETCH_BYTES, "max_bytes")
         check(
             self.source != (), "source", "an empty list names no source; use null for the mirrors"
         )
@@ -104,6 +156,7 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         check(self.shard_size >= 1, "shard_size", "must be >= 1")
+        check_at_most(self.shard_size, MAX_SHARD_ROWS, "shard_size")
 
 
 @dataclass(frozen=True)
@@ -118,8 +171,23 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         check(all(h >= 1 for h in self.hidden_sizes), "hidden_sizes", "widths must be >= 1")
+        check(
+            all(h <= MAX_HIDDEN_WIDTH for h in self.hidden_sizes),
+            "hidden_sizes",
+            f"widths must be <= {MAX_HIDDEN_WIDTH}, got {max(self.hidden_sizes, default=0)}",
+        )
+        check(
+            len(self.hidden_sizes) <= MAX_HIDDEN_LAYERS,
+            "hidden_sizes",
+            f"at most {MAX_HIDDEN_LAYERS} hidden layers, got {len(self.hidden_sizes)}",
+        )
         check(len(self.conv_channels) >= 1, "conv_channels", "needs at least one block")
         check(all(c >= 1 for c in self.conv_channels), "conv_channels", "must be >= 1")
+        check(
+            all(c <= MAX_CONV_CHANNELS for c in self.conv_channels),
+            "conv_channels",
+            f"must be <= {MAX_CONV_CHANNELS}, got {max(self.conv_channels)}",
+        )
         check(len(self.conv_channels) <= 4, "conv_channels", "at most 4 blocks for 28x28 input")
 
 
@@ -144,22 +212,35 @@ class TrainConfig:
     # MLP on CPU in fp32, one process, no compile: hand-written gradients instead of
     # autograd (same maths, less per-step overhead); false forces autograd.
     manual_mlp_step: bool = True
-    threads: int = 0  # intra-op CPU threads; 0 keeps torch's default
+    threads: int = 0  # intra-op CPU threads; 0 keeps torch's default; <= this machine's cores
 
     def __post_init__(self) -> None:
         check_device(self.device)
         check(self.epochs >= 1, "epochs", "must be >= 1")
+        check_at_most(self.epochs, MAX_EPOCHS, "epochs")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check_at_most(self.batch_size, MAX_BATCH_SIZE, "batch_size")
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         check(0.0 <= self.momentum < 1.0, "momentum", "must be in [0, 1)")
         check(not self.nesterov or self.momentum > 0, "nesterov", "needs momentum > 0")
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check_at_most(self.weight_decay, MAX_WEIGHT_DECAY, "weight_decay")
         check(0.0 < self.warmup_fraction < 1.0, "warmup_fraction", "must be in (0, 1)")
         check(self.step_epochs >= 1, "step_epochs", "must be >= 1")
+        check_at_most(self.step_epochs, MAX_EPOCHS, "step_epochs")
         check(0.0 < self.gamma <= 1.0, "gamma", "must be in (0, 1]")
         check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")
         check(self.early_stopping_patience >= 0, "early_stopping_patience", "must be >= 0")
+        check_at_most(self.early_stopping_patience, MAX_EPOCHS, "early_stopping_patience")
         check(self.threads >= 0, "threads", "must be >= 0")
+        # More threads than cores only thrash; a params file written on a bigger machine
+        # says so here rather than as a run many times slower.
+        cores = usable_cpus()
+        check(
+            self.threads <= cores,
+            "threads",
+            f"{self.threads} > the {cores} CPU cores here (0 keeps torch's default)",
+        )
         sgd_only = self.optimizer == "sgd" or (self.momentum == 0 and not self.nesterov)
         check(sgd_only, "momentum", f"applies to sgd only, not {self.optimizer}")
 
@@ -176,8 +257,12 @@ class DistributedConfig:
 
     def __post_init__(self) -> None:
         check(self.nproc_per_node >= 1, "nproc_per_node", "must be >= 1")
+        # On CPU also <= the cores, checked at launch (distributed.py), where the device is known.
+        check_at_most(self.nproc_per_node, MAX_NPROC_PER_NODE, "nproc_per_node")
         check(self.nnodes >= 1, "nnodes", "must be >= 1")
+        check_at_most(self.nnodes, MAX_NNODES, "nnodes")
         check(self.timeout_s > 0, "timeout_s", "must be > 0")
+        check_at_most(self.timeout_s, MAX_DISTRIBUTED_TIMEOUT_S, "timeout_s")
         endpoint_ok = re.fullmatch(r"[\w.\-\[\]:]+:\d{1,5}", self.rdzv_endpoint) is not None
         check(
             self.nnodes == 1 or endpoint_ok,
@@ -206,10 +291,14 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         check_device(self.device)
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check_at_most(self.batch_size, MAX_BATCH_SIZE, "batch_size")
         check(self.mc_samples >= 0, "mc_samples", "must be >= 0")
         check(self.mc_samples != 1, "mc_samples", "1 pass has no spread; use 0 or >= 2")
+        check_at_most(self.mc_samples, MAX_MC_SAMPLES, "mc_samples")
         check(self.calibration_bins >= 1, "calibration_bins", "must be >= 1")
+        check_at_most(self.calibration_bins, MAX_CALIBRATION_BINS, "calibration_bins")
         check(self.worst_examples >= 0, "worst_examples", "must be >= 0")
+        check_at_most(self.worst_examples, MAX_WORST_EXAMPLES, "worst_examples")
 
 
 @dataclass(frozen=True)
@@ -221,6 +310,9 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def __post_init__(self) -> None:
+        check(0 <= self.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}], got {self.seed}")
 
 
 def load_params(path: Path) -> Params:

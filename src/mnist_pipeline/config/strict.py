@@ -6,6 +6,7 @@ each dataclass's `__post_init__`, which may call `check` below.
 """
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -111,17 +112,29 @@ def _convert_scalar(hint: Any, value: Any, key: str) -> Any:
         raise PipelineError(f"{key}: expected an integer, got {_show(value)}")
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            return _finite(value, key)
         # PyYAML follows YAML 1.1, where `1e-05` (no dot) is a string; DVC writes floats
         # that way (`dvc exp run -S train.lr=1e-05`), so a float field reads them as YAML 1.2.
         if isinstance(value, str) and YAML12_FLOAT.fullmatch(value.strip()):
-            return float(value)
+            return _finite(value, key)
         raise PipelineError(f"{key}: expected a number, got {_show(value)}")
     if hint is str:
         if isinstance(value, str):
             return value
         raise PipelineError(f"{key}: expected a string, got {_show(value)}")
     raise TypeError(f"{key}: unsupported type hint {hint!r}")  # a bug in a config class
+
+
+def _finite(value: int | float | str, key: str) -> float:
+    """`value` as a float, refused unless finite: NaN compares false with everything, so no
+    range check could be trusted with it, and no param means infinity (`1e999` reads as it)."""
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise PipelineError(f"{key}: must be a finite number, got {_show(value)}")
+    return number
 
 
 def _join(where: str, name: str) -> str:

@@ -7,13 +7,23 @@ files; or a list of such sources). The first candidate whose files all verify
 wins. Transient network failures are retried with exponential backoff; a 4xx or a
 checksum mismatch moves on to the next candidate at once. If nothing works, one
 `PipelineError` lists every candidate and why it failed.
+
+Every download is bounded: `fetch.timeout_s` per read (a stalled server),
+`fetch.deadline_s` per file, retries included (a server that trickles headers or
+body a byte at a time: a watchdog closes the socket), a byte limit per file (the
+registry's for the mirrors, `fetch.max_bytes` for `fetch.source`) and one on the
+gunzipped content hashed for the md5; redirects go to http(s) only, at most 5.
 """
 
+import contextlib
 import gzip
 import hashlib
 import http.client
 import shutil
+import socket
+import stat
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -28,11 +38,20 @@ from tqdm import tqdm
 
 from mnist_pipeline.config.params import FetchConfig, Location, parse_location
 from mnist_pipeline.data.raw_description import DESCRIPTION_FILE
-from mnist_pipeline.data.registry import FORMATS, PICKLE_FILE, DatasetSpec, Format, get_dataset
+from mnist_pipeline.data.registry import (
+    FORMATS,
+    PICKLE_FILE,
+    DatasetSpec,
+    FileLimits,
+    Format,
+    get_dataset,
+)
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import file_digest, write_json
 
 CHUNK_BYTES = 1 << 16
+MAX_BACKOFF_S = 30.0  # retry delays double up to this (or stay at a larger fetch.backoff_s)
+MAX_REDIRECTS = 5
 USER_AGENT = "mnist-pipeline/0.1 (python urllib)"
 HINT = (
     "download the files yourself and set fetch.source in params.yaml to their path or URL "
@@ -48,6 +67,20 @@ class _SourceFailed(Exception):
 
 class _Transient(_SourceFailed):
     """A failure worth retrying (connection, timeout, 5xx, truncated body)."""
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """The bounds of one file's fetch."""
+
+    max_bytes: int  # the file itself
+    max_gunzipped_bytes: int  # its content, hashed for the md5
+    deadline: float  # time.monotonic() by which the file must be complete
+    deadline_s: float  # the same as configured, for messages
+
+
+def _deadline_failure(limits: _Limits) -> _SourceFailed:
+    return _SourceFailed(f"not complete within fetch.deadline_s = {limits.deadline_s:g} s")
 
 
 @dataclass(frozen=True)
@@ -114,9 +147,10 @@ def fetch_dataset(
     spec = spec or get_dataset(config.dataset)
     out_dir = Path(out_dir)
     failures = []
+    user_source = config.locations is not None
     for candidate in candidate_sources(spec, config.locations):
         try:
-            files = _fetch_candidate(candidate, spec, config, out_dir, sleep)
+            files = _fetch_candidate(candidate, spec, config, out_dir, sleep, user_source)
         except _SourceFailed as exc:
             failures.append(f"{candidate.label} ({_one_line(str(exc))})")
             continue
@@ -134,16 +168,29 @@ def fetch_dataset(
 
 
 def _fetch_candidate(
-    candidate: Candidate, spec: DatasetSpec, config: FetchConfig, out_dir: Path, sleep: Sleep
+    candidate: Candidate,
+    spec: DatasetSpec,
+    config: FetchConfig,
+    out_dir: Path,
+    sleep: Sleep,
+    user_source: bool,
 ) -> dict[str, dict[str, Any]]:
-    """Fetch all of one candidate's files, or none: a partial set is removed."""
+    """Fetch all of one candidate's files, or none: a partial set is removed.
+    `user_source`: the files come from fetch.source, so fetch.max_bytes bounds them."""
     files = {}
     try:
         for name, location in candidate.locations.items():
             accepted = set(spec.md5s.get(name, ()))
             if name in config.checksums:
                 accepted.add(config.checksums[name])
-            files[name] = _fetch_file(location, out_dir / name, accepted, config, sleep)
+            known = spec.limits.get(name, FileLimits(config.max_bytes, config.max_bytes))
+            limits = _Limits(
+                max_bytes=config.max_bytes if user_source else known.max_bytes,
+                max_gunzipped_bytes=known.max_gunzipped_bytes,
+                deadline=time.monotonic() + config.deadline_s,
+                deadline_s=config.deadline_s,
+            )
+            files[name] = _fetch_file(location, out_dir / name, accepted, config, sleep, limits)
     except _SourceFailed as exc:
         for other in candidate.locations:
             (out_dir / other).unlink(missing_ok=True)
@@ -155,37 +202,51 @@ def _fetch_candidate(
 
 
 def _fetch_file(
-    location: Location, dest: Path, accepted: set[str], config: FetchConfig, sleep: Sleep
+    location: Location,
+    dest: Path,
+    accepted: set[str],
+    config: FetchConfig,
+    sleep: Sleep,
+    limits: _Limits,
 ) -> dict[str, Any]:
     """Download or copy to a temporary name, verify, then rename onto `dest`."""
     part = dest.with_name(f".{dest.name}.part")
     try:
         if location.kind == "url":
-            _download(location.value, part, config, sleep)
+            _download(location.value, part, config, sleep, limits)
         else:
-            _copy(Path(location.value), part)
-        md5 = _verify(part, accepted)
+            _copy(Path(location.value), part, limits.max_bytes)
+        md5 = _verify(part, accepted, limits.max_gunzipped_bytes)
         part.replace(dest)
     finally:
         part.unlink(missing_ok=True)
     return {"md5": md5, "bytes": dest.stat().st_size}
 
 
-def _copy(path: Path, dest: Path) -> None:
-    if not path.is_file():
-        raise _SourceFailed("not found")
+def _copy(path: Path, dest: Path, max_bytes: int) -> None:
+    try:
+        info = path.stat()
+    except OSError:
+        raise _SourceFailed("not found") from None
+    # A device (/dev/zero) or a FIFO would be read forever; only regular files are data.
+    if not stat.S_ISREG(info.st_mode):
+        raise _SourceFailed("not found" if stat.S_ISDIR(info.st_mode) else "not a regular file")
+    if info.st_size > max_bytes:
+        raise _SourceFailed(
+            f"{info.st_size} bytes, over the limit of {max_bytes} (fetch.max_bytes)"
+        )
     try:
         shutil.copyfile(path, dest)  # a copy, not a link: the output must not change under DVC
     except OSError as exc:
         raise _SourceFailed(f"cannot read ({exc.strerror or exc})") from None
 
 
-def _verify(path: Path, accepted: set[str]) -> str:
+def _verify(path: Path, accepted: set[str], max_gunzipped_bytes: int) -> str:
     """Return the file's md5 if it or its gunzipped content has an accepted md5."""
     file_md5 = file_digest(path, "md5")
     if file_md5 in accepted:
         return file_md5
-    content_md5 = _gunzipped_md5(path)
+    content_md5 = _gunzipped_md5(path, max_gunzipped_bytes)
     if content_md5 in accepted:
         return file_md5
     expected = " or ".join(sorted(accepted)) or "(none known)"
@@ -195,37 +256,164 @@ def _verify(path: Path, accepted: set[str]) -> str:
     )
 
 
-def _gunzipped_md5(path: Path) -> str | None:
-    """md5 of the decompressed content, or None if the file is not valid gzip."""
+def _gunzipped_md5(path: Path, max_bytes: int) -> str | None:
+    """md5 of the decompressed content, or None if the file is not valid gzip; content
+    beyond `max_bytes` is a failure (a gzip bomb would otherwise be hashed for minutes)."""
     digest = hashlib.md5(usedforsecurity=False)
+    total_bytes = 0
     try:
         with gzip.open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
+                total_bytes += len(chunk)
+                if total_bytes > max_bytes:
+                    raise _SourceFailed(
+                        f"gunzips to more than {max_bytes} bytes, the limit for this file"
+                    )
                 digest.update(chunk)
     except (OSError, EOFError, zlib.error):
         return None
     return digest.hexdigest()
 
 
-def _download(url: str, dest: Path, config: FetchConfig, sleep: Sleep) -> None:
+def backoff_delay_s(backoff_s: float, attempt: int) -> float:
+    """The delay after failed attempt `attempt` (1-based): doubling, capped at MAX_BACKOFF_S
+    unless the first delay is already larger."""
+    return min(backoff_s * 2 ** (attempt - 1), max(backoff_s, MAX_BACKOFF_S))
+
+
+def _download(url: str, dest: Path, config: FetchConfig, sleep: Sleep, limits: _Limits) -> None:
     """Download with up to `config.retries` attempts; delays double from `backoff_s`."""
     for attempt in range(1, config.retries + 1):
+        remaining_s = limits.deadline - time.monotonic()
+        if remaining_s <= 0:
+            raise _deadline_failure(limits)
         try:
-            _download_once(url, dest, config.timeout_s)
+            _download_once(url, dest, min(config.timeout_s, remaining_s), limits)
             return
         except _Transient as exc:
             if attempt == config.retries:
                 raise _Transient(f"{exc}, after {attempt} attempt(s)") from None
-            delay_s = config.backoff_s * 2 ** (attempt - 1)
+            delay_s = backoff_delay_s(config.backoff_s, attempt)
+            if time.monotonic() + delay_s >= limits.deadline:
+                raise _deadline_failure(limits) from None
             print(f"{url}: {exc}; retrying in {delay_s:g} s", file=sys.stderr)
             sleep(delay_s)
 
 
-def _download_once(url: str, dest: Path, timeout_s: float) -> None:
+class _Watchdog:
+    """Shuts the connection's socket down at the deadline. The socket timeout bounds one
+    read only: a server sending a byte every few seconds (headers or body) never trips
+    it, but a shut-down socket ends any read at once."""
+
+    def __init__(self, deadline: float) -> None:
+        self.fired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Watchdog":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Called with each new connection's socket (redirects open new ones)."""
+        with self._lock:
+            self._sock = sock
+            if self.fired:
+                self._shutdown()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watched(base: type[http.client.HTTPConnection], watchdog: _Watchdog) -> Any:
+    """`base` whose sockets `watchdog` can shut down."""
+
+    class Watched(base):  # type: ignore[valid-type, misc]
+        def connect(self) -> None:
+            super().connect()
+            watchdog.watch(self.sock)
+
+    return Watched
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self._watchdog = watchdog
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_watched(http.client.HTTPConnection, self._watchdog), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self._watchdog = watchdog
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_watched(http.client.HTTPSConnection, self._watchdog), req)
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follows at most MAX_REDIRECTS redirects, and only to http(s) URLs (urllib's own
+    would follow one to ftp://)."""
+
+    max_redirections = MAX_REDIRECTS
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        scheme = urllib.parse.urlparse(newurl).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise _SourceFailed(f"refusing a redirect to {scheme or 'a relative'}:// URL {newurl}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _download_once(url: str, dest: Path, timeout_s: float, limits: _Limits) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    with _Watchdog(limits.deadline) as watchdog:
+        opener = urllib.request.build_opener(
+            _HTTPHandler(watchdog), _HTTPSHandler(watchdog), _RedirectHandler()
+        )
+        try:
+            _request(opener, request, dest, timeout_s, limits.max_bytes)
+        except _SourceFailed:
+            if watchdog.fired:
+                raise _deadline_failure(limits) from None
+            raise
+        if watchdog.fired:  # the shut-down socket may read as a short, complete-looking body
+            raise _deadline_failure(limits)
+
+
+def _request(
+    opener: urllib.request.OpenerDirector,
+    request: urllib.request.Request,
+    dest: Path,
+    timeout_s: float,
+    max_bytes: int,
+) -> None:
+    url = request.full_url
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            _save_body(response, dest, Path(urllib.parse.urlparse(url).path).name)
+        with opener.open(request, timeout=timeout_s) as response:
+            _save_body(response, dest, Path(urllib.parse.urlparse(url).path).name, max_bytes)
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code >= 500:
@@ -237,15 +425,21 @@ def _download_once(url: str, dest: Path, timeout_s: float) -> None:
         raise _Transient(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
 
 
-def _save_body(response: Any, dest: Path, name: str) -> None:
-    """Stream the body to `dest`; a body shorter than Content-Length is transient."""
+def _save_body(response: Any, dest: Path, name: str, max_bytes: int) -> None:
+    """Stream the body to `dest`; a body shorter than Content-Length is transient, one
+    longer than `max_bytes` (announced or received) a failure."""
     length = response.headers.get("Content-Length")
     expected_bytes = int(length) if length and length.isdigit() else None
+    too_big = f"over the limit of {max_bytes} bytes for this file"
+    if expected_bytes is not None and expected_bytes > max_bytes:
+        raise _SourceFailed(f"Content-Length {expected_bytes}, {too_big}")
     received_bytes = 0
     # disable=None: no bar unless stderr is a terminal (DVC logs, CI, tests).
     progress = {"unit": "B", "unit_scale": True, "file": sys.stderr, "disable": None}
     with open(dest, "wb") as f, tqdm(total=expected_bytes, desc=name, **progress) as bar:
         while chunk := response.read(CHUNK_BYTES):
+            if received_bytes + len(chunk) > max_bytes:  # an endless body stops here
+                raise _SourceFailed(f"body {too_big}")
             f.write(chunk)
             received_bytes += len(chunk)
             bar.update(len(chunk))

@@ -11,10 +11,17 @@ idx's raw bytes hold the same k, so uint8 is exact and 4x smaller than float32;
 the float pixel is stored / `pixel_scale` (255). Shards are plain tensors, so
 `torch.load(weights_only=True)` reads them without running code, and each
 shard's sha256 in the manifest catches corruption before anything is loaded.
+
+Reading is bounded: manifest.json has a size limit and is validated before use,
+and a shard must be a regular file (not a device or FIFO behind a symlink) no
+larger than its manifest rows imply.
 """
 
 import hashlib
 import io
+import math
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnist_pipeline.data.registry import IMAGE_SHAPE
+from mnist_pipeline.data.raw_formats import MAX_IDX_ROWS
+from mnist_pipeline.data.registry import IMAGE_SHAPE, SPLITS
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import read_json, write_json
 
@@ -40,6 +48,15 @@ MANIFEST_KEYS = (
     "splits",
 )
 REBUILD = "re-run `dvc repro prepare`"
+MAX_MANIFEST_BYTES = 1_000_000  # ours is ~4 kB; parsed JSON takes ~10x its size in memory
+MAX_CLASSES = 1000
+MAX_CLASS_NAME_CHARS = 100
+# torch.save's zip container around the two tensors: ~1.5 kB; generous, as its layout may
+# change between torch versions.
+SHARD_OVERHEAD_BYTES = 65_536
+# uint8 pixels + an int64 label make 792 bytes a row; the bound allows 8 bytes per value, so
+# that a shard of the wrong dtype is named as such by the content checks.
+SHARD_BYTES_PER_ROW = 8 * (math.prod(IMAGE_SHAPE) + 1)
 
 
 def write_prepared(
@@ -118,22 +135,60 @@ def _write_shards(
 
 
 def read_manifest(prepared_dir: Path) -> dict[str, Any]:
-    """manifest.json of a prepared directory, with its keys checked."""
+    """manifest.json of a prepared directory, with its keys and values checked."""
     path = Path(prepared_dir) / MANIFEST_FILE
-    manifest = read_json(path, REBUILD)
+    manifest = read_json(path, REBUILD, max_bytes=MAX_MANIFEST_BYTES)
     missing = [k for k in MANIFEST_KEYS if not isinstance(manifest, dict) or k not in manifest]
     if missing:
         raise PipelineError(f"{path}: missing {', '.join(missing)}; {REBUILD}")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise PipelineError(f"{path}: {problem}; {REBUILD}")
     return manifest
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the manifest's values, if anything (one phrase)."""
+    names = manifest["class_names"]
+    if not isinstance(names, list) or not 2 <= len(names) <= MAX_CLASSES:
+        count = len(names) if isinstance(names, list) else type(names).__name__
+        return f"class_names must be a list of 2 to {MAX_CLASSES} names, got {count}"
+    if not all(isinstance(n, str) and len(n) <= MAX_CLASS_NAME_CHARS for n in names):
+        return f"class_names must be strings of at most {MAX_CLASS_NAME_CHARS} characters"
+    if manifest["image_shape"] != list(IMAGE_SHAPE):
+        return f"image_shape is {manifest['image_shape']!r}, expected {list(IMAGE_SHAPE)}"
+    mean, std = manifest["train_pixel_mean"], manifest["train_pixel_std"]
+    if not _is_number(mean) or not 0 <= mean <= 1:
+        return f"train_pixel_mean must be a number in [0, 1], got {mean!r}"
+    if not _is_number(std) or not 0 < std <= 1:
+        return f"train_pixel_std must be a number in (0, 1], got {std!r}"
+    splits = manifest["splits"]
+    if not isinstance(splits, dict) or set(splits) != set(SPLITS):
+        return f"splits must be exactly {', '.join(SPLITS)}"
+    for name, entry in splits.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("shards"), list):
+            return f"splits.{name} must have a list of shards"
+        rows = [entry.get("rows")] + [
+            s.get("rows") if isinstance(s, dict) else None for s in entry["shards"]
+        ]
+        if not all(isinstance(r, int) and 0 <= r <= MAX_IDX_ROWS for r in rows):
+            return f"splits.{name}: rows must be integers from 0 to {MAX_IDX_ROWS}"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_split(prepared_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 (N, 28, 28), labels int64 (N,)) of one split, every shard verified."""
     prepared_dir = Path(prepared_dir)
-    entry = read_manifest(prepared_dir)["splits"].get(split)
+    manifest = read_manifest(prepared_dir)
+    entry = manifest["splits"].get(split)
     if not isinstance(entry, dict) or not entry.get("shards"):
         raise PipelineError(f"{prepared_dir / MANIFEST_FILE}: no split {split!r}; {REBUILD}")
-    parts = [_load_shard(prepared_dir, shard) for shard in entry["shards"]]
+    num_classes = len(manifest["class_names"])
+    parts = [_load_shard(prepared_dir, shard, num_classes) for shard in entry["shards"]]
     images = torch.cat([p[0] for p in parts])  # one copy into one contiguous tensor
     labels = torch.cat([p[1] for p in parts])
     if len(labels) != entry.get("rows"):
@@ -151,26 +206,47 @@ def load_splits(
     return {split: load_split(prepared_dir, split) for split in splits}
 
 
-def _load_shard(prepared_dir: Path, shard: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_shard(
+    prepared_dir: Path, shard: dict[str, Any], num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     relative = Path(str(shard.get("file", "")))
     if relative.is_absolute() or ".." in relative.parts or not relative.name:
         raise PipelineError(f"{prepared_dir / MANIFEST_FILE}: bad shard path {relative}")
     path = prepared_dir / relative
-    try:
-        data = path.read_bytes()  # read once: hashed, then loaded from memory
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: missing shard; {REBUILD}") from None
+    # read once: hashed, then loaded from memory
+    data = _read_shard_file(path, SHARD_OVERHEAD_BYTES + SHARD_BYTES_PER_ROW * shard["rows"])
     if hashlib.sha256(data).hexdigest() != shard.get("sha256"):
         raise PipelineError(f"{path}: sha256 differs from the manifest (corrupt); {REBUILD}")
     try:
         payload = torch.load(io.BytesIO(data), weights_only=True)
     except Exception as exc:  # whatever torch raises, the fix is the same: rebuild
         raise PipelineError(f"{path}: unreadable shard ({exc}); {REBUILD}") from None
-    _check_payload(payload, shard.get("rows"), path)
+    _check_payload(payload, shard.get("rows"), path, num_classes)
     return payload["images"], payload["labels"]
 
 
-def _check_payload(payload: Any, rows: Any, path: Path) -> None:
+def _read_shard_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`. Symlinks are followed (DVC may
+    link outputs to its cache) but must end at a regular file: a device never ends
+    (/dev/zero) and a FIFO blocks; O_NONBLOCK opens a FIFO without waiting for a writer."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: missing shard; {REBUILD}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PipelineError(f"{path}: not a regular file; {REBUILD}")
+        if info.st_size > max_bytes:
+            raise PipelineError(
+                f"{path}: {info.st_size} bytes, more than its manifest rows allow "
+                f"({max_bytes}); {REBUILD}"
+            )
+        return f.read(max_bytes + 1)  # the sha256 catches a file that grew meanwhile
+
+
+def _check_payload(payload: Any, rows: Any, path: Path, num_classes: int) -> None:
     if not isinstance(payload, dict) or set(payload) != {"images", "labels"}:
         raise PipelineError(f"{path}: expected a dict of images and labels; {REBUILD}")
     images, labels = payload["images"], payload["labels"]
@@ -182,4 +258,9 @@ def _check_payload(payload: Any, rows: Any, path: Path) -> None:
         raise PipelineError(
             f"{path}: images {tuple(images.shape)} and labels "
             f"{tuple(labels.shape)} do not match {rows} rows; {REBUILD}"
+        )
+    low, high = (int(labels.min()), int(labels.max())) if len(labels) else (0, 0)
+    if low < 0 or high >= num_classes:  # would be an IndexError deep inside the loss
+        raise PipelineError(
+            f"{path}: labels outside 0-{num_classes - 1} (min {low}, max {high}); {REBUILD}"
         )

@@ -8,9 +8,15 @@ PipelineError that names the file.
 
 The pickle is read by an unpickler that admits only what numpy arrays need, so
 a crafted file cannot run code (plain `pickle.load` would run anything).
+
+Memory is bounded whatever the files hold: the pickle's decompressed stream, its
+opcodes and its arrays have limits (safe_unpickle.py), and an idx header is checked
+(row limit, exact length) before its body is read.
 """
 
+import functools
 import gzip
+import math
 import pickle
 import struct
 import zlib
@@ -20,13 +26,25 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.data.raw_description import read_description
-from mnist_pipeline.data.registry import IDX_FILES, IMAGE_SHAPE, NUM_CLASSES, PICKLE_FILE, SPLITS
-from mnist_pipeline.data.safe_unpickle import NumpyOnlyUnpickler
+from mnist_pipeline.data.registry import (
+    FILE_LIMITS,
+    IDX_FILES,
+    IMAGE_SHAPE,
+    NUM_CLASSES,
+    PICKLE_FILE,
+    SPLITS,
+)
+from mnist_pipeline.data.safe_unpickle import MAX_OPCODES, load_bounded
 from mnist_pipeline.errors import PipelineError
 
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 CHUNK_ROWS = 4096  # pixel conversion works in chunks: float temporaries stay ~13 MB each
 IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 0x00000803, 0x00000801
+# Rows one idx file may claim: 60,000 upstream; the limit keeps a header claiming a billion
+# from being believed (1,000,000 images are 784 MB).
+MAX_IDX_ROWS = 1_000_000
+# The decompressed pickle: 220 MB upstream (the same limit as fetch's content md5).
+MAX_PICKLE_BYTES = FILE_LIMITS[PICKLE_FILE].max_gunzipped_bytes
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -42,16 +60,19 @@ def read_raw(raw_dir: Path) -> tuple[Splits, dict[str, Any]]:
 # --- pickle ----------------------------------------------------------------------------------
 
 
-def read_pickle(path: Path) -> Splits:
-    """deeplearning.net's mnist.pkl.gz: ((x, y) train, valid, test), x float32 (N, 784) = k/256."""
+def read_pickle(
+    path: Path, max_bytes: int = MAX_PICKLE_BYTES, max_opcodes: int = MAX_OPCODES
+) -> Splits:
+    """deeplearning.net's mnist.pkl.gz: ((x, y) train, valid, test), x float32 (N, 784) = k/256.
+    At most `max_bytes` decompressed and `max_opcodes` pickle opcodes (tests lower them)."""
     path = Path(path)
     _check_gzip_file(path, "mnist.pkl.gz")
     try:
-        with gzip.open(path, "rb") as f:
-            # encoding="bytes", not the usual "latin1": Python 2 strings stay bytes, which
-            # numpy uses as the array memory directly; latin1 would hold a str copy and a
-            # bytes copy of every array at once (120 MB more peak memory for MNIST).
-            data = NumpyOnlyUnpickler(f, encoding="bytes").load()
+        # encoding="bytes", not the usual "latin1": Python 2 strings stay bytes, which
+        # numpy uses as the array memory directly; latin1 would hold a str copy and a
+        # bytes copy of every array at once (120 MB more peak memory for MNIST).
+        opener = functools.partial(gzip.open, path, "rb")
+        data = load_bounded(opener, max_bytes, max_opcodes, encoding="bytes")
     except EOFError:
         raise PipelineError(
             f"{path}: truncated (the data ends early); re-run `dvc repro fetch`"
@@ -108,13 +129,14 @@ def _float_pixels_to_uint8(images: np.ndarray, where: str) -> np.ndarray:
 # --- idx -------------------------------------------------------------------------------------
 
 
-def read_idx(raw_dir: Path) -> Splits:
+def read_idx(raw_dir: Path, max_rows: int = MAX_IDX_ROWS) -> Splits:
     """The four idx .gz files. valid = the last 1/6 of the train file (10,000 of 60,000,
     deeplearning.net's cut), so small synthetic files split the same way. The arrays are
-    read-only views of the decompressed bytes (no copies)."""
+    read-only views of the decompressed bytes (no copies). A file may hold at most
+    `max_rows` rows (tests lower it)."""
     raw_dir = Path(raw_dir)
-    train = _read_idx_pair(raw_dir, "train")
-    test = _read_idx_pair(raw_dir, "test")
+    train = _read_idx_pair(raw_dir, "train", max_rows)
+    test = _read_idx_pair(raw_dir, "test", max_rows)
     rows = len(train[1])
     if rows < 6:
         path = raw_dir / IDX_FILES["train_labels"]
@@ -127,39 +149,64 @@ def read_idx(raw_dir: Path) -> Splits:
     }
 
 
-def _read_idx_pair(raw_dir: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_idx_pair(
+    raw_dir: Path, part: str, max_rows: int = MAX_IDX_ROWS
+) -> tuple[np.ndarray, np.ndarray]:
     image_path, label_path = (
         raw_dir / IDX_FILES[f"{part}_images"],
         raw_dir / IDX_FILES[f"{part}_labels"],
     )
-    images = _read_idx_file(image_path, IDX_IMAGES_MAGIC, "images", ndim=3)
-    labels = _read_idx_file(label_path, IDX_LABELS_MAGIC, "labels", ndim=1)
+    images = _read_idx_file(image_path, IDX_IMAGES_MAGIC, "images", ndim=3, max_rows=max_rows)
+    labels = _read_idx_file(label_path, IDX_LABELS_MAGIC, "labels", ndim=1, max_rows=max_rows)
     where = f"{image_path} + {label_path.name}"
     _check_pair(images, labels, where, float_pixels=False)
     return images, _labels_int64(labels, str(label_path))
 
 
-def _read_idx_file(path: Path, magic: int, kind: str, ndim: int) -> np.ndarray:
-    data = _gunzip(path, f"idx {kind} file")
+def _read_idx_file(path: Path, magic: int, kind: str, ndim: int, max_rows: int) -> np.ndarray:
+    """The header first, checked; then exactly the body it announces, then EOF: nothing of
+    unknown size is decompressed."""
+    _check_gzip_file(path, f"idx {kind} file")
     header_bytes = 4 * (1 + ndim)
+    try:
+        with gzip.open(path, "rb") as f:
+            header = f.read(header_bytes)
+            rows, shape = _idx_header(header, path, magic, kind, ndim, max_rows)
+            body_bytes = rows * math.prod(shape)
+            body = f.read(body_bytes)
+            extra = f.read(1)  # b"" at the end (which also checks the gzip CRC)
+    except EOFError:
+        raise PipelineError(f"{path}: truncated gzip data; re-run `dvc repro fetch`") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise PipelineError(f"{path}: corrupt gzip data ({exc})") from None
+    if len(body) != body_bytes or extra:
+        held = f"more than {header_bytes + body_bytes}" if extra else header_bytes + len(body)
+        raise PipelineError(
+            f"{path}: header says {rows} {kind} ({header_bytes + body_bytes} bytes) but the "
+            f"file holds {held} bytes"
+        )
+    return np.frombuffer(body, dtype=np.uint8).reshape(rows, *shape)
+
+
+def _idx_header(
+    header: bytes, path: Path, magic: int, kind: str, ndim: int, max_rows: int
+) -> tuple[int, list[int]]:
     # The magic number first: it tells a swapped file (labels for images) apart from a short one.
-    found_magic = struct.unpack(">i", data[:4])[0] if len(data) >= 4 else None
+    found_magic = struct.unpack(">i", header[:4])[0] if len(header) >= 4 else None
     if found_magic is not None and found_magic != magic:
         raise PipelineError(
             f"{path}: magic number 0x{found_magic:08x}, expected 0x{magic:08x} (idx {kind})"
         )
-    if len(data) < header_bytes:
-        raise PipelineError(f"{path}: {len(data)} bytes, too short for an idx {kind} header")
-    rows, *shape = struct.unpack(f">{ndim}i", data[4:header_bytes])
+    if len(header) < 4 * (1 + ndim):
+        raise PipelineError(f"{path}: {len(header)} bytes, too short for an idx {kind} header")
+    rows, *shape = struct.unpack(f">{ndim}i", header[4:])
     if kind == "images" and tuple(shape) != IMAGE_SHAPE:
         raise PipelineError(f"{path}: images are {shape[0]}x{shape[1]} pixels, expected 28x28")
-    expected = header_bytes + rows * int(np.prod(shape, dtype=np.int64))
-    if rows < 0 or len(data) != expected:
+    if not 0 <= rows <= max_rows:
         raise PipelineError(
-            f"{path}: header says {rows} {kind} ({expected} bytes) but the file "
-            f"holds {len(data)} bytes"
+            f"{path}: header says {rows} {kind}; the limit is 0 to {max_rows} (idx rows)"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header_bytes).reshape(rows, *shape)
+    return rows, shape
 
 
 # --- shared checks ---------------------------------------------------------------------------
@@ -178,16 +225,6 @@ def _check_gzip_file(path: Path, what: str) -> None:
         raise PipelineError(f"{path}: looks like an HTML page, not a gzip'd {what}")
     if head[:2] != b"\x1f\x8b":
         raise PipelineError(f"{path}: not a gzip file (expected a gzip'd {what})")
-
-
-def _gunzip(path: Path, what: str) -> bytes:
-    _check_gzip_file(path, what)
-    try:
-        return gzip.decompress(path.read_bytes())
-    except EOFError:
-        raise PipelineError(f"{path}: truncated gzip data; re-run `dvc repro fetch`") from None
-    except (gzip.BadGzipFile, zlib.error) as exc:
-        raise PipelineError(f"{path}: corrupt gzip data ({exc})") from None
 
 
 def _check_pair(images: np.ndarray, labels: np.ndarray, where: str, float_pixels: bool) -> None:

@@ -48,6 +48,32 @@ FASHION_NAMES = (
 )
 
 
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """How large one raw file may be: the known upstream size with headroom. fetch refuses
+    a bigger download, and stops gunzipping (for the content md5) past the second limit."""
+
+    max_bytes: int  # the .gz file as downloaded from a built-in mirror
+    max_gunzipped_bytes: int  # its decompressed content
+
+
+# Upstream sizes (MNIST / Fashion-MNIST, .gz -> content): mnist.pkl.gz 16.2 MB -> 220 MB;
+# train images 9.9 / 26.4 MB -> 47.0 MB; train labels 29 kB -> 60 kB; t10k images
+# 1.6 / 4.4 MB -> 7.8 MB; t10k labels 5 kB -> 10 kB. Limits: about 4x the file (a
+# recompressed copy may compress worse) and 2x the content. Everything above that is
+# not this data set (the pickle: 400 MB, the parser's limit too).
+FILE_LIMITS = {
+    PICKLE_FILE: FileLimits(64 * MB, 400 * MB),
+    IDX_FILES["train_images"]: FileLimits(106 * MB, 95 * MB),
+    IDX_FILES["train_labels"]: FileLimits(1 * MB, 1 * MB),
+    IDX_FILES["test_images"]: FileLimits(18 * MB, 16 * MB),
+    IDX_FILES["test_labels"]: FileLimits(1 * MB, 1 * MB),
+}
+
+
 @dataclass(frozen=True)
 class Source:
     format: Format
@@ -62,6 +88,8 @@ class DatasetSpec:
     sources: tuple[Source, ...]
     # file name -> accepted md5s (of the file's bytes or of its decompressed content)
     md5s: dict[str, frozenset[str]] = field(default_factory=dict)
+    # file name -> size limits (tests pass smaller ones)
+    limits: dict[str, FileLimits] = field(default_factory=lambda: dict(FILE_LIMITS))
 
     def files(self, fmt: Format) -> tuple[str, ...]:
         return (PICKLE_FILE,) if fmt == "pickle" else tuple(IDX_FILES.values())

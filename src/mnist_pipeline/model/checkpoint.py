@@ -10,10 +10,17 @@ can read it back without executing code. Layout (all keys required):
     class_names:    list of class names, index = label
     params:         the params training depended on (seed, model, train sections)
     run:            torch version, device, threads, epochs run, seconds
+
+Loading is bounded: the file size is capped before torch.load, and the model the
+config describes is built on the meta device (no memory) and compared, tensor by
+tensor, with the weights the file holds before the real one is allocated; so a
+small file whose config claims huge layers fails at once.
 """
 
 import dataclasses
 import io
+import math
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +29,15 @@ from torch import nn
 
 from mnist_pipeline.config.params import ModelConfig, to_dict
 from mnist_pipeline.config.strict import parse
+from mnist_pipeline.data.registry import IMAGE_SHAPE
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import atomic_file
 from mnist_pipeline.model.networks import InputSpec, build_model
 
 FORMAT_VERSION = 1
 TRAIN_PARAMS = ("seed", "model", "train")  # the params sections of the train stage
+MAX_CHECKPOINT_BYTES = 2_000_000_000  # the largest model.* allows is far smaller in practice
+MAX_CLASSES = 1000  # as a prepared manifest may have
 KEYS = (
     "format_version",
     "state_dict",
@@ -74,8 +84,16 @@ def load_checkpoint(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from the checkpoint alone; returns (model in eval mode, payload)."""
     path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path}: checkpoint not found; run `dvc repro train` first")
+    try:
+        info = path.stat()
+    except OSError:
+        raise PipelineError(f"{path}: checkpoint not found; run `dvc repro train` first") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise PipelineError(f"{path}: not a regular file, so not a checkpoint")
+    if info.st_size > MAX_CHECKPOINT_BYTES:
+        raise PipelineError(
+            f"{path}: {info.st_size} bytes, over the checkpoint limit of {MAX_CHECKPOINT_BYTES}"
+        )
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # zip errors, unpickling refusals, truncation
@@ -84,9 +102,13 @@ def load_checkpoint(
         raise PipelineError(f"{path}: not a checkpoint of this pipeline (missing keys)")
     if payload["format_version"] != FORMAT_VERSION:
         raise PipelineError(f"{path}: checkpoint format {payload['format_version']} unsupported")
-    config = parse(ModelConfig, payload["model_config"], "model_config")
-    spec_data = dict(payload["input_spec"], image_shape=tuple(payload["input_spec"]["image_shape"]))
-    model = build_model(config, InputSpec(**spec_data))
+    try:
+        config = parse(ModelConfig, payload["model_config"], "model_config")
+        spec = _input_spec(payload["input_spec"])
+    except PipelineError as exc:
+        raise PipelineError(f"{path}: {exc}") from None
+    _check_weights_fit(path, config, spec, payload["state_dict"])
+    model = build_model(config, spec)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
@@ -94,6 +116,57 @@ def load_checkpoint(
             f"{path}: weights do not match the model config ({_first_line(exc)})"
         ) from None
     return model.to(device).eval(), payload
+
+
+def _input_spec(data: Any) -> InputSpec:
+    """The checkpoint's input_spec, checked as a manifest's values are."""
+    fields = {f.name for f in dataclasses.fields(InputSpec)}
+    if not isinstance(data, dict) or set(data) != fields:
+        raise PipelineError(f"input_spec: expected the keys {', '.join(sorted(fields))}")
+    if data["image_shape"] != list(IMAGE_SHAPE):
+        raise PipelineError(f"input_spec.image_shape: expected {list(IMAGE_SHAPE)}")
+    classes = data["num_classes"]
+    if not isinstance(classes, int) or not 2 <= classes <= MAX_CLASSES:
+        raise PipelineError(f"input_spec.num_classes: expected 2 to {MAX_CLASSES}, got {classes!r}")
+    for key, low_ok in (("pixel_mean", True), ("pixel_std", False)):
+        value = data[key]
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or not (0 <= value <= 1 and (low_ok or value)):
+            interval = "[0, 1]" if low_ok else "(0, 1]"
+            raise PipelineError(f"input_spec.{key}: expected a number in {interval}, got {value!r}")
+    return InputSpec(
+        image_shape=IMAGE_SHAPE,
+        num_classes=classes,
+        pixel_mean=data["pixel_mean"],
+        pixel_std=data["pixel_std"],
+    )
+
+
+def _check_weights_fit(path: Path, config: ModelConfig, spec: InputSpec, state: Any) -> None:
+    """Every tensor the config implies is in `state` with its shape, and nothing else;
+    checked on a meta-device model, which allocates nothing however large it claims to be."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_model(config, spec).state_dict().items()}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PipelineError(f"{path}: state_dict must map names to tensors")
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found == expected:
+        return
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    differ = [k for k in expected if k in found and found[k] != expected[k]]  # in model order
+    if differ:
+        key = differ[0]
+        problem = f"{key} is {list(found[key])}, the config needs {list(expected[key])}"
+    elif missing:
+        problem = f"missing {', '.join(missing[:3])}"
+    else:
+        problem = f"unexpected {', '.join(unexpected[:3])}"
+    implied = sum(math.prod(shape) for shape in expected.values())
+    raise PipelineError(
+        f"{path}: weights do not match the model config ({problem}; {implied:,} values "
+        f"implied, {sum(math.prod(s) for s in found.values()):,} held)"
+    )
 
 
 def _first_line(exc: BaseException) -> str:

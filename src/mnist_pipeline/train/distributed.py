@@ -10,12 +10,20 @@ slice of every global batch; DDP averages the gradients.
 A failing worker ends the run: torchrun stops the others and `launch` turns the
 failure into one line naming the rank and its error, which each worker leaves
 in the error file torchrun gives it (worker_errors.py).
+
+Workers never outlive the launcher (torchrun starts them in sessions of their own,
+so a killed launcher would otherwise leave them training, and writing outputs, on
+their own): each asks Linux for SIGKILL when its parent dies (`die_with_launcher`),
+and rank 0 checks that the launcher is still there before writing anything
+(`check_launcher_alive`), which also covers other systems.
 """
 
 import contextlib
+import ctypes
 import datetime
 import os
 import signal
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,9 +33,13 @@ from typing import NoReturn
 import torch
 import torch.distributed as dist
 
-from mnist_pipeline.config.params import DistributedConfig
+from mnist_pipeline.cli import Terminated
+from mnist_pipeline.config.params import DistributedConfig, usable_cpus
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.train import worker_errors
+
+LAUNCHER_PID_ENV = "MNIST_PIPELINE_LAUNCHER_PID"  # set by `launch` for its workers
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -86,13 +98,23 @@ def torchrun_args(cfg: DistributedConfig, script_argv: Sequence[str]) -> list[st
     return [*args, *script_argv]
 
 
-def launch(cfg: DistributedConfig, threads: int, script_argv: Sequence[str]) -> None:
-    """Run `script_argv` (this script and its arguments) on every rank; wait for all."""
+def launch(
+    cfg: DistributedConfig, threads: int, script_argv: Sequence[str], device: torch.device
+) -> None:
+    """Run `script_argv` (this script and its arguments) on every rank; wait for all.
+    `device` is the one train.device resolves to here."""
+    cores = usable_cpus()
+    if device.type == "cpu" and cfg.nproc_per_node > cores:
+        raise PipelineError(
+            f"distributed.nproc_per_node: {cfg.nproc_per_node} processes > the {cores} CPU "
+            "cores here (training on cpu)"
+        )
     args = torchrun_args(cfg, script_argv)
     print(f"torchrun {' '.join(args)}", flush=True)
     # The workers inherit it. torchrun's own default for several processes is 1 thread
     # each (with a warning banner); train.threads says otherwise when set.
     os.environ["OMP_NUM_THREADS"] = str(threads or 1)
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # the workers' parent: see die_with_launcher
     # Each worker's error file goes to a log directory, which torchrun would otherwise
     # create in /tmp and never remove.
     with tempfile.TemporaryDirectory(prefix="torchrun-logs-") as log_dir:
@@ -100,17 +122,43 @@ def launch(cfg: DistributedConfig, threads: int, script_argv: Sequence[str]) -> 
 
 
 def _run_torchrun(args: list[str], world_size: int) -> None:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
     try:
         run(parse_args(args))
+    except SignalException as exc:  # torchrun's own handler, once it has stopped the workers
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        raise Terminated from None
     except ChildFailedError as exc:
         rank, message = worker_errors.first_failure(exc.failures)
         raise PipelineError(f"rank {rank} of {world_size} failed: {message}") from None
     except Exception as exc:  # rendezvous errors: unreachable endpoint, timeout, ...
         text = " ".join(str(exc).split())
         raise PipelineError(f"torchrun could not start the workers: {text}") from exc
+
+
+def die_with_launcher() -> None:
+    """In a worker that `launch` started: be killed (SIGKILL) as soon as the launcher dies,
+    whatever kills it; if it is gone already, stop now. Nothing outside torchrun."""
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    if not under_torchrun() or launcher is None:
+        return
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    check_launcher_alive()  # it may have died before prctl took effect
+
+
+def check_launcher_alive() -> None:
+    """Raise unless this worker's launcher is still its parent (a dead one's children are
+    re-parented): called before writing outputs, so an orphan never writes any."""
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    if under_torchrun() and launcher is not None and os.getppid() != int(launcher):
+        raise PipelineError(f"the launcher (pid {launcher}) is gone; not writing any outputs")
 
 
 def current_rank(cfg: DistributedConfig) -> Rank:

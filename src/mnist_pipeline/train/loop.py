@@ -1,5 +1,5 @@
 """The fit loop: epochs of seeded mini-batches, a validation pass after each, the history
-that dvclive logs, early stopping. Which training step runs is `step.make_step`'s choice.
+that the training log keeps, early stopping. Which training step runs is `step.make_step`'s choice.
 
 The data arrives as whole uint8 tensors and moves to the model's device once; each epoch
 draws one seeded permutation and each mini-batch gathers its rows with one
@@ -195,7 +195,7 @@ def _epoch_log(
     valid_log: EpochLog,
     cfg: TrainConfig,
 ) -> EpochLog:
-    """One epoch's numbers under dvclive's names; a non-finite train loss is an error."""
+    """One epoch's numbers under the training log's names; a non-finite train loss is an error."""
     if not math.isfinite(train_log["loss"]):
         raise PipelineError(
             f"training diverged: train loss is {train_log['loss']} in epoch {epoch}; "
