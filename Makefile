@@ -56,6 +56,7 @@ $(error PRESET is required, e.g. make exp PRESET=tutorial)
 endif
 endif
 exp: $(STAMP)
+	$(BIN)/python scripts/check_params.py params.yaml
 	$(BIN)/python scripts/exp.py $(PRESET) $(if $(filter-out 0,$(QUEUE)),--queue) -- $(ARGS)
 
 test: lint
