@@ -9,6 +9,7 @@ Example (what `make seeds K=5` runs):
 import argparse
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,13 +30,23 @@ parser.add_argument(
 
 
 def dvc(args: Sequence[str]) -> str:
-    """Run `dvc` (this interpreter's) and return its stdout; a failure is one line."""
+    """Run `dvc` (this interpreter's) and return its stdout; a failure is one line.
+
+    Output goes through temporary files, not pipes: the queue workers that `dvc queue
+    start` leaves running inherit its output, and reading a pipe to its end would wait
+    for them (the whole queue), past the bounded wait."""
     command = [sys.executable, "-m", "dvc", *args]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        returncode = subprocess.run(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, check=False
+        ).returncode
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if returncode != 0:
+        last = (stderr.strip() or stdout.strip()).splitlines()[-1:]
         raise PipelineError(f"dvc {' '.join(args)} failed: {' '.join(last)}")
-    return done.stdout
+    return stdout
 
 
 def main(args: argparse.Namespace) -> None:

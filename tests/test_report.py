@@ -160,7 +160,7 @@ def test_significance_section_says_which_side_lacks_predictions_in_one_line_each
     both = significance_section("main", "p.csv", None, None).splitlines()
     assert [line for line in both if line.startswith("`p.csv`")] == [
         "`p.csv` is not in `main` (an older metrics layout, or no metrics): no paired test.",
-        "`p.csv` is not in workspace (an older metrics layout, or no metrics): no paired test.",
+        "`p.csv` is not in the workspace (an older metrics layout, or no metrics): no paired test.",
     ]
     shorter = significance_section("main", "p.csv", OLD_CSV, _predictions([1], [1]))
     assert "different test sets (200 and 1 images" in shorter

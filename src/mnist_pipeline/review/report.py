@@ -174,7 +174,7 @@ def significance_section(rev: str, path: str, old: str | None, new: str | None) 
     title = "### Is it real?"
     missing = [
         f"`{path}` is not in {where} (an older metrics layout, or no metrics): no paired test."
-        for where, text in ((f"`{rev}`", old), (NEW_LABEL, new))
+        for where, text in ((f"`{rev}`", old), (f"the {NEW_LABEL}", new))
         if text is None
     ]
     if old is None or new is None:
@@ -222,7 +222,7 @@ def seeds_section(
     title = "### Over seeds"
     missing = [
         f"`{path}` is not in {where}: no multi-seed summary there (`make seeds` writes it)."
-        for where, data in ((f"`{rev}`", old), (NEW_LABEL, new))
+        for where, data in ((f"`{rev}`", old), (f"the {NEW_LABEL}", new))
         if data is None
     ]
     if old is None or new is None:

@@ -91,7 +91,7 @@ def confusion_side_by_side(
     if predictions == (None, None):
         return False
     count = len(class_names)
-    fig = Figure(figsize=(13, 6))
+    fig = Figure(figsize=(13, 6), layout="constrained")  # keeps the panels' labels apart
     axes = fig.subplots(1, 2)
     for ax, label, text in zip(axes, labels, predictions, strict=True):
         ax.set_title(f"{label}: test confusion (row %)")
@@ -143,7 +143,7 @@ def per_class_f1(
     ax.set_xlabel("F1 (test)")
     ax.set_title("per-class F1")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: bars reach 1.0
     _save(fig, path)
     return True
 
