@@ -25,6 +25,7 @@ from benchmarks import train_support as ts
 from mnist_pipeline.config.params import ModelConfig, TrainConfig
 from mnist_pipeline.data.prepared import load_splits
 from mnist_pipeline.model.networks import build_model
+from mnist_pipeline.runtime import configure_torch
 from mnist_pipeline.train.distributed import SINGLE_PROCESS
 from mnist_pipeline.train.loop import train_one_epoch
 from mnist_pipeline.train.optim import make_optimizer, make_scheduler
@@ -48,7 +49,7 @@ SETTINGS = {
 
 
 def _epoch_seconds(data: dict[str, Any], model_cfg: ModelConfig, cfg: TrainConfig) -> float:
-    ts.seed_torch(0)
+    configure_torch(0, cfg.threads, ts.CPU)  # as the train stage sets torch up
     model = build_model(model_cfg, ts.input_spec(data["train"][0]))
     step = make_step(model, cfg, SINGLE_PROCESS)
     assert uses_manual_step(model, cfg, SINGLE_PROCESS) == cfg.manual_mlp_step
