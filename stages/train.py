@@ -2,6 +2,10 @@
 
 With distributed.nproc_per_node * nnodes > 1 this script starts torchrun, which
 runs it once per rank; rank 0 alone prints progress and writes the outputs.
+
+With --state-dir (one process), the full training state is saved there after every
+epoch, and a run killed part-way resumes from it on the next start: the checkpoint comes
+out byte-identical to an uninterrupted run's (train/resume.py). A completed run deletes it.
 """
 
 import argparse
@@ -9,13 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from mnist_pipeline.cli import run_stage, stage_parser
-from mnist_pipeline.config.params import load_params
-from mnist_pipeline.data.prepared import load_splits, read_manifest
+from mnist_pipeline.config.params import load_params, to_dict
+from mnist_pipeline.data.prepared import MANIFEST_FILE, load_splits, read_manifest
 from mnist_pipeline.model.checkpoint import save_checkpoint
 from mnist_pipeline.model.networks import build_model, count_parameters, input_spec_from_manifest
 from mnist_pipeline.runtime import configure_torch, resolve_device, run_info
-from mnist_pipeline.train import distributed, worker_errors
+from mnist_pipeline.train import distributed, resume, worker_errors
 from mnist_pipeline.train.live_log import epoch_logger
 from mnist_pipeline.train.loop import fit
 
@@ -23,6 +29,7 @@ parser = stage_parser(__doc__)
 parser.add_argument("--data", required=True, type=Path, help="prepared data directory")
 parser.add_argument("--model", required=True, type=Path, help="checkpoint to write")
 parser.add_argument("--live", required=True, type=Path, help="dvclive directory (metrics, plots)")
+parser.add_argument("--state-dir", type=Path, help="where to save the state to resume from")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -45,11 +52,39 @@ def main(args: argparse.Namespace) -> None:
             f"{len(valid[1]):,} valid images"
         )
     started_s = time.perf_counter()
+    state_dir = args.state_dir if rank.world_size == 1 else None  # one process only
+    key = resume.run_key(
+        {k: v for k, v in to_dict(params).items() if k in resume.TRAIN_SECTIONS},
+        args.data / MANIFEST_FILE,
+        device,
+        torch.get_num_threads(),
+    )
+    state, extra, why = resume.read_state(state_dir, key) if state_dir else (None, {}, "")
+    if why:
+        print(f"train: {why}")
+    earlier_s = float(extra.get("train_seconds", 0.0))  # trained before the resume
+    save_state = None if state_dir is None else resume.saver(state_dir, key, started_s, earlier_s)
+
     group = distributed.process_group(rank, device, params.distributed.timeout_s)
     with group, epoch_logger(args.live, rank) as log_epoch:
-        result = fit(model, train, valid, params.train, params.seed, log_epoch, rank)
+        if state is not None:
+            print(f"train: resuming after epoch {state.epoch} from {state_dir}")
+            for log in state.history:  # the dvclive logs start afresh: replayed
+                log_epoch(log)
+        result = fit(
+            model,
+            train,
+            valid,
+            params.train,
+            params.seed,
+            log_epoch,
+            rank,
+            resume=state,
+            save_state=save_state,
+        )
         log_epoch.summary(
-            best_epoch=result.best_epoch, train_seconds=time.perf_counter() - started_s
+            best_epoch=result.best_epoch,
+            train_seconds=earlier_s + time.perf_counter() - started_s,
         )
         if rank.is_main:  # inside the block: a failed save leaves no dvclive logs either
             run = {
@@ -66,6 +101,8 @@ def main(args: argparse.Namespace) -> None:
                 f"train: wrote {args.model} (best epoch {result.best_epoch}, "
                 f"valid loss {best_loss:.4f})"
             )
+    if state_dir is not None:  # only now: the checkpoint and the logs are written
+        resume.remove_state(state_dir)
 
 
 if __name__ == "__main__":

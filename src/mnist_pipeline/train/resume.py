@@ -1,0 +1,154 @@
+"""Training state saved at the end of every epoch, so a killed run resumes bit for bit.
+
+`fit` hands a `TrainState` to its `save_state` hook after each epoch and accepts one as
+`resume`: everything that decides the numbers of the epochs still to come.
+
+    model, optimizer, scheduler   state dicts (the hand-written MLP step's optimizer
+                                  runs over one flat tensor: its state maps to that)
+    torch_rng, cuda_rng           the global generators (dropout masks, MC nothing else)
+    data_order_rng                `fit`'s own generator (the mini-batch permutations)
+    best_loss, best_epoch,        early stopping
+    best_state
+    history                       the per-epoch logs so far (replayed into dvclive)
+
+On disk (`write_state`) the state sits in one file beside a *key*: hashes of what the
+run's numbers depend on (each params section the train stage reads, the prepared data's
+manifest, which checksums every shard, the package's source code) and the runtime that
+bit-exactness needs (torch version, device, threads). A state is resumed only when every
+part of the key matches (`read_state` names the parts that differ), so a state of other
+params, data or code never leaks into a run. The file is written atomically: a kill
+leaves the previous epoch's state or this one's, never half of one.
+"""
+
+import dataclasses
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import mnist_pipeline
+from mnist_pipeline.fileio import atomic_file
+
+STATE_FILE = "state.pt"
+TRAIN_SECTIONS = ("seed", "model", "train", "distributed")  # the train stage's params
+FORMAT_VERSION = 1
+EpochLog = dict[str, float]
+
+
+@dataclass
+class TrainState:
+    """What `fit` needs to continue after `epoch` exactly as if it had never stopped."""
+
+    epoch: int  # 1-based: the last completed epoch
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    torch_rng: torch.Tensor
+    cuda_rng: list[torch.Tensor]
+    data_order_rng: torch.Tensor
+    best_loss: float
+    best_epoch: int
+    best_state: dict[str, torch.Tensor] | None
+    history: list[EpochLog]
+
+
+def run_key(
+    params: dict[str, Any], manifest_file: Path, device: torch.device, threads: int
+) -> dict[str, str]:
+    """The key a state must match to be resumed: one entry per thing it depends on.
+    `params`: the params sections the train stage reads, as plain data."""
+    key = {
+        f"params {name}": _digest(json.dumps(value, sort_keys=True).encode())
+        for name, value in sorted(params.items())
+    }
+    key["data"] = _digest(Path(manifest_file).read_bytes())
+    key["code"] = _source_digest()
+    key["runtime"] = f"torch {torch.__version__}, {device}, {threads} thread(s)"
+    return key
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _source_digest() -> str:
+    """sha256 over every module of the package (relative path and bytes): a state is
+    never resumed by different code, which could compute different numbers."""
+    root = Path(mnist_pipeline.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def write_state(
+    state_dir: Path, key: dict[str, str], state: TrainState, extra: dict[str, Any]
+) -> None:
+    """Save `state` with its key (and `extra`, e.g. seconds trained) atomically."""
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "key": key,
+        "extra": extra,
+        "state": dataclasses.asdict(state),
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_file(Path(state_dir) / STATE_FILE) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def saver(
+    state_dir: Path, key: dict[str, str], started_s: float, earlier_s: float
+) -> Callable[[TrainState], None]:
+    """`fit`'s `save_state` hook: `write_state` with the seconds trained so far (the
+    `time.perf_counter()` at the start of this process's training, plus `earlier_s`)."""
+
+    def save(state: TrainState) -> None:
+        seconds = earlier_s + time.perf_counter() - started_s
+        write_state(state_dir, key, state, {"train_seconds": seconds})
+
+    return save
+
+
+def read_state(
+    state_dir: Path, key: dict[str, str]
+) -> tuple[TrainState | None, dict[str, Any], str]:
+    """(state, extra, why) of the saved state if its key matches `key`; else (None, {},
+    one line saying why training starts fresh; empty when there is no state at all)."""
+    path = Path(state_dir) / STATE_FILE
+    if not path.is_file():
+        return None, {}, ""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        saved_key, extra = payload["key"], payload["extra"]
+        if payload["format_version"] != FORMAT_VERSION:
+            return None, {}, f"{path} has format {payload['format_version']}; starting fresh"
+        differ = sorted(
+            name for name in key.keys() | saved_key.keys() if key.get(name) != saved_key.get(name)
+        )
+        if differ:
+            return (
+                None,
+                {},
+                f"{path} is from another run ({', '.join(differ)} differ); starting fresh",
+            )
+        state = TrainState(**payload["state"])
+    except Exception as exc:  # truncated, foreign or from an older layout: never fatal
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        return None, {}, f"{path} is unreadable ({reason}); starting fresh"
+    return state, extra, ""
+
+
+def remove_state(state_dir: Path) -> None:
+    """Delete the state file (a completed run needs it no more), and the folder if empty."""
+    path = Path(state_dir) / STATE_FILE
+    path.unlink(missing_ok=True)
+    if path.parent.is_dir() and not any(path.parent.iterdir()):
+        path.parent.rmdir()
