@@ -3,7 +3,7 @@
 With distributed.nproc_per_node * nnodes > 1 this script starts torchrun, which
 runs it once per rank; rank 0 alone prints progress and writes the outputs.
 
-With --state-dir (one process), the full training state is saved there after every
+With --state-dir (one machine), the full training state is saved there after every
 epoch, and a run killed part-way resumes from it on the next start: the checkpoint comes
 out byte-identical to an uninterrupted run's (train/resume.py). A completed run deletes it.
 """
@@ -52,22 +52,29 @@ def main(args: argparse.Namespace) -> None:
             f"{len(valid[1]):,} valid images"
         )
     started_s = time.perf_counter()
-    state_dir = args.state_dir if rank.world_size == 1 else None  # one process only
+    # Every rank reads the state file: one machine only.
+    state_dir = args.state_dir if params.distributed.nnodes == 1 else None
     key = resume.run_key(
         {k: v for k, v in to_dict(params).items() if k in resume.TRAIN_SECTIONS},
         args.data / MANIFEST_FILE,
         device,
         torch.get_num_threads(),
     )
+    # Every rank decides the same: the file changes only after the first epoch, which
+    # needs every rank, each of them past this point.
     state, extra, why = resume.read_state(state_dir, key) if state_dir else (None, {}, "")
-    if why:
+    if why and rank.is_main:
         print(f"train: {why}")
+    if state is not None:
+        state = resume.for_rank(state, extra, rank)
     earlier_s = float(extra.get("train_seconds", 0.0))  # trained before the resume
-    save_state = None if state_dir is None else resume.saver(state_dir, key, started_s, earlier_s)
+    save_state = (
+        None if state_dir is None else resume.saver(state_dir, key, started_s, earlier_s, rank)
+    )
 
     group = distributed.process_group(rank, device, params.distributed.timeout_s)
     with group, epoch_logger(args.live, rank) as log_epoch:
-        if state is not None:
+        if state is not None and rank.is_main:
             print(f"train: resuming after epoch {state.epoch} from {state_dir}")
             for log in state.history:  # the dvclive logs start afresh: replayed
                 log_epoch(log)
@@ -101,7 +108,7 @@ def main(args: argparse.Namespace) -> None:
                 f"train: wrote {args.model} (best epoch {result.best_epoch}, "
                 f"valid loss {best_loss:.4f})"
             )
-    if state_dir is not None:  # only now: the checkpoint and the logs are written
+    if state_dir is not None and rank.is_main:  # only now: the checkpoint and logs exist
         resume.remove_state(state_dir)
 
 

@@ -234,6 +234,73 @@ def test_the_train_stage_killed_after_an_epoch_resumes_bit_for_bit(
     assert _tsv_values(a / "live") == _tsv_values(b / "live")  # no step missing or twice
 
 
+# Every Python process started with this folder on its path (torchrun's workers too)
+# pauses after printing an epoch line, so that a SIGKILL lands right after that epoch.
+SLOW_PRINT = """
+import builtins, time
+_print = builtins.print
+def _slow_print(*args, **kwargs):
+    _print(*args, **kwargs)
+    if args and str(args[0]).startswith("epoch "):
+        time.sleep(1.0)
+builtins.print = _slow_print
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun starts each rank in a session of its own, so a
+    process group kill would miss them)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, pending = [], [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+@pytest.mark.slow
+def test_two_processes_killed_after_an_epoch_resume_bit_for_bit(tmp_path, prepared):
+    """torchrun with 2 ranks: each rank draws its own dropout masks, so each one's torch
+    generator is saved. The launcher and both ranks are killed."""
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow/sitecustomize.py").write_text(SLOW_PRINT)
+    env = {**_env(), "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{tmp_path / 'slow'}"}
+    text = STAGE_PARAMS.format(manual="false") + "distributed: {nproc_per_node: 2}\n"
+    runs = {}
+    for run in ("uninterrupted", "killed"):
+        argv = _stage_argv(tmp_path, prepared, run, manual=False)
+        (tmp_path / "params.yaml").write_text(text)
+        runs[run] = argv
+    _run(runs["uninterrupted"])
+    with subprocess.Popen(
+        [sys.executable, *runs["killed"]],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("epoch   2:"):
+                for pid in [*_descendants(proc.pid), proc.pid]:  # the ranks first
+                    os.kill(pid, signal.SIGKILL)
+                break
+        proc.wait(timeout=60)
+    assert (tmp_path / "state/state.pt").is_file()
+    resumed = _run(runs["killed"])
+    assert "train: resuming after epoch 2 from " in resumed.stdout, resumed.stdout
+    assert not (tmp_path / "state").exists()
+    a, b = tmp_path / "uninterrupted", tmp_path / "killed"
+    assert (a / "model.pt").read_bytes() == (b / "model.pt").read_bytes()
+    assert _tsv_values(a / "live") == _tsv_values(b / "live")
+
+
 @pytest.mark.slow
 def test_the_train_stage_starts_fresh_after_a_params_change(tmp_path, prepared):
     argv = _stage_argv(tmp_path, prepared, "killed", manual=True)

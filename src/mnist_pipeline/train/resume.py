@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 import mnist_pipeline
 from mnist_pipeline.fileio import atomic_file
+from mnist_pipeline.train.distributed import Rank
 
 STATE_FILE = "state.pt"
 TRAIN_SECTIONS = ("seed", "model", "train", "distributed")  # the train stage's params
@@ -69,7 +71,8 @@ def run_key(
     }
     key["data"] = _digest(Path(manifest_file).read_bytes())
     key["code"] = _source_digest()
-    key["runtime"] = f"torch {torch.__version__}, {device}, {threads} thread(s)"
+    # The device type, not its index: ranks on cuda:0 and cuda:1 share one key.
+    key["runtime"] = f"torch {torch.__version__}, {device.type}, {threads} thread(s)"
     return key
 
 
@@ -105,16 +108,33 @@ def write_state(
 
 
 def saver(
-    state_dir: Path, key: dict[str, str], started_s: float, earlier_s: float
+    state_dir: Path, key: dict[str, str], started_s: float, earlier_s: float, rank: Rank
 ) -> Callable[[TrainState], None]:
     """`fit`'s `save_state` hook: `write_state` with the seconds trained so far (the
-    `time.perf_counter()` at the start of this process's training, plus `earlier_s`)."""
+    `time.perf_counter()` at the start of this process's training, plus `earlier_s`).
+
+    With several ranks (one machine) every rank calls it: weights, optimizer and data
+    order are the same on all of them (DDP), but each rank draws its own dropout masks,
+    so every rank's torch generator is gathered and rank 0 writes them all."""
 
     def save(state: TrainState) -> None:
-        seconds = earlier_s + time.perf_counter() - started_s
-        write_state(state_dir, key, state, {"train_seconds": seconds})
+        extra: dict[str, Any] = {"train_seconds": earlier_s + time.perf_counter() - started_s}
+        if rank.distributed:
+            rngs: list[Any] = [None] * rank.world_size
+            dist.all_gather_object(rngs, state.torch_rng)
+            extra["rank_torch_rngs"] = rngs
+        if rank.is_main:
+            write_state(state_dir, key, state, extra)
 
     return save
+
+
+def for_rank(state: TrainState, extra: dict[str, Any], rank: Rank) -> TrainState:
+    """The state as `rank` resumes it: with its own torch generator (see `saver`)."""
+    rngs = extra.get("rank_torch_rngs")
+    if not rank.distributed or not rngs:
+        return state
+    return dataclasses.replace(state, torch_rng=rngs[rank.rank])
 
 
 def read_state(
