@@ -15,6 +15,16 @@ import torch
 from mnist_pipeline.config.params import ModelConfig, TrainConfig
 from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.runtime import configure_torch
+from mnist_pipeline.testing.dvc_repo import (
+    SMALL_PARAMS,
+    env_for,
+    lock_out_md5,
+    make_repo,
+    run,
+    set_params,
+    stages_run,
+    write_local_source,
+)
 from mnist_pipeline.testing.synthetic import make_images
 from mnist_pipeline.train import resume
 from mnist_pipeline.train.loop import fit
@@ -152,10 +162,10 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def _stage_argv(tmp_path: Path, prepared: Path, run: str, manual: bool) -> list[str]:
+def _stage_argv(tmp_path: Path, prepared: Path, out_name: str, manual: bool) -> list[str]:
     params = tmp_path / "params.yaml"
     params.write_text(STAGE_PARAMS.format(manual=str(manual).lower()))
-    out = tmp_path / run
+    out = tmp_path / out_name
     return [
         str(REPO / "stages/train.py"),
         "--params",
@@ -274,10 +284,10 @@ def test_two_processes_killed_after_an_epoch_resume_bit_for_bit(tmp_path, prepar
     env = {**_env(), "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{tmp_path / 'slow'}"}
     text = STAGE_PARAMS.format(manual="false") + "distributed: {nproc_per_node: 2}\n"
     runs = {}
-    for run in ("uninterrupted", "killed"):
-        argv = _stage_argv(tmp_path, prepared, run, manual=False)
+    for name in ("uninterrupted", "killed"):
+        argv = _stage_argv(tmp_path, prepared, name, manual=False)
         (tmp_path / "params.yaml").write_text(text)
-        runs[run] = argv
+        runs[name] = argv
     _run(runs["uninterrupted"])
     with subprocess.Popen(
         [sys.executable, *runs["killed"]],
@@ -311,3 +321,41 @@ def test_the_train_stage_starts_fresh_after_a_params_change(tmp_path, prepared):
     assert "train: resuming" not in result.stdout
     assert "is from another run (params train differ); starting fresh" in result.stdout
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.e2e
+def test_dvc_repro_after_a_killed_train_stage_resumes_it(tmp_path):
+    """`dvc repro` killed (with its train stage) after epoch 2; the next `dvc repro`
+    resumes, and a forced uninterrupted re-run of train gives the same checkpoint."""
+    (tmp_path / "source").mkdir()
+    fetch = write_local_source(tmp_path / "source", (600, 120, 120), seed=3)
+    repo = make_repo(tmp_path / "repo", REPO)
+    set_params(repo, SMALL_PARAMS)
+    set_params(repo, {"fetch": fetch, "train": {"epochs": 4}})
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow/sitecustomize.py").write_text(SLOW_PRINT)
+    env = env_for(repo)
+    env["PYTHONPATH"] += f"{os.pathsep}{tmp_path / 'slow'}"
+    env["PYTHONUNBUFFERED"] = "1"
+    with subprocess.Popen(
+        ["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("epoch   2:"):
+                for pid in [*_descendants(proc.pid), proc.pid]:
+                    os.kill(pid, signal.SIGKILL)
+                break
+        proc.wait(timeout=60)
+    assert (repo / ".train_state/state.pt").is_file()
+
+    resumed = run(repo, "dvc", "repro")
+    assert "train: resuming after epoch 2 from .train_state" in resumed.stdout
+    assert stages_run(resumed.stdout) == ["train", "evaluate", "export"]
+    assert not (repo / ".train_state").exists()
+    assert "train_state" not in run(repo, "git", "status", "--porcelain").stdout
+    model_md5 = lock_out_md5(repo, "train", "models/model.pt")
+    steps = json.loads((repo / "metrics/train/metrics.json").read_text())["step"]
+    run(repo, "dvc", "repro", "--force", "--single-item", "train")
+    assert lock_out_md5(repo, "train", "models/model.pt") == model_md5
+    assert json.loads((repo / "metrics/train/metrics.json").read_text())["step"] == steps == 3
