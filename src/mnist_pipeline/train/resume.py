@@ -5,7 +5,8 @@
 
     model, optimizer, scheduler   state dicts (the hand-written MLP step's optimizer
                                   runs over one flat tensor: its state maps to that)
-    torch_rng, cuda_rng           the global generators (dropout masks, MC nothing else)
+    torch_rng, cuda_rng           the global generators (the dropout masks); with torchrun,
+                                  every rank's own (`saver`)
     data_order_rng                `fit`'s own generator (the mini-batch permutations)
     best_loss, best_epoch,        early stopping
     best_state
@@ -14,7 +15,7 @@
 On disk (`write_state`) the state sits in one file beside a *key*: hashes of what the
 run's numbers depend on (each params section the train stage reads, the prepared data's
 manifest, which checksums every shard, the package's source code) and the runtime that
-bit-exactness needs (torch version, device, threads). A state is resumed only when every
+bit-exactness needs (torch version, device type, threads). A state is resumed only when every
 part of the key matches (`read_state` names the parts that differ), so a state of other
 params, data or code never leaks into a run. The file is written atomically: a kill
 leaves the previous epoch's state or this one's, never half of one.
