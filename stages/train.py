@@ -1,7 +1,11 @@
-"""Train the classifier that params.yaml describes; write the checkpoint and the training log.
+"""Train the classifier that params.yaml describes; write the checkpoint and training log.
 
 With distributed.nproc_per_node * nnodes > 1 this script starts torchrun, which
 runs it once per rank; rank 0 alone prints progress and writes the outputs.
+
+With --state-dir (one machine), the full training state is saved there after every
+epoch, and a run killed part-way resumes from it on the next start: the checkpoint comes
+out byte-identical to an uninterrupted run's (train/resume.py). A completed run deletes it.
 """
 
 import argparse
@@ -10,13 +14,13 @@ import time
 from pathlib import Path
 
 from mnist_pipeline.cli import run_stage, stage_parser
-from mnist_pipeline.config.params import load_params
-from mnist_pipeline.data.prepared import load_splits, read_manifest
+from mnist_pipeline.config.params import load_params, to_dict
+from mnist_pipeline.data.prepared import MANIFEST_FILE, load_splits, read_manifest
 from mnist_pipeline.fileio import atomic_dir
 from mnist_pipeline.model.checkpoint import save_checkpoint
 from mnist_pipeline.model.networks import build_model, count_parameters, input_spec_from_manifest
 from mnist_pipeline.runtime import configure_torch, resolve_device, run_info
-from mnist_pipeline.train import distributed, worker_errors
+from mnist_pipeline.train import distributed, resume, worker_errors
 from mnist_pipeline.train.loop import fit
 from mnist_pipeline.train.training_log import epoch_printer, learning_rates, write_training_log
 
@@ -26,6 +30,7 @@ parser.add_argument("--model", required=True, type=Path, help="checkpoint to wri
 parser.add_argument(
     "--log-dir", required=True, type=Path, help="training log directory (metrics, plots)"
 )
+parser.add_argument("--state-dir", type=Path, help="where to save the state to resume from")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -50,10 +55,25 @@ def main(args: argparse.Namespace) -> None:
             f"{len(valid[1]):,} valid images"
         )
     started_s = time.perf_counter()
+    manifest_file = args.data / MANIFEST_FILE
+    state = resume.prepare(args.state_dir, to_dict(params), manifest_file, device, rank, started_s)
+    if state.message and rank.is_main:
+        print(f"train: {state.message}")
     group = distributed.process_group(rank, device, params.distributed.timeout_s)
     with group:
-        result = fit(model, train, valid, params.train, params.seed, epoch_printer(rank), rank)
-        train_seconds = time.perf_counter() - started_s
+        log_epoch = epoch_printer(rank)
+        result = fit(
+            model,
+            train,
+            valid,
+            params.train,
+            params.seed,
+            log_epoch,
+            rank,
+            resume=state.state,
+            save_state=state.save_state,
+        )
+        train_seconds = state.earlier_s + time.perf_counter() - started_s
         if rank.is_main:  # a failed save leaves no training log either
             epochs_run = len(result.history)
             run = {
@@ -74,6 +94,8 @@ def main(args: argparse.Namespace) -> None:
                 f"train: wrote {args.model} (best epoch {result.best_epoch}, "
                 f"valid loss {best_loss:.4f})"
             )
+    if args.state_dir is not None and rank.is_main:  # only now: the outputs are written
+        resume.remove_state(args.state_dir)
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def test_bench_repro_runs_the_pipeline(tmp_path):
         "evaluate": {"mc_samples": 0, "worst_examples": 4, "device": "cpu"},
     }
     result = bench_repro.run(workdir=tmp_path, rows=(600, 120, 120), params=small)
-    assert result["stages_run"] == ["fetch", "prepare", "train", "evaluate"]
+    assert result["stages_run"] == ["fetch", "prepare", "train", "evaluate", "export"]
     lines = run_all.summary({"threads": 1, "repro": result})
     assert any(what.startswith("dvc repro") for what, _, _ in lines)
 

@@ -260,7 +260,7 @@ def test_dvc_repro_with_two_processes_then_evaluate(tmp_path):
         },
     )
     result = run(repo, "dvc", "repro")
-    assert stages_run(result.stdout) == ["fetch", "prepare", "train", "evaluate"]
+    assert stages_run(result.stdout) == ["fetch", "prepare", "train", "evaluate", "export"]
     assert "torchrun --nproc-per-node=2" in result.stdout
     _, payload = load_checkpoint(repo / "models" / "model.pt")
     assert payload["run"]["world_size"] == 2

@@ -56,7 +56,7 @@ def test_repro_through_mirrors_then_idx_then_experiment(tmp_path, http_server, r
     _commit_small_params(repo)
 
     first = run(repo, "dvc", "repro")
-    assert stages_run(first.stdout) == ["fetch", "prepare", "train", "evaluate"]
+    assert stages_run(first.stdout) == ["fetch", "prepare", "train", "evaluate", "export"]
     assert http_server.hits["/gone/mnist.pkl.gz"] == 1  # 404: no retry
     assert http_server.hits["/short/mnist.pkl.gz"] == 2  # truncated: retried, then given up
     assert http_server.hits["/good/mnist.pkl.gz"] == 1

@@ -33,7 +33,7 @@ from mnist_pipeline.testing.dvc_repo import (
 
 pytestmark = pytest.mark.e2e
 
-ALL_STAGES = ["fetch", "prepare", "train", "evaluate"]
+ALL_STAGES = ["fetch", "prepare", "train", "evaluate", "export"]
 METRICS = ("metrics/evaluate.json", "metrics/train/metrics.json")
 MODEL = "models/model.pt"
 
@@ -53,7 +53,7 @@ def repo(tmp_path_factory):
     return repo
 
 
-def test_dag_shows_the_four_stages_in_order(repo):
+def test_dag_shows_the_stages_in_order(repo):
     mermaid = run(repo, "dvc", "dag", "--md").stdout
     names = dict(re.findall(r'(node\d+)\["(\w+)"\]', mermaid))
     edges = {(names[a], names[b]) for a, b in re.findall(r"(node\d+)-->(node\d+)", mermaid)}
@@ -63,6 +63,8 @@ def test_dag_shows_the_four_stages_in_order(repo):
         ("prepare", "train"),
         ("prepare", "evaluate"),  # the prepared test split
         ("train", "evaluate"),
+        ("prepare", "export"),  # parity on the prepared test split
+        ("train", "export"),
     }
 
 
@@ -76,8 +78,8 @@ def _append_comment(repo, module):
 # is deterministic, so the checkpoint comes out bit-identical and DVC, which compares
 # outputs by content, keeps evaluate.
 CHANGES = {
-    "train param": ({"train": {"lr": 0.01}}, ["train", "evaluate"]),
-    "model param": ({"model": {"hidden_sizes": [48]}}, ["train", "evaluate"]),
+    "train param": ({"train": {"lr": 0.01}}, ["train", "evaluate", "export"]),
+    "model param": ({"model": {"hidden_sizes": [48]}}, ["train", "evaluate", "export"]),
     "train/loop.py": ("train/loop.py", ["train"]),
     "evaluate param": ({"evaluate": {"calibration_bins": 10}}, ["evaluate"]),
     "evaluate/figures.py": ("evaluate/figures.py", ["evaluate"]),
@@ -114,7 +116,7 @@ def test_queued_grid_runs_four_experiments_and_the_best_one_is_committed(repo):
     grid_points = {(p["model"]["dropout"], p["train"]["lr"]) for p, _ in experiments.values()}
     assert grid_points == set(itertools.product(dropouts, lrs))
     for _, metrics in experiments.values():
-        assert set(metrics) == set(METRICS)
+        assert set(metrics) == {*METRICS, "metrics/export.json"}
         assert 0 < metrics["metrics/evaluate.json"]["test"]["accuracy"] <= 1
 
     def accuracy(name):
@@ -165,7 +167,7 @@ def test_metrics_params_and_plots_diff_between_commits_and_against_the_workspace
     params = yaml.safe_load((repo / "params.yaml").read_text())
     epochs, lr, bins = (params[s][k] for s, k in _DIFFED)
     set_params(repo, {"train": {"epochs": epochs + 1}})
-    assert stages_run(run(repo, "dvc", "repro").stdout) == ["train", "evaluate"]
+    assert stages_run(run(repo, "dvc", "repro").stdout) == ["train", "evaluate", "export"]
     commit_all(repo, "one more epoch")
 
     # Two commits.
@@ -183,7 +185,7 @@ def test_metrics_params_and_plots_diff_between_commits_and_against_the_workspace
     # The workspace against HEAD (no revisions given).
     changed = {"train.lr": (lr, lr * 2), "evaluate.calibration_bins": (bins, bins + 2)}
     set_params(repo, {"train": {"lr": lr * 2}, "evaluate": {"calibration_bins": bins + 2}})
-    assert stages_run(run(repo, "dvc", "repro").stdout) == ["train", "evaluate"]
+    assert stages_run(run(repo, "dvc", "repro").stdout) == ["train", "evaluate", "export"]
     workspace = {p: read_json(repo / p) for p in METRICS}
     _assert_metrics_diff_lists_every_change(repo, old_rev="HEAD", new_files=workspace)
     diff = json.loads(run(repo, "dvc", "params", "diff", "--json").stdout)["params.yaml"]
@@ -239,7 +241,8 @@ def test_a_fresh_clone_without_cache_or_data_reproduces_the_committed_results(re
     # checkpoint bytes, and DVC (comparing outputs by content) keeps the evaluation.
     ran = stages_run(run(clone, "dvc", "repro").stdout)
     assert lock_out_md5(clone, "train", MODEL) == lock_out_md5(repo, "train", MODEL)
-    assert ran == ["fetch", "prepare", "train"]
+    # export re-runs only because its outputs, in no cache here, are missing.
+    assert ran == ["fetch", "prepare", "train", "export"]
     # Forced, evaluate works in the clone too and gives the committed numbers; the
     # metrics hold no timings, so no metric differs at all.
     forced = run(clone, "dvc", "repro", "--force", "--single-item", "evaluate")

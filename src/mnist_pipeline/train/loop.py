@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,7 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.runtime import autocast
 from mnist_pipeline.train.distributed import SINGLE_PROCESS, Rank, all_reduce_sum
 from mnist_pipeline.train.optim import Scheduler, make_optimizer, make_scheduler
+from mnist_pipeline.train.resume import TrainState
 from mnist_pipeline.train.step import Step, eval_module, make_step
 
 EpochLog = dict[str, float]
@@ -52,12 +54,19 @@ def fit(
     seed: int,
     log_epoch: Callable[[EpochLog], None] = lambda log: None,
     rank: Rank = SINGLE_PROCESS,
+    resume: TrainState | None = None,
+    save_state: Callable[[TrainState], None] | None = None,
 ) -> FitResult:
     """Train `model` in place; returns the per-epoch history. With several ranks, every
     rank calls `fit` with the whole data and its `rank`.
 
     With early stopping, training ends after `early_stopping_patience` epochs without a
     lower validation loss and the model gets the best epoch's weights.
+
+    `save_state` receives the full state after every epoch that training continues
+    from (see resume.py); `resume` continues from such a state (built from the same
+    arguments), and the result is the very same as one uninterrupted call. Its logged
+    epochs are not logged again.
     """
     device = next(model.parameters()).device
     train = (train[0].to(device), train[1].to(device))
@@ -69,7 +78,16 @@ def fit(
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)  # data order only, apart from init/dropout
     result, best_loss, best_state = FitResult(), math.inf, None
-    for epoch in range(1, cfg.epochs + 1):
+    first_epoch = 1
+    if resume is not None:
+        _restore(resume, model, optimizer, scheduler, generator)
+        first_epoch, result.history = resume.epoch + 1, list(resume.history)
+        best_loss, result.best_epoch, best_state = (
+            resume.best_loss,
+            resume.best_epoch,
+            resume.best_state,
+        )
+    for epoch in range(first_epoch, cfg.epochs + 1):
         started_s = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         with tqdm(
@@ -87,19 +105,83 @@ def fit(
         valid_log = evaluate_loss(validation_model, valid, valid_batch, cfg.precision, rank)
         log = _epoch_log(epoch, lr, time.perf_counter() - started_s, train_log, valid_log, cfg)
         result.history.append(log)
-        log_epoch(log)
         if valid_log["loss"] < best_loss:
             best_loss, result.best_epoch = valid_log["loss"], epoch
             if cfg.early_stopping_patience:
                 best_state = copy.deepcopy(model.state_dict())
         elif 0 < cfg.early_stopping_patience <= epoch - result.best_epoch:
             result.stopped_early = True
+        if save_state is not None and not result.stopped_early:
+            # Before the log line: an epoch that was printed is one that can be resumed.
+            save_state(
+                _capture(
+                    epoch, model, optimizer, scheduler, generator, result, best_loss, best_state
+                )
+            )
+        log_epoch(log)
+        if result.stopped_early:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
         result.best_epoch = len(result.history)
     return result
+
+
+def _capture(
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Scheduler | None,
+    generator: torch.Generator,
+    result: FitResult,
+    best_loss: float,
+    best_state: dict[str, torch.Tensor] | None,
+) -> TrainState:
+    """Copies (on the CPU) of everything the next epochs depend on."""
+    return TrainState(
+        epoch=epoch,
+        model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        optimizer=_to_cpu(optimizer.state_dict()),
+        scheduler=None if scheduler is None else scheduler.state_dict(),
+        torch_rng=torch.get_rng_state(),
+        cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        data_order_rng=generator.get_state(),
+        best_loss=best_loss,
+        best_epoch=result.best_epoch,
+        best_state=None if best_state is None else _to_cpu(best_state),
+        history=list(result.history),
+    )
+
+
+def _restore(
+    state: TrainState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Scheduler | None,
+    generator: torch.Generator,
+) -> None:
+    # load_state_dict copies into the existing tensors: the hand-written step's flat
+    # parameter, whose views the model's parameters are, stays the one it updates.
+    model.load_state_dict(state.model)
+    optimizer.load_state_dict(state.optimizer)
+    if scheduler is not None and state.scheduler is not None:
+        scheduler.load_state_dict(state.scheduler)
+    generator.set_state(state.data_order_rng)
+    torch.set_rng_state(state.torch_rng)
+    if state.cuda_rng:
+        torch.cuda.set_rng_state_all(state.cuda_rng)
+
+
+def _to_cpu(value: Any) -> Any:
+    """A copy of nested dicts/lists with every tensor cloned to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 def batch_starts(num_rows: int, batch_size: int, world_size: int = 1) -> range:

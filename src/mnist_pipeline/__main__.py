@@ -1,0 +1,33 @@
+"""The `mnist-pipeline` command (also `python -m mnist_pipeline`): one subcommand per tool
+that works outside `dvc repro`. `predict` classifies image files with a checkpoint."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mnist_pipeline.cli import one_line
+from mnist_pipeline.predict import cli as predict_cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mnist-pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    predict = commands.add_parser(
+        "predict",
+        help="classify image files (PNG/JPEG, .npy, idx)",
+        description=predict_cli.__doc__,
+    )
+    predict_cli.add_arguments(predict)
+    args = parser.parse_args(argv)
+    try:
+        return predict_cli.run(args)
+    except KeyboardInterrupt:
+        print(f"{args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # e.g. --out not writable: one line, as for the stages
+        print(f"{args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Portable copies of the trained model (TorchScript, ONNX) and their parity checks."""

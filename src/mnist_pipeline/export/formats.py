@@ -1,0 +1,180 @@
+"""The checkpoint's model as TorchScript and ONNX files, checked against the eager model.
+
+Both files take exactly what the checkpoint's model takes and return what it returns:
+
+    input   "images": uint8 (N, 28, 28), N any; pixels 0..255, light ink on a dark
+            background, i.e. the prepared data (or what `mnist-pipeline predict` makes
+            of an image file)
+    output  "logits": float32 (N, num_classes); softmax them for probabilities
+
+The input normalization ((pixel/255 - train mean) / train std, or pixel/255 for
+`input_norm: unit`) is inside both, so a consumer needs no statistics of the data set.
+uint8 rather than float input: the training data is uint8, a float input would invite
+callers to pass [0, 1] floats and get garbage, and it is 4x less to copy.
+
+TorchScript is the eager model traced as is (the same kernels, so the same floats on the
+same machine). ONNX cannot express the in-place fused multiply-add of `InputNorm`, so its
+copy normalizes with a multiply and an add: the same formula, rounded once more.
+"""
+
+import contextlib
+import copy
+import io
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.model.networks import InputNorm
+
+ONNX_OPSET = 17  # onnxruntime 1.16+ runs it; every op the models use exists since opset 13
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+MAX_LOGIT_DIFF = 1e-4  # parity: the largest |logit difference| allowed on any test image
+BATCH_SIZE = 1000
+EXAMPLE_ROWS = 2  # traced with 2 images; the batch axis stays dynamic
+
+
+class PortableInputNorm(nn.Module):
+    """`InputNorm`'s formula without its in-place fused op, which ONNX cannot express."""
+
+    def __init__(self, norm: InputNorm) -> None:
+        super().__init__()
+        self.scale, self.shift = norm.scale, norm.shift
+
+    def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
+        return images_u8.to(torch.float32) * self.scale + self.shift
+
+
+def torchscript_bytes(model: nn.Module, example_u8: torch.Tensor) -> bytes:
+    """The eval-mode model traced on `example_u8` (uint8 (n, 28, 28)), as a .ts file's bytes."""
+    model.eval()
+    buffer = io.BytesIO()  # in memory: the archive's inner folder name stays fixed
+    with torch.no_grad(), _quiet_deprecation():
+        torch.jit.save(torch.jit.trace(model, example_u8[:EXAMPLE_ROWS]), buffer)
+    return buffer.getvalue()
+
+
+def onnx_bytes(model: nn.Module, example_u8: torch.Tensor) -> bytes:
+    """The eval-mode model as ONNX (dynamic batch axis), as an .onnx file's bytes."""
+    portable = _portable_copy(model).eval()
+    buffer = io.BytesIO()
+    with _quiet_deprecation():
+        torch.onnx.export(
+            portable,
+            (example_u8[:EXAMPLE_ROWS],),
+            buffer,  # type: ignore[arg-type]  # the legacy exporter takes file objects too
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=ONNX_OPSET,
+        )
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _quiet_deprecation() -> Iterator[None]:
+    """torch 2.9+ marks TorchScript and the TorchScript-based ONNX exporter deprecated in
+    favour of torch.export, whose ONNX route needs onnxscript. Both still work and are what
+    C++/mobile runtimes load today; the warnings would only clutter the stage's output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+def _portable_copy(model: nn.Module) -> nn.Module:
+    portable = copy.deepcopy(model).cpu()
+    for name, module in list(portable.named_modules()):
+        if isinstance(module, InputNorm):
+            parent_name, _, child = name.rpartition(".")
+            setattr(portable.get_submodule(parent_name), child, PortableInputNorm(module))
+    return portable
+
+
+def load_torchscript(data: bytes) -> torch.jit.ScriptModule:
+    with _quiet_deprecation():
+        return torch.jit.load(io.BytesIO(data), map_location="cpu")
+
+
+def onnx_session(data: bytes) -> Any:
+    """An onnxruntime CPU session of the model (onnxruntime is imported only here)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: no warnings about unused initializers
+    return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How far one exported model's logits are from the eager model's on `images` rows."""
+
+    images: int
+    max_abs_logit_diff: float
+    argmax_mismatches: int
+
+    def ok(self) -> bool:
+        return self.max_abs_logit_diff <= MAX_LOGIT_DIFF and self.argmax_mismatches == 0
+
+
+@torch.inference_mode()
+def eager_logits(model: nn.Module, images_u8: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(b).float() for b in images_u8.split(BATCH_SIZE)])
+
+
+@torch.inference_mode()
+def torchscript_logits(module: torch.jit.ScriptModule, images_u8: torch.Tensor) -> torch.Tensor:
+    return torch.cat([module(b).float() for b in images_u8.split(BATCH_SIZE)])
+
+
+def onnx_logits(session: Any, images_u8: torch.Tensor) -> torch.Tensor:
+    batches = [
+        session.run([OUTPUT_NAME], {INPUT_NAME: b.numpy()})[0]
+        for b in images_u8.cpu().split(BATCH_SIZE)
+    ]
+    return torch.from_numpy(np.concatenate(batches))
+
+
+def parity(reference: torch.Tensor, candidate: torch.Tensor) -> Parity:
+    """Compare logits (N, C) of an exported model with the eager model's."""
+    if candidate.shape != reference.shape:
+        raise PipelineError(
+            f"exported model returned logits {tuple(candidate.shape)}, expected "
+            f"{tuple(reference.shape)}"
+        )
+    diff = (candidate.double() - reference.double()).abs().max().item()
+    mismatches = (candidate.argmax(dim=1) != reference.argmax(dim=1)).sum().item()
+    return Parity(len(reference), diff, int(mismatches))
+
+
+def check_parity(results: dict[str, Parity]) -> None:
+    """A PipelineError naming every format whose parity fails."""
+    failed = [
+        f"{name}: max |logit diff| {p.max_abs_logit_diff:.3g} (limit {MAX_LOGIT_DIFF:g}), "
+        f"{p.argmax_mismatches} of {p.images} argmax differ"
+        for name, p in results.items()
+        if not p.ok()
+    ]
+    if failed:
+        raise PipelineError("export parity failed: " + "; ".join(failed))
+
+
+def parity_metrics(results: dict[str, Parity]) -> dict[str, Any]:
+    """metrics/export.json: the limits, then per format the figures."""
+    return {
+        "max_abs_logit_diff_limit": MAX_LOGIT_DIFF,
+        **{
+            name: {
+                "images": p.images,
+                "max_abs_logit_diff": p.max_abs_logit_diff,
+                "argmax_mismatches": p.argmax_mismatches,
+            }
+            for name, p in results.items()
+        },
+    }

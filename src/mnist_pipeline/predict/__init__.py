@@ -1,0 +1,1 @@
+"""Predictions on image files outside the pipeline: reading, training-like preprocessing, top-k."""

@@ -1,0 +1,148 @@
+"""`mnist-pipeline predict`: classify image files with a checkpoint of the pipeline.
+
+Each file that cannot be used (unreadable, wrong shape, empty) is one line on stderr and
+is skipped; the others are still predicted, and the exit status is 1 if any failed.
+"""
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mnist_pipeline.cli import one_line
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.fileio import atomic_file
+from mnist_pipeline.model.checkpoint import load_checkpoint
+from mnist_pipeline.predict.images import (
+    INVERT_CHOICES,
+    Invert,
+    Prepared,
+    find_files,
+    preprocess,
+    read_images,
+)
+from mnist_pipeline.predict.infer import Prediction, predict
+from mnist_pipeline.runtime import resolve_device
+
+PROG = "predict"
+DIGITS = 6  # probabilities and uncertainties are written rounded to this many decimals
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", type=Path, help="image files or folders (recursed)")
+    parser.add_argument("--model", required=True, type=Path, help="checkpoint (models/model.pt)")
+    parser.add_argument("--top-k", type=int, default=3, help="classes per image (default: 3)")
+    parser.add_argument(
+        "--invert",
+        choices=INVERT_CHOICES,
+        default="auto",
+        help="make images light-on-dark like the training data; auto: when the border is "
+        "mostly bright (default: auto)",
+    )
+    parser.add_argument(
+        "--mc-samples",
+        type=int,
+        default=0,
+        help="MC-dropout passes for predictive entropy and mutual information (default: 0)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the MC dropout masks")
+    parser.add_argument("--format", choices=("json", "csv"), default="json")
+    parser.add_argument("--out", type=Path, help="output file (default: stdout)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict every image of `args.paths`; returns the exit status."""
+    if args.top_k < 1 or args.mc_samples < 0:
+        return _report("--top-k must be >= 1 and --mc-samples >= 0")
+    try:
+        device = resolve_device(args.device, "--device")
+        model, checkpoint = load_checkpoint(args.model, device)
+    except PipelineError as exc:
+        return _report(one_line(exc))
+    prepared, failures = load_all(args.paths, args.invert)
+    predictions: list[Prediction] = []
+    if prepared:
+        images = torch.from_numpy(np.stack([p.image_u8 for p in prepared])).to(device)
+        predictions, with_mc = predict(model, images, args.top_k, args.mc_samples, args.seed)
+        if args.mc_samples and not with_mc:
+            print(f"{PROG}: the model has no dropout; --mc-samples skipped", file=sys.stderr)
+    elif not failures:
+        failures = _report("no image files found")
+    text = format_predictions(prepared, predictions, checkpoint["class_names"], args.format)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        with atomic_file(args.out) as tmp:
+            tmp.write_text(text)
+    return 1 if failures else 0
+
+
+def load_all(paths: list[Path], invert: Invert) -> tuple[list[Prepared], int]:
+    """Every readable image, preprocessed, in file order; and the number of failed files."""
+    prepared, failures = [], 0
+    for path in find_files(paths):
+        try:
+            prepared += [preprocess(image, invert) for image in read_images(path)]
+        except PipelineError as exc:
+            failures += _report(one_line(exc))
+        except Exception as exc:  # a decoder's surprise must not stop the other files
+            failures += _report(f"{path}: cannot read image ({one_line(exc)})")
+    return prepared, failures
+
+
+def format_predictions(
+    prepared: list[Prepared], predictions: list[Prediction], class_names: list[str], fmt: str
+) -> str:
+    records = [_record(p, pred, class_names) for p, pred in zip(prepared, predictions, strict=True)]
+    if fmt == "json":
+        return json.dumps(records, indent=2) + "\n"
+    return _csv(records)
+
+
+def _record(image: Prepared, prediction: Prediction, class_names: list[str]) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "file": image.name,
+        "inverted": image.inverted,
+        "top": [
+            {"class": c, "name": class_names[c], "probability": round(p, DIGITS)}
+            for c, p in prediction.top
+        ],
+    }
+    if prediction.entropy is not None and prediction.mutual_information is not None:
+        record["entropy"] = round(prediction.entropy, DIGITS)
+        record["mutual_information"] = round(prediction.mutual_information, DIGITS)
+    return record
+
+
+def _csv(records: list[dict[str, Any]]) -> str:
+    """One row per image: file, inverted, then class/name/probability per rank, then the
+    MC figures if computed."""
+    k = max((len(r["top"]) for r in records), default=0)
+    with_mc = any("entropy" in r for r in records)
+    header = ["file", "inverted"]
+    for rank in range(1, k + 1):
+        header += [f"class_{rank}", f"name_{rank}", f"probability_{rank}"]
+    header += ["entropy", "mutual_information"] if with_mc else []
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for r in records:
+        row = [r["file"], r["inverted"]]
+        for top in r["top"]:
+            row += [top["class"], top["name"], top["probability"]]
+        row += [r["entropy"], r["mutual_information"]] if with_mc else []
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def _report(message: str) -> int:
+    """One error line on stderr; returns 1 (one failure)."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 1

@@ -1,0 +1,224 @@
+"""Image files -> uint8 (N, 28, 28) light-on-dark arrays, exactly what the model trained on.
+
+Readers (by file name; `read_images` of a file of unknown kind tries Pillow):
+
+    PNG, JPEG, BMP, GIF, TIFF, WebP   any size and mode, via Pillow (first frame)
+    .npy                              one (H, W) array: uint8, or float in [0, 1] or [0, 255]
+    idx (*-ubyte, *.idx, optionally .gz)  every image of an idx3 ubyte file (N, H, W)
+
+Preprocessing (`preprocess`), in this order, on float pixels in [0, 255]:
+
+ 1. Greyscale: Pillow's "L" conversion (ITU-R 601-2 luma) for colour images; transparent
+    pixels are composited onto white first (a drawing on a transparent sheet is a drawing
+    on paper).
+ 2. Polarity: MNIST and Fashion-MNIST are light ink on a dark (0) background. `auto`
+    inverts (255 - pixel) when the image's border is mostly bright, i.e. when the median
+    of its outermost ring of pixels is above 127.5 (dark ink on light paper); `always`
+    and `never` force the choice.
+ 3. Size: an image of exactly 28x28 pixels is used as is (no resampling, so the training
+    images themselves come out unchanged). Any other size is scaled, keeping its aspect
+    ratio, until its longer side is 28 pixels (box filter when shrinking: each output
+    pixel averages the input pixels it covers; bilinear when enlarging), then centred on
+    a 28x28 canvas filled with its background: the median of its border after step 2.
+ 4. Rounding: to the nearest integer, clipped to 0..255, as uint8 (the training data's
+    dtype and range).
+
+Resizing can only approximate the original pixels (an image stretched to another aspect
+ratio keeps that aspect ratio here), so the model's answer on a resized copy can differ
+from its answer on the 28x28 original near a decision boundary.
+"""
+
+import gzip
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mnist_pipeline.data.registry import IMAGE_SHAPE
+from mnist_pipeline.errors import PipelineError
+
+Invert = Literal["auto", "always", "never"]
+INVERT_CHOICES: tuple[Invert, ...] = ("auto", "always", "never")
+PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+NPY_SUFFIX = ".npy"
+IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+GZIP_MAGIC = b"\x1f\x8b"
+BRIGHT_BORDER = 127.5  # auto inverts when the border's median pixel is above this
+MAX_PIXEL = 255.0
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One image as read: float64 pixels (H, W) in [0, 255], and its name for the output."""
+
+    name: str
+    pixels: np.ndarray
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One image ready for the model: uint8 (28, 28), and whether step 2 inverted it."""
+
+    name: str
+    image_u8: np.ndarray
+    inverted: bool
+
+
+def is_idx_name(path: Path) -> bool:
+    name = path.name.lower().removesuffix(".gz")
+    return name.endswith(("ubyte", ".idx"))
+
+
+def is_image_name(path: Path) -> bool:
+    """Whether a file found in a folder is one `read_images` reads (by its name)."""
+    suffix = path.suffix.lower()
+    return suffix in PILLOW_SUFFIXES or suffix == NPY_SUFFIX or is_idx_name(path)
+
+
+def find_files(paths: list[Path]) -> Iterator[Path]:
+    """The given files, and the image files under the given folders (recursively, sorted).
+    A path that does not exist is yielded as is: reading it reports the error."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p))
+        else:
+            yield path
+
+
+def read_images(path: Path) -> list[Loaded]:
+    """Every image in one file (one, or N for idx); any problem is a PipelineError."""
+    if not path.exists():
+        raise PipelineError(f"{path}: no such file")
+    if path.suffix.lower() == NPY_SUFFIX:
+        images = [Loaded(str(path), _read_npy(path))]
+    elif is_idx_name(path):
+        images = [
+            Loaded(f"{path}[{i}]", image.astype(np.float64))
+            for i, image in enumerate(_read_idx(path))
+        ]
+    else:
+        images = [Loaded(str(path), _read_pillow(path))]
+    for image in images:
+        if image.pixels.size == 0:
+            height, width = image.pixels.shape
+            raise PipelineError(f"{image.name}: empty image ({width}x{height} pixels)")
+    return images
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return _pillow_grey(image)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise PipelineError(f"{path}: cannot read image ({_short(exc)})") from None
+
+
+def _pillow_grey(image: Image.Image) -> np.ndarray:
+    """Float pixels (H, W) in [0, 255] of any Pillow mode (step 1 of the module docstring)."""
+    if image.mode.startswith("I;16"):  # 16-bit greyscale: 0..65535
+        return np.asarray(image, dtype=np.float64) * (MAX_PIXEL / 65535.0)
+    if image.mode in ("I", "F"):  # 32-bit int or float greyscale: the .npy rule
+        return _float_range(np.asarray(image, dtype=np.float64), "pixels")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image.convert("RGBA"))
+    return np.asarray(image.convert("L"), dtype=np.float64)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"{path}: cannot read .npy array ({_short(exc)})") from None
+    if not isinstance(array, np.ndarray) or array.ndim != 2:
+        shape = getattr(array, "shape", "?")
+        raise PipelineError(f"{path}: expected one (H, W) image array, got shape {shape}")
+    if array.dtype == np.uint8:
+        return array.astype(np.float64)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise PipelineError(f"{path}: dtype {array.dtype} unsupported; expected uint8 or float")
+    return _float_range(array.astype(np.float64), str(path))
+
+
+def _float_range(array: np.ndarray, where: str) -> np.ndarray:
+    """Floats in [0, 1] are scaled to [0, 255]; floats in [0, 255] are kept."""
+    if array.size == 0:
+        return array
+    if not np.isfinite(array).all():
+        raise PipelineError(f"{where}: pixels must be finite")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > MAX_PIXEL:
+        raise PipelineError(
+            f"{where}: float pixels in [{low:g}, {high:g}]; expected [0, 1] or [0, 255]"
+        )
+    return array * MAX_PIXEL if high <= 1.0 else array
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """uint8 (N, H, W) of an idx3 ubyte file, gzipped or not (told by its first bytes)."""
+    try:
+        data = path.read_bytes()
+        if data[:2] == GZIP_MAGIC:
+            data = gzip.decompress(data)
+    except (OSError, EOFError) as exc:
+        raise PipelineError(f"{path}: cannot read idx file ({_short(exc)})") from None
+    if len(data) < 16 or struct.unpack(">i", data[:4])[0] != IDX_IMAGES_MAGIC:
+        raise PipelineError(f"{path}: not an idx image file (expected magic 0x00000803)")
+    rows, height, width = struct.unpack(">3i", data[4:16])
+    if min(rows, height, width) < 0 or len(data) != 16 + rows * height * width:
+        raise PipelineError(
+            f"{path}: header says {rows} images of {height}x{width} pixels but the file "
+            f"holds {len(data) - 16} pixel bytes"
+        )
+    if rows == 0:
+        raise PipelineError(f"{path}: the idx file holds no images")
+    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(rows, height, width)
+
+
+def preprocess(image: Loaded, invert: Invert = "auto") -> Prepared:
+    """Steps 2-4 of the module docstring: light-on-dark uint8 (28, 28)."""
+    pixels = image.pixels
+    flip = invert == "always" or (invert == "auto" and _border_median(pixels) > BRIGHT_BORDER)
+    if flip:
+        pixels = MAX_PIXEL - pixels
+    if pixels.shape != IMAGE_SHAPE:
+        pixels = _fit(pixels, IMAGE_SHAPE)
+    image_u8 = np.clip(np.rint(pixels), 0, MAX_PIXEL).astype(np.uint8)
+    return Prepared(image.name, image_u8, flip)
+
+
+def _border_median(pixels: np.ndarray) -> float:
+    """Median of the outermost ring of pixels (the whole image if it is 1-2 pixels thin)."""
+    if min(pixels.shape) <= 2:
+        return float(np.median(pixels))
+    ring = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
+    return float(np.median(ring))
+
+
+def _fit(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Scale (H, W) so that it fits `shape` keeping its aspect ratio, then centre it on a
+    canvas of `shape` filled with its border median."""
+    height, width = pixels.shape
+    scale = min(shape[0] / height, shape[1] / width)
+    new_height = min(shape[0], max(1, round(height * scale)))
+    new_width = min(shape[1], max(1, round(width * scale)))
+    shrinking = scale < 1
+    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    # Mode "F" (float32) keeps the fraction of each averaged pixel until the one rounding.
+    resized = Image.fromarray(pixels.astype(np.float32)).resize((new_width, new_height), resample)
+    canvas = np.full(shape, _border_median(pixels), dtype=np.float64)
+    top, left = (shape[0] - new_height) // 2, (shape[1] - new_width) // 2
+    canvas[top : top + new_height, left : left + new_width] = np.asarray(resized)
+    return canvas
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]

@@ -1,0 +1,361 @@
+"""Resuming training bit for bit: `fit` continued from any epoch's saved state ends
+exactly where an uninterrupted call ends, and the train stage killed at an epoch and
+started again writes the checkpoint of an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_pipeline.config.params import ModelConfig, TrainConfig
+from mnist_pipeline.model.networks import InputSpec, build_model
+from mnist_pipeline.runtime import configure_torch
+from mnist_pipeline.testing.dvc_repo import (
+    SMALL_PARAMS,
+    env_for,
+    lock_out_md5,
+    make_repo,
+    run,
+    set_params,
+    stages_run,
+    write_local_source,
+)
+from mnist_pipeline.testing.synthetic import make_images
+from mnist_pipeline.train import resume
+from mnist_pipeline.train.loop import fit
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
+EPOCHS = 5
+SETTINGS = {
+    # The hand-written step (one flat parameter tensor), onecycle, dropout.
+    "manual step": (
+        ModelConfig(hidden_sizes=(32,), dropout=0.2),
+        TrainConfig(device="cpu", epochs=EPOCHS, batch_size=32, lr=3e-3, schedule="onecycle"),
+    ),
+    # Autograd, SGD with momentum, a step schedule, early stopping with its best state.
+    "autograd": (
+        ModelConfig(hidden_sizes=(32, 16), dropout=0.2),
+        TrainConfig(
+            device="cpu",
+            epochs=EPOCHS,
+            batch_size=32,
+            optimizer="sgd",
+            momentum=0.9,
+            lr=0.2,
+            schedule="step",
+            step_epochs=2,
+            early_stopping_patience=2,
+            manual_mlp_step=False,
+        ),
+    ),
+    "cnn": (
+        ModelConfig(name="cnn", conv_channels=(4,), hidden_sizes=(16,), dropout=0.2),
+        TrainConfig(device="cpu", epochs=3, batch_size=50, lr=3e-3, schedule="cosine"),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    images, labels = make_images(400, seed=1)
+    return (images[:320], labels[:320]), (images[320:], labels[320:])
+
+
+def _fit(data, setting, resume_from=None, save_state=None):
+    model_cfg, cfg = SETTINGS[setting]
+    configure_torch(0, threads=1, device=torch.device("cpu"))
+    model = build_model(model_cfg, SPEC)
+    if resume_from is not None:
+        torch.manual_seed(12345)  # the resumed run must not depend on the RNG it starts with
+    result = fit(model, *data, cfg, seed=0, resume=resume_from, save_state=save_state)
+    return model, result
+
+
+def _without_timings(history):
+    return [{k: v for k, v in log.items() if k != "epoch_seconds"} for log in history]
+
+
+def _assert_same(a, b):
+    (model_a, result_a), (model_b, result_b) = a, b
+    state_a, state_b = model_a.state_dict(), model_b.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for name in state_a:
+        assert torch.equal(state_a[name], state_b[name]), name
+    assert _without_timings(result_a.history) == _without_timings(result_b.history)
+    assert (result_a.best_epoch, result_a.stopped_early) == (
+        result_b.best_epoch,
+        result_b.stopped_early,
+    )
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_fit_resumed_after_any_epoch_ends_as_an_uninterrupted_run(data, setting, tmp_path):
+    plain = _fit(data, setting)
+    states: list[resume.TrainState] = []
+    saving = _fit(data, setting, save_state=states.append)
+    _assert_same(plain, saving)  # saving the state changes nothing
+    assert [s.epoch for s in states] == list(range(1, len(states) + 1))
+    key = {"params": "p", "data": "d"}
+    for state in states:
+        # Through the file, as the stage does it (weights_only load of plain containers).
+        resume.write_state(tmp_path, key, state, {"train_seconds": 1.5})
+        loaded, extra, why = resume.read_state(tmp_path, key)
+        assert loaded is not None and why == "" and extra == {"train_seconds": 1.5}
+        _assert_same(plain, _fit(data, setting, resume_from=loaded))
+
+
+def test_a_state_of_another_run_is_never_resumed(data, tmp_path):
+    states: list[resume.TrainState] = []
+    _fit(data, "manual step", save_state=states.append)
+    resume.write_state(tmp_path, {"params train": "a", "data": "d"}, states[0], {})
+    state, _, why = resume.read_state(tmp_path, {"params train": "b", "data": "d"})
+    assert state is None
+    assert (
+        why == f"{tmp_path / 'state.pt'} is from another run (params train differ); starting fresh"
+    )
+    (tmp_path / "state.pt").write_bytes(b"truncated")
+    state, _, why = resume.read_state(tmp_path, {"params train": "b", "data": "d"})
+    assert state is None and "is unreadable" in why and why.endswith("starting fresh")
+    resume.remove_state(tmp_path)
+    assert not tmp_path.exists()
+    assert resume.read_state(tmp_path, {}) == (None, {}, "")
+
+
+def test_run_key_changes_with_params_data_and_runtime(tmp_path):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("{}")
+    cpu = torch.device("cpu")
+    key = resume.run_key({"train": {"lr": 1}, "seed": 0}, manifest, cpu, 1)
+    assert key == resume.run_key({"seed": 0, "train": {"lr": 1}}, manifest, cpu, 1)
+    assert key != resume.run_key({"train": {"lr": 2}, "seed": 0}, manifest, cpu, 1)
+    assert key != resume.run_key({"train": {"lr": 1}, "seed": 0}, manifest, cpu, 2)
+    manifest.write_text('{"splits": {}}')
+    assert key["data"] != resume.run_key({"train": {"lr": 1}, "seed": 0}, manifest, cpu, 1)["data"]
+
+
+# --- the train stage, killed with SIGKILL and started again ----------------------------------
+
+STAGE_PARAMS = """
+seed: 5
+model: {{name: mlp, hidden_sizes: [16], dropout: 0.2}}
+train: {{device: cpu, epochs: 5, batch_size: 50, threads: 1, lr: 0.003,
+         schedule: onecycle, manual_mlp_step: {manual}, early_stopping_patience: 3}}
+"""
+# Runs the stage with each epoch line followed by a pause, so that the test's SIGKILL
+# lands right after the epoch it waited for, not some epochs later.
+SLOW_EPOCHS = """
+import runpy, sys, time
+from mnist_pipeline.train import live_log
+log_epoch = live_log.EpochLogger.__call__
+def slow(self, log):
+    log_epoch(self, log)
+    time.sleep(1.0)
+live_log.EpochLogger.__call__ = slow
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _stage_argv(tmp_path: Path, prepared: Path, out_name: str, manual: bool) -> list[str]:
+    params = tmp_path / "params.yaml"
+    params.write_text(STAGE_PARAMS.format(manual=str(manual).lower()))
+    out = tmp_path / out_name
+    return [
+        str(REPO / "stages/train.py"),
+        "--params",
+        str(params),
+        "--data",
+        str(prepared),
+        "--model",
+        str(out / "model.pt"),
+        "--live",
+        str(out / "live"),
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
+
+
+def _run_until_epoch(argv: list[str], epoch: int) -> None:
+    """Start the stage and SIGKILL it once it has printed the line of `epoch`."""
+    cmd = [sys.executable, "-c", SLOW_EPOCHS, *argv]
+    with subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(f"epoch {epoch:>3}:"):
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, *argv], env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def _tsv_values(live: Path) -> dict[str, list[list[str]]]:
+    """Every dvclive TSV without its timestamp and timing columns (steps stay)."""
+    tables = {}
+    for path in sorted(live.rglob("*.tsv")):
+        rows = [line.split("\t") for line in path.read_text().splitlines()]
+        keep = [i for i, name in enumerate(rows[0]) if name not in ("timestamp", "epoch_seconds")]
+        tables[str(path.relative_to(live))] = [[row[i] for i in keep] for row in rows]
+    return tables
+
+
+def _summary(live: Path) -> dict[str, object]:
+    summary = json.loads((live / "metrics.json").read_text())
+    return {k: v for k, v in summary.items() if not k.endswith("seconds")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("manual", "kill_after"), [(True, 2), (False, 4)])
+def test_the_train_stage_killed_after_an_epoch_resumes_bit_for_bit(
+    tmp_path, prepared, manual, kill_after
+):
+    uninterrupted = _stage_argv(tmp_path, prepared, "uninterrupted", manual)
+    _run(uninterrupted)
+    assert not (tmp_path / "state").exists()  # a completed run deletes its state
+
+    killed = _stage_argv(tmp_path, prepared, "killed", manual)
+    _run_until_epoch(killed, kill_after)
+    assert (tmp_path / "state/state.pt").is_file()
+    assert not (tmp_path / "killed/model.pt").exists()
+    resumed = _run(killed)
+    assert f"train: resuming after epoch {kill_after} from " in resumed.stdout
+    assert not (tmp_path / "state").exists()
+
+    a, b = tmp_path / "uninterrupted", tmp_path / "killed"
+    assert (a / "model.pt").read_bytes() == (b / "model.pt").read_bytes()
+    assert _summary(a / "live") == _summary(b / "live")
+    assert _tsv_values(a / "live") == _tsv_values(b / "live")  # no step missing or twice
+
+
+# Every Python process started with this folder on its path (torchrun's workers too)
+# pauses after printing an epoch line, so that a SIGKILL lands right after that epoch.
+SLOW_PRINT = """
+import builtins, time
+_print = builtins.print
+def _slow_print(*args, **kwargs):
+    _print(*args, **kwargs)
+    if args and str(args[0]).startswith("epoch "):
+        time.sleep(1.0)
+builtins.print = _slow_print
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun starts each rank in a session of its own, so a
+    process group kill would miss them)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, pending = [], [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+@pytest.mark.slow
+def test_two_processes_killed_after_an_epoch_resume_bit_for_bit(tmp_path, prepared):
+    """torchrun with 2 ranks: each rank draws its own dropout masks, so each one's torch
+    generator is saved. The launcher and both ranks are killed."""
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow/sitecustomize.py").write_text(SLOW_PRINT)
+    env = {**_env(), "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{tmp_path / 'slow'}"}
+    text = STAGE_PARAMS.format(manual="false") + "distributed: {nproc_per_node: 2}\n"
+    runs = {}
+    for name in ("uninterrupted", "killed"):
+        argv = _stage_argv(tmp_path, prepared, name, manual=False)
+        (tmp_path / "params.yaml").write_text(text)
+        runs[name] = argv
+    _run(runs["uninterrupted"])
+    with subprocess.Popen(
+        [sys.executable, *runs["killed"]],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("epoch   2:"):
+                for pid in [*_descendants(proc.pid), proc.pid]:  # the ranks first
+                    os.kill(pid, signal.SIGKILL)
+                break
+        proc.wait(timeout=60)
+    assert (tmp_path / "state/state.pt").is_file()
+    resumed = _run(runs["killed"])
+    assert "train: resuming after epoch 2 from " in resumed.stdout, resumed.stdout
+    assert not (tmp_path / "state").exists()
+    a, b = tmp_path / "uninterrupted", tmp_path / "killed"
+    assert (a / "model.pt").read_bytes() == (b / "model.pt").read_bytes()
+    assert _tsv_values(a / "live") == _tsv_values(b / "live")
+
+
+@pytest.mark.slow
+def test_the_train_stage_starts_fresh_after_a_params_change(tmp_path, prepared):
+    argv = _stage_argv(tmp_path, prepared, "killed", manual=True)
+    _run_until_epoch(argv, 2)
+    params = tmp_path / "params.yaml"
+    params.write_text(params.read_text().replace("lr: 0.003", "lr: 0.002"))
+    result = _run(argv)
+    assert "train: resuming" not in result.stdout
+    assert "is from another run (params train differ); starting fresh" in result.stdout
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.e2e
+def test_dvc_repro_after_a_killed_train_stage_resumes_it(tmp_path):
+    """`dvc repro` killed (with its train stage) after epoch 2; the next `dvc repro`
+    resumes, and a forced uninterrupted re-run of train gives the same checkpoint."""
+    (tmp_path / "source").mkdir()
+    fetch = write_local_source(tmp_path / "source", (600, 120, 120), seed=3)
+    repo = make_repo(tmp_path / "repo", REPO)
+    set_params(repo, SMALL_PARAMS)
+    set_params(repo, {"fetch": fetch, "train": {"epochs": 4}})
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow/sitecustomize.py").write_text(SLOW_PRINT)
+    env = env_for(repo)
+    env["PYTHONPATH"] += f"{os.pathsep}{tmp_path / 'slow'}"
+    env["PYTHONUNBUFFERED"] = "1"
+    with subprocess.Popen(
+        ["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("epoch   2:"):
+                for pid in [*_descendants(proc.pid), proc.pid]:
+                    os.kill(pid, signal.SIGKILL)
+                break
+        proc.wait(timeout=60)
+    assert (repo / ".train_state/state.pt").is_file()
+
+    resumed = run(repo, "dvc", "repro")
+    assert "train: resuming after epoch 2 from .train_state" in resumed.stdout
+    assert stages_run(resumed.stdout) == ["train", "evaluate", "export"]
+    assert not (repo / ".train_state").exists()
+    assert "train_state" not in run(repo, "git", "status", "--porcelain").stdout
+    model_md5 = lock_out_md5(repo, "train", "models/model.pt")
+    steps = json.loads((repo / "metrics/train/metrics.json").read_text())["step"]
+    run(repo, "dvc", "repro", "--force", "--single-item", "train")
+    assert lock_out_md5(repo, "train", "models/model.pt") == model_md5
+    assert json.loads((repo / "metrics/train/metrics.json").read_text())["step"] == steps == 3
