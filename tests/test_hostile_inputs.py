@@ -30,8 +30,8 @@ import pytest
 import torch
 
 from mnist_pipeline.config.params import FetchConfig, ModelConfig, Params
+from mnist_pipeline.data import download, raw_formats
 from mnist_pipeline.data import prepared as shards
-from mnist_pipeline.data import raw_formats
 from mnist_pipeline.data.download import backoff_delay_s, fetch_dataset
 from mnist_pipeline.data.registry import (
     DIGIT_NAMES,
@@ -191,6 +191,21 @@ def test_trickling_server_trips_the_deadline(out, http_server, part):
         max_traced_bytes=20 * MB,
     )
     assert "not complete within fetch.deadline_s = 1 s" in str(error)
+
+
+def test_a_trickling_body_is_a_stall_long_before_the_deadline(out, http_server, monkeypatch):
+    # 10 bytes/s stays under the 1024 bytes/s floor for a whole (shortened) window.
+    monkeypatch.setattr(download, "STALL_WINDOW_S", 0.5)
+    reply = http_server.Reply(200, bytes(1000), body_byte_delay_s=0.1)
+    url = http_server.add("/mnist.pkl.gz", reply)
+    config = fetch_config(deadline_s=60.0, retries=3)
+    error = fails_within(
+        lambda: fetch_dataset(config, out, spec=small_spec(url), sleep=time.sleep),
+        max_seconds=10,
+        max_traced_bytes=20 * MB,
+    )
+    assert "stalled: " in str(error) and "(under 1024 bytes/s)" in str(error)
+    assert http_server.hits["/mnist.pkl.gz"] == 1  # a stalled source is not retried
 
 
 def test_redirect_to_ftp_is_refused(out, http_server):

@@ -52,6 +52,11 @@ from mnist_pipeline.fileio import file_digest, write_json
 CHUNK_BYTES = 1 << 16
 MAX_BACKOFF_S = 30.0  # retry delays double up to this (or stay at a larger fetch.backoff_s)
 MAX_REDIRECTS = 5
+# A body slower than this over a whole window has stalled (a server trickling bytes keeps
+# each read under fetch.timeout_s): that source fails and the next is tried, well before
+# fetch.deadline_s, which must leave a slow but real mirror time to finish.
+STALL_WINDOW_S = 30.0
+MIN_BYTES_PER_S = 1024
 USER_AGENT = "mnist-pipeline/0.1 (python urllib)"
 HINT = (
     "download the files yourself and set fetch.source in params.yaml to their path or URL "
@@ -436,13 +441,24 @@ def _save_body(response: Any, dest: Path, name: str, max_bytes: int) -> None:
     received_bytes = 0
     # disable=None: no bar unless stderr is a terminal (DVC logs, CI, tests).
     progress = {"unit": "B", "unit_scale": True, "file": sys.stderr, "disable": None}
+    window_started, window_bytes = time.monotonic(), 0
     with open(dest, "wb") as f, tqdm(total=expected_bytes, desc=name, **progress) as bar:
-        while chunk := response.read(CHUNK_BYTES):
+        # read1: whatever has arrived, so a trickle is seen (read(n) waits for all n bytes).
+        while chunk := response.read1(CHUNK_BYTES):
             if received_bytes + len(chunk) > max_bytes:  # an endless body stops here
                 raise _SourceFailed(f"body {too_big}")
             f.write(chunk)
             received_bytes += len(chunk)
             bar.update(len(chunk))
+            window_bytes += len(chunk)
+            window_s = time.monotonic() - window_started
+            if window_s >= STALL_WINDOW_S:
+                if window_bytes < MIN_BYTES_PER_S * window_s:
+                    raise _SourceFailed(
+                        f"stalled: {window_bytes} bytes in {window_s:.0f} s "
+                        f"(under {MIN_BYTES_PER_S} bytes/s)"
+                    )
+                window_started, window_bytes = time.monotonic(), 0
     # http.client returns a short body without complaint when the peer closes early.
     if expected_bytes is not None and received_bytes < expected_bytes:
         raise _Transient(f"truncated body: {received_bytes} of {expected_bytes} bytes")
