@@ -574,12 +574,20 @@ def test_stale_temporaries_of_killed_runs_are_removed_by_name(tmp_path):
     assert dest.is_dir() and alive.exists()
 
 
-def start_stage(stage: str, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+def start_stage(stage: str, *args: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, str(REPO / "stages" / f"{stage}.py"), *args]
-    return subprocess.Popen(
-        command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-    )
+    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=stdout, text=True)
+
+
+def wait_for_first_epoch(process: subprocess.Popen[str]) -> None:
+    """Until the train stage (rank 0) has printed its first epoch: mid-training. Its
+    outputs are written whole at the end, so none exists, not even a temporary one."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("epoch   1:"):
+            return
+    raise AssertionError(f"the stage ended before its first epoch: {process.communicate()[1]}")
 
 
 def wait_for_temporary(directory: Path, process: subprocess.Popen[str]) -> None:
@@ -589,12 +597,12 @@ def wait_for_temporary(directory: Path, process: subprocess.Popen[str]) -> None:
         assert process.poll() is None, process.communicate()[1]
         assert time.monotonic() < deadline, "the stage never started writing"
         time.sleep(0.05)
-    time.sleep(0.3)  # well inside the block
+    # No pause: the stage may finish its block within a second on a quiet machine.
 
 
 @pytest.fixture(scope="module")
 def big_raw(tmp_path_factory) -> Path:
-    """Enough rows that prepare takes seconds writing shards of 20 rows each."""
+    """Enough rows that prepare spends a while writing shards of 5 rows each."""
     raw = tmp_path_factory.mktemp("big") / "raw"
     synthetic.write_raw_dir(raw, "idx", synthetic.make_splits((10_000, 2000, 2000), seed=3))
     return raw
@@ -604,7 +612,7 @@ def big_raw(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_prepare_leaves_nothing_after_the_next_run(tmp_path, big_raw, signum):
     params = tmp_path / "params.yaml"
-    params.write_text("prepare: {shard_size: 20}\n")
+    params.write_text("prepare: {shard_size: 5}\n")
     out = tmp_path / "data" / "prepared"
     args = ("--params", str(params), "--raw", str(big_raw), "--out", str(out))
     process = start_stage("prepare", *args)
@@ -629,15 +637,15 @@ def test_killed_train_leaves_nothing_after_the_next_run(tmp_path, prepared, sign
     params.write_text("train: {device: cpu, epochs: 5000, batch_size: 50, threads: 1}\n")
     model, live = tmp_path / "models" / "model.pt", tmp_path / "metrics" / "train"
     args = ["--params", str(params), "--data", str(prepared), "--model", str(model)]
-    process = start_stage("train", *args, "--log-dir", str(live))
-    wait_for_temporary(live.parent, process)
+    process = start_stage("train", *args, "--log-dir", str(live), stdout=subprocess.PIPE)
+    wait_for_first_epoch(process)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=30)
     if signum == signal.SIGTERM:
         assert process.returncode == 143 and stderr.strip() == "train.py: interrupted (SIGTERM)"
-        assert leftovers(live.parent) == []
     else:
-        assert process.returncode == -signal.SIGKILL and leftovers(live.parent) != []
+        assert process.returncode == -signal.SIGKILL
+    assert leftovers(live.parent) == [] and leftovers(model.parent) == []
     assert not model.exists() and not live.exists()
     params.write_text("train: {device: cpu, epochs: 1, batch_size: 50, threads: 1}\n")
     rerun = start_stage("train", *args, "--log-dir", str(live))
@@ -667,8 +675,8 @@ def test_killed_launcher_takes_its_workers_along(tmp_path, prepared):
     )
     model, live = tmp_path / "models" / "model.pt", tmp_path / "metrics" / "train"
     args = ["--params", str(params), "--data", str(prepared), "--model", str(model)]
-    launcher = start_stage("train", *args, "--log-dir", str(live))
-    wait_for_temporary(live.parent, launcher)  # rank 0 is training
+    launcher = start_stage("train", *args, "--log-dir", str(live), stdout=subprocess.PIPE)
+    wait_for_first_epoch(launcher)  # rank 0 is training
     workers = psutil.Process(launcher.pid).children(recursive=True)
     assert len(workers) == 2
     launcher.kill()

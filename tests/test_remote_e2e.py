@@ -26,10 +26,16 @@ from mnist_pipeline.testing.dvc_repo import (
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 
-ALL_STAGES = ["fetch", "prepare", "train", "evaluate"]
+ALL_STAGES = ["fetch", "prepare", "train", "evaluate", "export"]
 UP_TO_DATE = "Data and pipelines are up to date."
 # Outputs whose bytes must travel unchanged: git-tracked metrics and DVC-cached model.
-OUTPUTS = ("metrics/evaluate.json", "metrics/train/metrics.json", "models/model.pt")
+OUTPUTS = (
+    "metrics/evaluate.json",
+    "metrics/train/metrics.json",
+    "metrics/export.json",
+    "models/model.pt",
+    "models/model.onnx",
+)
 EXPERIMENT = "e2e-two-epochs"
 
 
@@ -72,7 +78,7 @@ def test_an_experiment_travels_through_a_git_remote_with_its_outputs(repo, tmp_p
     run(repo, "git", "remote", "add", "origin", str(origin))
     run(repo, "git", "push", "-q", "origin", "main")
     ran = run(repo, "dvc", "exp", "run", "-S", "train.epochs=2", "--name", EXPERIMENT)
-    assert stages_run(ran.stdout) == ["train", "evaluate"]
+    assert stages_run(ran.stdout) == ["train", "evaluate", "export"]
     # The workspace now holds the experiment's results (exp run applies them).
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["train"]["epochs"] == 2

@@ -20,6 +20,7 @@ from mnist_pipeline.testing.dvc_repo import (
     env_for,
     lock_out_md5,
     make_repo,
+    read_json,
     run,
     set_params,
     stages_run,
@@ -151,12 +152,12 @@ train: {{device: cpu, epochs: 5, batch_size: 50, threads: 1, lr: 0.003,
 # lands right after the epoch it waited for, not some epochs later.
 SLOW_EPOCHS = """
 import runpy, sys, time
-from mnist_pipeline.train import live_log
-log_epoch = live_log.EpochLogger.__call__
-def slow(self, log):
-    log_epoch(self, log)
+from mnist_pipeline.train import training_log
+print_epoch = training_log.print_epoch
+def slow(log):
+    print_epoch(log)
     time.sleep(1.0)
-live_log.EpochLogger.__call__ = slow
+training_log.print_epoch = slow
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
@@ -174,8 +175,8 @@ def _stage_argv(tmp_path: Path, prepared: Path, out_name: str, manual: bool) -> 
         str(prepared),
         "--model",
         str(out / "model.pt"),
-        "--live",
-        str(out / "live"),
+        "--log-dir",
+        str(out / "log"),
         "--state-dir",
         str(tmp_path / "state"),
     ]
@@ -207,7 +208,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def _tsv_values(live: Path) -> dict[str, list[list[str]]]:
-    """Every dvclive TSV without its timestamp and timing columns (steps stay)."""
+    """Every curve of the training log (epoch column included)."""
     tables = {}
     for path in sorted(live.rglob("*.tsv")):
         rows = [line.split("\t") for line in path.read_text().splitlines()]
@@ -240,8 +241,8 @@ def test_the_train_stage_killed_after_an_epoch_resumes_bit_for_bit(
 
     a, b = tmp_path / "uninterrupted", tmp_path / "killed"
     assert (a / "model.pt").read_bytes() == (b / "model.pt").read_bytes()
-    assert _summary(a / "live") == _summary(b / "live")
-    assert _tsv_values(a / "live") == _tsv_values(b / "live")  # no step missing or twice
+    assert _summary(a / "log") == _summary(b / "log")
+    assert _tsv_values(a / "log") == _tsv_values(b / "log")  # no step missing or twice
 
 
 # Every Python process started with this folder on its path (torchrun's workers too)
@@ -308,7 +309,7 @@ def test_two_processes_killed_after_an_epoch_resume_bit_for_bit(tmp_path, prepar
     assert not (tmp_path / "state").exists()
     a, b = tmp_path / "uninterrupted", tmp_path / "killed"
     assert (a / "model.pt").read_bytes() == (b / "model.pt").read_bytes()
-    assert _tsv_values(a / "live") == _tsv_values(b / "live")
+    assert _tsv_values(a / "log") == _tsv_values(b / "log")
 
 
 @pytest.mark.slow
@@ -355,7 +356,10 @@ def test_dvc_repro_after_a_killed_train_stage_resumes_it(tmp_path):
     assert not (repo / ".train_state").exists()
     assert "train_state" not in run(repo, "git", "status", "--porcelain").stdout
     model_md5 = lock_out_md5(repo, "train", "models/model.pt")
-    steps = json.loads((repo / "metrics/train/metrics.json").read_text())["step"]
+    summary = read_json(repo / "metrics/train/metrics.json")
+    curves = (repo / "metrics/train/plots/loss.tsv").read_text()
     run(repo, "dvc", "repro", "--force", "--single-item", "train")
     assert lock_out_md5(repo, "train", "models/model.pt") == model_md5
-    assert json.loads((repo / "metrics/train/metrics.json").read_text())["step"] == steps == 3
+    assert read_json(repo / "metrics/train/metrics.json") == summary
+    assert (repo / "metrics/train/plots/loss.tsv").read_text() == curves  # no epoch twice
+    assert summary["epochs_run"] == 4 and curves.count("\n") == 1 + 4
