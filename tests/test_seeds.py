@@ -12,6 +12,7 @@ import pytest
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.review.seeds import (
     experiment_metrics,
+    live_workers,
     queue_statuses,
     run_seeds,
     seeds_document,
@@ -138,3 +139,27 @@ def test_the_script_refuses_fewer_than_two_seeds_before_any_work(tmp_path, k):
     assert result.returncode == 1
     assert result.stderr == f"seeds.py: error: --k {k}: a multi-seed run needs at least 2 seeds\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_queued_seed_with_no_worker_left_gets_a_worker_again():
+    """DVC's worker can exit with a task still queued: the wait starts one again."""
+    answers = [
+        QUEUE_STATUS.format("Success", "Queued").replace("1 active", "0 active"),
+        QUEUE_STATUS.format("Success", "Running"),
+        QUEUE_STATUS.format("Success", "Success"),
+    ]
+    calls = []
+
+    def dvc(args):
+        calls.append(list(args))
+        return answers.pop(0) if args == ["queue", "status"] else ""
+
+    wait_for(["seed-run-0", "seed-run-1"], dvc, timeout_s=60, poll_s=0)
+    assert calls == [
+        ["queue", "status"],
+        ["queue", "start", "-j", "1"],
+        ["queue", "status"],
+        ["queue", "status"],
+    ]
+    assert live_workers(QUEUE_STATUS.format("Running", "Queued")) == 1
+    assert live_workers("Task Name Created Status\n") == 0

@@ -18,6 +18,7 @@ from mnist_pipeline.review.report import numeric_leaves
 from mnist_pipeline.review.significance import seed_summary
 
 MIN_SEEDS = 2  # a standard deviation needs two runs
+WORKER_STATUS = re.compile(r"Worker status: (\d+) active, (\d+) idle")
 QUEUE_ACTIVE = ("Queued", "Running")
 
 Runner = Callable[[Sequence[str]], str]  # dvc arguments -> its stdout
@@ -48,6 +49,12 @@ def queue_statuses(output: str) -> dict[str, str]:
     return {row[1]: row[-1] for row in rows if len(row) >= 4 and row[0] != "Worker"}
 
 
+def live_workers(output: str) -> int:
+    """Queue workers alive, from `dvc queue status`'s "Worker status: N active, M idle"."""
+    match = WORKER_STATUS.search(output)
+    return int(match.group(1)) + int(match.group(2)) if match else 0
+
+
 def wait_for(
     names: Sequence[str],
     dvc: Runner,
@@ -60,11 +67,16 @@ def wait_for(
     timeout_s); every one must then have succeeded."""
     deadline = clock() + timeout_s
     while True:
-        statuses = queue_statuses(dvc(["queue", "status"]))
+        output = dvc(["queue", "status"])
+        statuses = queue_statuses(output)
         ours = {name: statuses.get(name, "missing") for name in names}
         busy = [name for name, status in ours.items() if status in QUEUE_ACTIVE]
         if not busy:
             break
+        # A DVC queue worker can exit while a task is still queued (seen after other
+        # queue runs in the same repository): start one again rather than wait forever.
+        if "Running" not in ours.values() and live_workers(output) == 0:
+            dvc(["queue", "start", "-j", "1"])
         if clock() > deadline:
             raise PipelineError(
                 f"{len(busy)} seed run(s) still queued or running after {timeout_s:.0f} s "
