@@ -25,7 +25,7 @@ PYTORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 # Stage commands in dvc.yaml say `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro exp test test-fast lint format bench report seeds plots lock lock-cuda clean
+.PHONY: install repro exp test test-fast lint format bench gpu-check report seeds plots lock lock-cuda clean
 
 install: $(STAMP)
 
@@ -47,7 +47,7 @@ repro: $(STAMP)
 	$(BIN)/python scripts/check_params.py params.yaml
 	$(BIN)/dvc repro
 
-# One experiment from presets/NAME.yaml (several: PRESET="cnn gpu", a later one wins):
+# One experiment from presets/NAME.yaml (several: PRESET="cnn-best gpu", a later one wins):
 # `make exp PRESET=tutorial [ARGS="-S train.epochs=3 --name short"] [QUEUE=1]`.
 # ARGS go to `dvc exp run` after the preset's -S, so theirs win; QUEUE=1 queues it.
 ifneq ($(filter exp,$(MAKECMDGOALS)),)
@@ -81,6 +81,12 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
+
+# On a CUDA machine (`make install TORCH=cuda` first): the MLP and both CNN presets' epoch
+# times and time to the validation target, torchrun on two GPUs if there are two, and the
+# environment. GPU_CHECK_ARGS="--device cpu --quick" tries it on the CPU.
+gpu-check: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu_check $(if $(wildcard data/prepared/manifest.json),--data data/prepared) $(GPU_CHECK_ARGS)
 
 # A Markdown comparison of the workspace against REV for a pull request (default: the
 # merge-base with main off main; on main HEAD if params/metrics changed, else HEAD~1).

@@ -83,7 +83,7 @@ def time_stage(repo: Path, stage: str) -> float:
 
 def _print(r: dict[str, Any]) -> None:
     print(
-        f"\ndvc repro ({r['data']}, default params; stages {', '.join(r['stages_run'])}): "
+        f"\ndvc repro ({r['data']}; stages {', '.join(r['stages_run'])}): "
         f"{r['repro_seconds']:.1f} s, of which train {r['train_seconds']:.1f} s; evaluate "
         f"stage alone {r['evaluate_seconds']:.1f} s; test accuracy {r['test_accuracy']:.4f}; "
         f"load {r['load_start']} -> {r['load_end']}"

@@ -7,7 +7,9 @@
 3. bench_repro: `dvc repro` of the whole pipeline with default params in a
    throwaway copy, and the evaluate stage on its own;
 4. bench_distributed: the train stage as 1 process x 2 threads against 2
-   processes x 1 thread (torchrun + DDP), default params, 5 epochs.
+   processes x 1 thread (torchrun + DDP), default params, 5 epochs;
+5. bench_cnn: `dvc repro` with each CNN preset (cnn-fast, cnn-best) against its
+   accuracy and train-stage time targets (about 10 minutes on a 2-core CPU).
 Synthetic full-size data by default; `--idx-dir DIR --dataset NAME` or `--raw
 DIR` for a real data set. The benchmarks run one after another, never at once;
 each reports the load averages, since other processes skew the timings.
@@ -21,10 +23,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_distributed, bench_prepare, bench_repro, bench_train
+from benchmarks import bench_cnn, bench_distributed, bench_prepare, bench_repro, bench_train
 from benchmarks import train_support as ts
 
-STEPS = ("prepare", "train", "repro", "distributed")
+STEPS = ("prepare", "train", "repro", "distributed", "cnn")
 QUICK_REPRO_PARAMS = {"train": {"epochs": 2}, "evaluate": {"mc_samples": 0}}
 
 
@@ -50,6 +52,9 @@ def run(args: argparse.Namespace, raw: Path | None) -> dict[str, Any]:
         print("\n== bench_distributed", flush=True)
         epochs = 1 if args.quick else 5
         results["distributed"] = bench_distributed.run(raw, epochs, seed=args.seed, rows=rows)
+    if "cnn" in args.steps:
+        print("\n== bench_cnn", flush=True)
+        results["cnn"] = bench_cnn.run(raw, args.workdir, args.seed, rows, args.quick)
     return results
 
 
@@ -97,6 +102,7 @@ def summary(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         what = f"train stage, {r['processes']} process(es) x {r['threads']} thread(s)"
         speed = f"{r['epoch_s']:.2f} s/epoch, {r['samples_per_s']:.0f} samples/s"
         lines.append((what, speed, ""))
+    lines += bench_cnn.summary_lines(results.get("cnn", []))
     return lines
 
 

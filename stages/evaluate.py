@@ -6,7 +6,8 @@ from pathlib import Path
 
 from mnist_pipeline.cli import run_stage, stage_parser
 from mnist_pipeline.config.params import load_params
-from mnist_pipeline.data.prepared import load_splits
+from mnist_pipeline.data.prepared import load_splits, read_manifest
+from mnist_pipeline.data.registry import resolve_hflip
 from mnist_pipeline.evaluate.run import evaluate_splits, write_outputs
 from mnist_pipeline.model.checkpoint import load_checkpoint
 from mnist_pipeline.runtime import resolve_device
@@ -23,8 +24,10 @@ def main(args: argparse.Namespace) -> None:
     model, checkpoint = load_checkpoint(
         args.model, resolve_device(params.evaluate.device, "evaluate.device")
     )
+    dataset = read_manifest(args.data)["dataset"]
+    hflip = resolve_hflip(params.evaluate.tta_hflip, dataset, "evaluate.tta_hflip")
     data = load_splits(args.data, ("valid", "test"))
-    results = evaluate_splits(model, data, params.evaluate, params.seed)
+    results = evaluate_splits(model, data, params.evaluate, params.seed, hflip)
     if params.evaluate.mc_samples > 0 and results["test"].mc_probs is None:
         print(
             "evaluate: the model has no dropout, so MC dropout has no spread to measure; "

@@ -21,6 +21,7 @@ from mnist_pipeline.model.checkpoint import save_checkpoint
 from mnist_pipeline.model.networks import build_model, count_parameters, input_spec_from_manifest
 from mnist_pipeline.runtime import configure_torch, resolve_device, run_info
 from mnist_pipeline.train import distributed, resume, worker_errors
+from mnist_pipeline.train.augment import make_augment
 from mnist_pipeline.train.loop import fit
 from mnist_pipeline.train.training_log import epoch_printer, learning_rates, write_training_log
 
@@ -45,6 +46,7 @@ def main(args: argparse.Namespace) -> None:
     configure_torch(params.seed, params.train.threads, device)
     manifest, data = read_manifest(args.data), load_splits(args.data, ("train", "valid"))
     spec = input_spec_from_manifest(manifest)
+    augment = make_augment(params.train.augment, manifest["dataset"])
     model = build_model(params.model, spec).to(device)
     distributed.seed_rank(params.seed, rank)
     train, valid = data["train"], data["valid"]
@@ -72,6 +74,7 @@ def main(args: argparse.Namespace) -> None:
             rank,
             resume=state.state,
             save_state=state.save_state,
+            augment=augment,
         )
         train_seconds = state.earlier_s + time.perf_counter() - started_s
         if rank.is_main:  # a failed save leaves no training log either

@@ -131,3 +131,18 @@ def test_bench_step_compares_both_steps_in_both_settings():
     results = bench_step.run(None, rounds=1, rows=TINY_ROWS)
     for setting in bench_step.SETTINGS:
         assert results[setting]["manual_s"] > 0 and results[setting]["autograd_s"] > 0
+
+
+@pytest.mark.slow
+def test_bench_cnn_quick_runs_both_presets_through_dvc_repro(tmp_path):
+    from benchmarks import bench_cnn
+
+    results = bench_cnn.run(None, tmp_path, 0, TINY_ROWS, quick=True)
+    assert [r["preset"] for r in results] == list(bench_cnn.TARGETS)
+    for r in results:
+        assert r["epochs"] == 1 and "train" in r["stages_run"]
+        assert 0 <= r["test_accuracy"] <= 1 and r["train_seconds"] > 0
+        assert r["met"] is False  # one epoch on 600 synthetic images misses 92.5%
+    lines = bench_cnn.summary_lines(results)
+    assert [what.split(" ")[0] for what, _, _ in lines] == ["cnn-fast", "cnn-best"]
+    assert all("(target missed)" in measured for _, measured, _ in lines)

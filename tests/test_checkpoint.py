@@ -68,3 +68,22 @@ def test_corrupt_missing_and_foreign_files_are_refused(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(PipelineError, match="not a checkpoint of this pipeline"):
         load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_format_1_loads_mlps_and_refuses_cnns_built_the_old_way(tmp_path):
+    """Format 2 moved each CNN block's pooling before its batch norm; MLPs are unchanged."""
+    for config in (ModelConfig(hidden_sizes=(8,)), ModelConfig(name="cnn", conv_channels=(4,))):
+        path = tmp_path / f"{config.name}.pt"
+        _save(path, config)
+        payload = torch.load(path, weights_only=True)
+        payload["format_version"] = 1
+        torch.save(payload, path)
+        if config.name == "mlp":
+            load_checkpoint(path)
+        else:
+            with pytest.raises(PipelineError, match=r"a format 1 CNN.*retrain it"):
+                load_checkpoint(path)
+    payload["format_version"] = 3
+    torch.save(payload, path)
+    with pytest.raises(PipelineError, match="checkpoint format 3 unsupported"):
+        load_checkpoint(path)

@@ -54,3 +54,14 @@ def test_float_input_is_not_modified_in_place():
     pixels = torch.tensor([[10.0, 20.0]])
     norm(pixels)
     assert pixels.tolist() == [[10.0, 20.0]]
+
+
+def test_cnn_blocks_pool_first_and_extra_convs_keep_the_size():
+    spec = InputSpec((28, 28), 10, 0.5, 0.25)
+    config = ModelConfig(name="cnn", conv_channels=(8, 16), block_convs=2, hidden_sizes=())
+    model = build_model(config, spec)
+    kinds = [type(m).__name__ for m in model]
+    block = ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU"]
+    assert kinds == ["InputNorm", "Unflatten", *block, *block, "Flatten", "Linear"]
+    assert model[-1].in_features == 16 * 7 * 7
+    assert model(torch.zeros(2, 28, 28, dtype=torch.uint8)).shape == (2, 10)

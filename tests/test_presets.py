@@ -24,7 +24,14 @@ from mnist_pipeline.presets import (
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = REPO / "presets"
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
-README_SETTINGS = {"tutorial", "cnn", "gpu", "fashion-mnist-debian", "two-processes"}
+README_SETTINGS = {
+    "tutorial",
+    "cnn-fast",
+    "cnn-best",
+    "gpu",
+    "fashion-mnist-debian",
+    "two-processes",
+}
 
 
 def dvc_applies(params_file: Path, arguments: list[str]) -> dict:
@@ -219,7 +226,7 @@ def test_exp_py_dry_run_prints_the_dvc_command():
     ("args", "stderr"),
     [
         (["no-such-preset"], "exp.py: error: unknown preset 'no-such-preset'; valid presets: "),
-        (["--params", "missing.yaml", "cnn"], "exp.py: error: missing.yaml: cannot read: "),
+        (["--params", "missing.yaml", "cnn-fast"], "exp.py: error: missing.yaml: cannot read: "),
     ],
 )
 def test_exp_py_bad_input_is_one_line_and_exit_1(args, stderr):

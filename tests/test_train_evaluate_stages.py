@@ -160,6 +160,11 @@ def test_evaluate_without_dropout_says_so(tmp_path, prepared):
         (("batch_size: 50", "batch_size: 0"), "train.batch_size: must be >= 1"),
         (("dropout: 0.2", "dropout: 1.5"), "model.dropout: must be in [0, 1)"),
         (("optimizer: adamw", "optimizer: lbfgs"), "train.optimizer: 'lbfgs' is not one of"),
+        (
+            ("threads: 1,", "threads: 1, augment: {hflip: true},"),
+            "train.augment.hflip: mnist images must never be mirrored",
+        ),
+        (("threads: 1,", "threads: 1, augment: {shift_px: 9},"), "train.augment.shift_px: must"),
     ],
 )
 def test_bad_train_params_fail_fast_with_one_line(tmp_path, prepared, change, message):
@@ -167,6 +172,23 @@ def test_bad_train_params_fail_fast_with_one_line(tmp_path, prepared, change, me
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert not model.parent.exists() and not live.exists()
+
+
+def test_test_time_flip_follows_the_data_set(tmp_path, prepared):
+    """The fixture is MNIST: `auto` leaves its digits unmirrored, `true` is refused."""
+    _, model, _ = _train(tmp_path, prepared)
+    plain, metrics, _ = _evaluate(tmp_path, prepared, model)
+    assert plain.returncode == 0, plain.stderr
+    expected = json.loads(metrics.read_text())
+    auto = PARAMS.replace("worst_examples: 4", "worst_examples: 4, tta_hflip: auto")
+    result, metrics, _ = _evaluate(tmp_path, prepared, model, auto)
+    assert result.returncode == 0 and json.loads(metrics.read_text()) == expected
+    refused = PARAMS.replace("worst_examples: 4", "worst_examples: 4, tta_hflip: true")
+    metrics.unlink()
+    result, metrics, _ = _evaluate(tmp_path, prepared, model, refused)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "evaluate.tta_hflip: mnist images must never be mirrored" in result.stderr
+    assert not metrics.exists()
 
 
 def test_corrupt_shard_fails_train_with_one_line(tmp_path, prepared):

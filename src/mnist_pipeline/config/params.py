@@ -35,6 +35,8 @@ MAX_SHARD_ROWS = 1_000_000  # prepare.shard_size (= the idx parser's row limit)
 MAX_HIDDEN_WIDTH = 65_536  # model.hidden_sizes: units of one hidden layer
 MAX_HIDDEN_LAYERS = 8
 MAX_CONV_CHANNELS = 4096  # model.conv_channels: output channels of one block
+MAX_BLOCK_CONVS = 4  # model.block_convs
+MAX_SHIFT_PX = 8  # train.augment.shift_px: a third of a 28-pixel image
 MAX_BATCH_SIZE = 65_536  # train.batch_size and evaluate.batch_size: images per batch
 MAX_EPOCHS = 10_000  # also train.step_epochs and train.early_stopping_patience
 MAX_WEIGHT_DECAY = 10.0
@@ -165,6 +167,7 @@ class ModelConfig:
     dropout: float = 0.0  # before every hidden layer's output; 0 disables
     hidden_sizes: tuple[int, ...] = (128, 256)  # mlp: hidden widths; cnn: the head's widths
     conv_channels: tuple[int, ...] = (32, 64)  # cnn: output channels of each conv block
+    block_convs: int = 1  # cnn: 3x3 convs per block (the first one pools)
     # standardize: (x - train mean) / train std; unit: pixel / 255, as the tutorial feeds it
     input_norm: Literal["standardize", "unit"] = "standardize"
 
@@ -189,6 +192,24 @@ class ModelConfig:
             f"must be <= {MAX_CONV_CHANNELS}, got {max(self.conv_channels)}",
         )
         check(len(self.conv_channels) <= 4, "conv_channels", "at most 4 blocks for 28x28 input")
+        check(
+            1 <= self.block_convs <= MAX_BLOCK_CONVS,
+            "block_convs",
+            f"must be in [1, {MAX_BLOCK_CONVS}]",
+        )
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random changes to each training image, drawn per epoch from the seed."""
+
+    shift_px: int = 0  # translate by up to this many pixels each way (zero fill); 0: none
+    # Mirror half the images left-right. auto: where the data set allows it (Fashion-MNIST,
+    # never MNIST digits); true on MNIST is an error.
+    hflip: bool | Literal["auto"] = False
+
+    def __post_init__(self) -> None:
+        check(0 <= self.shift_px <= MAX_SHIFT_PX, "shift_px", f"must be in [0, {MAX_SHIFT_PX}]")
 
 
 @dataclass(frozen=True)
@@ -213,6 +234,7 @@ class TrainConfig:
     # autograd (same maths, less per-step overhead); false forces autograd.
     manual_mlp_step: bool = True
     threads: int = 0  # intra-op CPU threads; 0 keeps torch's default; <= this machine's cores
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -287,6 +309,9 @@ class EvaluateConfig:
     mc_samples: int = 0  # Monte-Carlo dropout passes; 0 disables
     calibration_bins: int = 15
     worst_examples: int = 16  # most confidently wrong test images shown in a grid
+    # Average each image's probabilities with its mirror image's (test-time flip).
+    # auto: where the data set allows mirroring (Fashion-MNIST, not MNIST).
+    tta_hflip: bool | Literal["auto"] = False
 
     def __post_init__(self) -> None:
         check_device(self.device)

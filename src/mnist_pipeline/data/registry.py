@@ -86,6 +86,9 @@ class DatasetSpec:
     name: str
     class_names: tuple[str, ...]
     sources: tuple[Source, ...]
+    # Whether a left-right mirror image is still of its class: a mirrored shoe is a shoe,
+    # a mirrored 2 is not a 2. Decides `hflip: auto` (train.augment, evaluate.tta_hflip).
+    mirror_invariant: bool
     # file name -> accepted md5s (of the file's bytes or of its decompressed content)
     md5s: dict[str, frozenset[str]] = field(default_factory=dict)
     # file name -> size limits (tests pass smaller ones)
@@ -98,6 +101,7 @@ class DatasetSpec:
 MNIST = DatasetSpec(
     name="mnist",
     class_names=DIGIT_NAMES,
+    mirror_invariant=False,
     sources=(
         Source(
             "pickle",
@@ -121,6 +125,7 @@ MNIST = DatasetSpec(
 FASHION_MNIST = DatasetSpec(
     name="fashion-mnist",
     class_names=FASHION_NAMES,
+    mirror_invariant=True,
     sources=(Source("idx", ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)),),
     md5s={  # upstream .gz md5, then the md5 of the decompressed idx file
         "train-images-idx3-ubyte.gz": frozenset(
@@ -147,3 +152,15 @@ def get_dataset(name: str) -> DatasetSpec:
     except KeyError:
         allowed = ", ".join(DATASETS)
         raise PipelineError(f"unknown data set {name!r}; allowed: {allowed}") from None
+
+
+def resolve_hflip(setting: bool | str, dataset: str, key: str) -> bool:
+    """Whether to mirror images for an `hflip` setting (true, false or "auto") on `dataset`:
+    auto mirrors exactly where the data set allows it; true where it does not is an error."""
+    allowed = get_dataset(dataset).mirror_invariant
+    if setting is True and not allowed:
+        raise PipelineError(
+            f"{key}: {dataset} images must never be mirrored (a mirrored digit is not "
+            "that digit); use auto or false"
+        )
+    return allowed if setting == "auto" else bool(setting)

@@ -16,14 +16,22 @@ COVERAGE = 0.9  # keep the 90% most confident predictions for "accuracy at cover
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Logits (N, C) float32 of the model in its current mode, computed in batches."""
-    return torch.cat(
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, batch_size: int, hflip: bool = False
+) -> torch.Tensor:
+    """Logits (N, C) float32 of the model in its current mode on images (N, H, W), computed
+    in batches. With `hflip` (test-time flip), the log of the mean of each image's and its
+    mirror image's probabilities: logits whose softmax is that mean."""
+    logits = torch.cat(
         [
             model(images[start : start + batch_size]).float()
             for start in range(0, len(images), batch_size)
         ]
     )
+    if not hflip:
+        return logits
+    mirrored = predict_logits(model, images.flip(-1), batch_size)
+    return torch.logaddexp(logits.log_softmax(dim=1), mirrored.log_softmax(dim=1)) - math.log(2)
 
 
 def confusion_matrix(

@@ -40,13 +40,20 @@ class SplitResult:
 
 
 def evaluate_split(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: EvaluateConfig, seed: int
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: EvaluateConfig,
+    seed: int,
+    hflip: bool = False,
 ) -> SplitResult:
-    """All metrics of one split; MC dropout ones only when enabled and the model has dropout."""
+    """All metrics of one split; MC dropout ones only when enabled and the model has dropout.
+    `hflip`: average each image's probabilities with its mirror image's (evaluate.tta_hflip,
+    resolved for the data set); MC dropout passes see the images as they are."""
     model.eval()
     device = next(model.parameters()).device
     images, labels = images.to(device), labels.to(device)
-    logits = ev.predict_logits(model, images, cfg.batch_size)
+    logits = ev.predict_logits(model, images, cfg.batch_size, hflip)
     metrics = ev.classification_metrics(logits, labels, cfg.calibration_bins)
     mc_probs = None
     if cfg.mc_samples > 0:
@@ -66,9 +73,12 @@ def evaluate_splits(
     data: dict[str, tuple[torch.Tensor, torch.Tensor]],
     cfg: EvaluateConfig,
     seed: int,
+    hflip: bool = False,
 ) -> dict[str, SplitResult]:
     """`evaluate_split` for each split of data {split: (images, labels)}."""
-    return {split: evaluate_split(model, *tensors, cfg, seed) for split, tensors in data.items()}
+    return {
+        split: evaluate_split(model, *tensors, cfg, seed, hflip) for split, tensors in data.items()
+    }
 
 
 def write_outputs(

@@ -3,7 +3,7 @@
 Only plain containers and tensors go in, so `torch.load(weights_only=True)`
 can read it back without executing code. Layout (all keys required):
 
-    format_version: 1
+    format_version: 2 (1: CNN blocks pooled after the ReLU; its MLPs still load)
     state_dict:     the model's weights (no `module.`/`_orig_mod.` prefixes)
     model_config:   ModelConfig as a dict
     input_spec:     InputSpec as a dict (image shape, classes, pixel mean/std)
@@ -34,7 +34,7 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import atomic_file
 from mnist_pipeline.model.networks import InputSpec, build_model
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: CNN blocks pool before batch norm; MLPs are as in format 1
 TRAIN_PARAMS = ("seed", "model", "train")  # the params sections of the train stage
 MAX_CHECKPOINT_BYTES = 2_000_000_000  # the largest model.* allows is far smaller in practice
 MAX_CLASSES = 1000  # as a prepared manifest may have
@@ -100,13 +100,19 @@ def load_checkpoint(
         raise PipelineError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
     if not isinstance(payload, dict) or set(KEYS) - set(payload):
         raise PipelineError(f"{path}: not a checkpoint of this pipeline (missing keys)")
-    if payload["format_version"] != FORMAT_VERSION:
-        raise PipelineError(f"{path}: checkpoint format {payload['format_version']} unsupported")
+    version = payload["format_version"]
+    if version not in (1, FORMAT_VERSION):
+        raise PipelineError(f"{path}: checkpoint format {version} unsupported")
     try:
         config = parse(ModelConfig, payload["model_config"], "model_config")
         spec = _input_spec(payload["input_spec"])
     except PipelineError as exc:
         raise PipelineError(f"{path}: {exc}") from None
+    if version == 1 and config.name == "cnn":
+        raise PipelineError(
+            f"{path}: a format 1 CNN, whose blocks pool after the ReLU, which this version "
+            "no longer builds; retrain it (dvc repro train)"
+        )
     _check_weights_fit(path, config, spec, payload["state_dict"])
     model = build_model(config, spec)
     try:

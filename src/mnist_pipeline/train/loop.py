@@ -29,6 +29,7 @@ from tqdm import tqdm
 from mnist_pipeline.config.params import TrainConfig
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.runtime import autocast
+from mnist_pipeline.train.augment import Augment, EpochAugment, for_epoch
 from mnist_pipeline.train.distributed import SINGLE_PROCESS, Rank, all_reduce_sum
 from mnist_pipeline.train.optim import Scheduler, make_optimizer, make_scheduler
 from mnist_pipeline.train.resume import TrainState
@@ -56,6 +57,7 @@ def fit(
     rank: Rank = SINGLE_PROCESS,
     resume: TrainState | None = None,
     save_state: Callable[[TrainState], None] | None = None,
+    augment: Augment | None = None,
 ) -> FitResult:
     """Train `model` in place; returns the per-epoch history. With several ranks, every
     rank calls `fit` with the whole data and its `rank`.
@@ -67,6 +69,8 @@ def fit(
     from (see resume.py); `resume` continues from such a state (built from the same
     arguments), and the result is the very same as one uninterrupted call. Its logged
     epochs are not logged again.
+
+    `augment` changes the training images of each epoch with draws from (seed, epoch).
     """
     device = next(model.parameters()).device
     train = (train[0].to(device), train[1].to(device))
@@ -99,7 +103,15 @@ def fit(
         ) as progress:
             order = torch.randperm(len(train[1]), generator=generator)
             train_log = train_one_epoch(
-                step, optimizer, scheduler, train, order, cfg.batch_size, rank, progress
+                step,
+                optimizer,
+                scheduler,
+                train,
+                order,
+                cfg.batch_size,
+                rank,
+                progress,
+                for_epoch(augment, len(order), seed, epoch),
             )
         valid_batch = max(cfg.batch_size, VALID_BATCH_MIN)
         valid_log = evaluate_loss(validation_model, valid, valid_batch, cfg.precision, rank)
@@ -202,9 +214,10 @@ def train_one_epoch(
     batch_size: int,
     rank: Rank = SINGLE_PROCESS,
     progress: tqdm | None = None,
+    augment: EpochAugment | None = None,
 ) -> EpochLog:
     """One pass over `train` in the row `order` (a permutation, on the CPU); each rank
-    trains its slice of every global batch of `batch_size` rows."""
+    trains its slice of every global batch of `batch_size` rows, augmented by `augment`."""
     images, labels = train
     step.module.train()
     order = order.to(labels.device)
@@ -219,13 +232,19 @@ def train_one_epoch(
     # Views of every (global) batch, each made in one call: cheaper than slicing per step.
     # batch_starts may drop a last, too small batch.
     num_batches = len(batch_starts(len(labels), batch_size, rank.world_size))
-    views = zip(*(t.split(batch_size) for t in (order, labels, predicted)), strict=True)
-    for batch_order, y, batch_predicted in itertools.islice(views, num_batches):
+    # Without augmentation, `order` stands in for the draws (never read).
+    draws = order if augment is None else augment.draws.to(labels.device)
+    views = zip(*(t.split(batch_size) for t in (order, labels, predicted, draws)), strict=True)
+    for batch_order, y, batch_predicted, batch_draws in itertools.islice(views, num_batches):
         global_rows = len(y)
         if rank.distributed:  # this rank's share of the batch
             mine = rank.rows(global_rows)
             batch_order, y, batch_predicted = batch_order[mine], y[mine], batch_predicted[mine]
-        logits = step(images.index_select(0, batch_order), y, global_rows, loss_total)
+            batch_draws = batch_draws[mine]
+        x = images.index_select(0, batch_order)
+        if augment is not None:
+            x = augment.augment.apply(x, batch_draws)
+        logits = step(x, y, global_rows, loss_total)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
