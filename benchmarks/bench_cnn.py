@@ -1,6 +1,7 @@
 """The CNN presets against their targets: `dvc repro` of a throwaway copy per preset
-(bench_repro's), reporting the train stage's seconds (its own timings.json: the whole
-stage, validation passes included) and the test accuracy.
+(bench_repro's), reporting the train stage's wall time (`dvc repro train` on its own,
+after its upstream: Python's start, data loading, every epoch with its validation pass
+and the writes, DVC's checks included) and the test accuracy.
 
 Targets, on full Fashion-MNIST: cnn-fast >= 92.5% test accuracy with the train stage
 <= 45 s; cnn-best >= 94.0% with <= 10 min. Run on the real data set:
@@ -47,13 +48,15 @@ def run(
     for name, (accuracy, seconds) in TARGETS.items():
         print(f"\n-- {name}", flush=True)
         params = preset_params(name, quick)
-        result = bench_repro.run(raw, workdir, seed, rows, params)
+        result = bench_repro.run(raw, workdir, seed, rows, params, ("prepare", "train"))
+        wall_s = result["stage_seconds"]["train"]
         result.update(
             preset=name,
             epochs=params["train"]["epochs"],
+            train_stage_wall_s=wall_s,
             target_accuracy=accuracy,
             target_train_seconds=seconds,
-            met=result["test_accuracy"] >= accuracy and result["train_seconds"] <= seconds,
+            met=result["test_accuracy"] >= accuracy and wall_s <= seconds,
         )
         results.append(result)
     return results
@@ -64,7 +67,7 @@ def summary_lines(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return [
         (
             f"{r['preset']} ({r['data']}, {r['epochs']} epochs): test accuracy / train stage",
-            f"{r['test_accuracy']:.2%} / {r['train_seconds']:.1f} s"
+            f"{r['test_accuracy']:.2%} / {r['train_stage_wall_s']:.1f} s"
             + ("" if r["met"] else "  (target missed)"),
             f">= {r['target_accuracy']:.1%}, <= {r['target_train_seconds']:.0f} s",
         )

@@ -140,8 +140,10 @@ def test_bench_cnn_quick_runs_both_presets_through_dvc_repro(tmp_path):
     results = bench_cnn.run(None, tmp_path, 0, TINY_ROWS, quick=True)
     assert [r["preset"] for r in results] == list(bench_cnn.TARGETS)
     for r in results:
-        assert r["epochs"] == 1 and "train" in r["stages_run"]
-        assert 0 <= r["test_accuracy"] <= 1 and r["train_seconds"] > 0
+        assert r["epochs"] == 1
+        assert r["stages_run"] == ["fetch", "prepare", "train", "evaluate", "export"]
+        assert 0 <= r["test_accuracy"] <= 1
+        assert r["train_stage_wall_s"] > r["train_seconds"] > 0  # the stage's own clock
         assert r["met"] is False  # one epoch on 600 synthetic images misses 92.5%
     lines = bench_cnn.summary_lines(results)
     assert [what.split(" ")[0] for what, _, _ in lines] == ["cnn-fast", "cnn-best"]

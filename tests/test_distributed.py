@@ -28,7 +28,14 @@ BASE = {
 }
 SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
 CPU = torch.device("cpu")
-ADAMW = {"optimizer": "adamw", "lr": 0.01, "schedule": "onecycle", "label_smoothing": 0.1}
+# With shifts: each rank applies its slice of the global batch's draws.
+ADAMW = {
+    "optimizer": "adamw",
+    "lr": 0.01,
+    "schedule": "onecycle",
+    "label_smoothing": 0.1,
+    "augment": {"shift_px": 2},
+}
 
 
 def _train(tmp_path: Path, data: Path, params: dict, out: str = "out", env_extra=None):
@@ -165,7 +172,7 @@ def test_rank_device_gives_each_rank_its_own_gpu_or_the_cpu():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optimizer", [SGD, ADAMW], ids=["sgd-momentum", "adamw-onecycle-ls"])
+@pytest.mark.parametrize("optimizer", [SGD, ADAMW], ids=["sgd-momentum", "adamw-ls-shifts"])
 def test_two_ranks_train_like_one_process_with_the_global_batch(tmp_path, prepared, optimizer):
     code1, _, err1 = _finish(_train(tmp_path, prepared, _params(optimizer), "one")[0])
     scratch = tmp_path / "scratch"  # TMPDIR of the run: torchrun must leave nothing there

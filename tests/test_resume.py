@@ -28,6 +28,7 @@ from mnist_pipeline.testing.dvc_repo import (
 )
 from mnist_pipeline.testing.synthetic import make_images
 from mnist_pipeline.train import resume
+from mnist_pipeline.train.augment import Augment
 from mnist_pipeline.train.loop import fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +60,13 @@ SETTINGS = {
         ModelConfig(name="cnn", conv_channels=(4,), hidden_sizes=(16,), dropout=0.2),
         TrainConfig(device="cpu", epochs=3, batch_size=50, lr=3e-3, schedule="cosine"),
     ),
+    # As the CNN presets train: bf16, pooled blocks of two convs, shifts and flips.
+    "augmented-cnn": (
+        ModelConfig(name="cnn", conv_channels=(4, 8), block_convs=2, hidden_sizes=()),
+        TrainConfig(device="cpu", epochs=3, batch_size=50, lr=3e-3, precision="bf16"),
+    ),
 }
+AUGMENTS = {"augmented-cnn": Augment(shift_px=2, hflip=True)}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +81,10 @@ def _fit(data, setting, resume_from=None, save_state=None):
     model = build_model(model_cfg, SPEC)
     if resume_from is not None:
         torch.manual_seed(12345)  # the resumed run must not depend on the RNG it starts with
-    result = fit(model, *data, cfg, seed=0, resume=resume_from, save_state=save_state)
+    augment = AUGMENTS.get(setting)
+    result = fit(
+        model, *data, cfg, seed=0, resume=resume_from, save_state=save_state, augment=augment
+    )
     return model, result
 
 
