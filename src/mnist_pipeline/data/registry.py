@@ -86,14 +86,14 @@ class DatasetSpec:
     name: str
     class_names: tuple[str, ...]
     sources: tuple[Source, ...]
-    # Whether a left-right mirror image is still of its class: a mirrored shoe is a shoe,
-    # a mirrored 2 is not a 2. Decides `hflip: auto` (train.augment, evaluate.tta_hflip);
-    # false, the safe side, unless a data set says otherwise.
-    mirror_invariant: bool = False
     # file name -> accepted md5s (of the file's bytes or of its decompressed content)
     md5s: dict[str, frozenset[str]] = field(default_factory=dict)
     # file name -> size limits (tests pass smaller ones)
     limits: dict[str, FileLimits] = field(default_factory=lambda: dict(FILE_LIMITS))
+    # Whether a left-right mirror image is still of its class: a mirrored shoe is a shoe,
+    # a mirrored 2 is not a 2. Decides `hflip: auto` (train.augment, evaluate.tta_hflip);
+    # false, the safe side, unless a data set says otherwise.
+    mirror_invariant: bool = False
 
     def files(self, fmt: Format) -> tuple[str, ...]:
         return (PICKLE_FILE,) if fmt == "pickle" else tuple(IDX_FILES.values())
