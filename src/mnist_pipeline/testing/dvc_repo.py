@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,22 @@ def env_for(repo: Path) -> dict[str, str]:
 
 
 def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        args, cwd=repo, env=env_for(repo), capture_output=True, text=True, timeout=600
-    )
+    """Run a command in `repo`. Output goes through temporary files, not pipes: the queue
+    workers that `dvc queue start` leaves running inherit its output, and reading a pipe
+    to its end would wait for them (the whole queue, or the timeout)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        returncode = subprocess.run(
+            args,
+            cwd=repo,
+            env=env_for(repo),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            timeout=600,
+        ).returncode
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(args, returncode, out.read(), err.read())
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} failed ({result.returncode}):\n"
