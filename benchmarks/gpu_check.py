@@ -33,6 +33,7 @@ import yaml
 
 from mnist_pipeline.config.params import Params, load_params, to_dict
 from mnist_pipeline.data.prepared import load_splits, pixel_mean_std, read_manifest
+from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.model.networks import InputSpec, build_model, input_spec_from_manifest
 from mnist_pipeline.presets import combined_overrides
 from mnist_pipeline.runtime import configure_torch
@@ -214,6 +215,13 @@ def report_lines(results: dict[str, dict[str, Any]], data: Data) -> list[str]:
 
 
 def main() -> None:
+    try:
+        check(parse_arguments())
+    except PipelineError as exc:  # bad data, params or presets: one line, exit 1
+        sys.exit(f"gpu_check: {exc}")
+
+
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_EPOCHS} epochs, small data")
@@ -221,8 +229,17 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--presets-dir", type=Path, default=REPO / "presets")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
-    device = torch.device(args.device)
+    return parser.parse_args()
+
+
+def check(args: argparse.Namespace) -> None:
+    """The whole check as `args` asks for it; prints the report."""
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise PipelineError(
+            f"--device {args.device!r} is not a device (cuda, cuda:N, cpu)"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device here; use --device cpu --quick to test the check")
     if args.data is None and not args.quick:

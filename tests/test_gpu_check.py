@@ -54,6 +54,8 @@ def test_cpu_quick_mode_reports_every_setting(tmp_path, prepared, with_data):
     [
         (["--device", "cuda"], "no CUDA device here"),
         (["--device", "cpu"], "--data DIR"),
+        (["--device", "cpu", "--quick", "--data", "no-such-dir"], "no-such-dir/manifest.json"),
+        (["--device", "tpu!", "--quick"], "--device 'tpu!' is not a device"),
     ],
 )
 def test_bad_use_is_one_line(tmp_path, args, message):
