@@ -25,7 +25,7 @@ PYTORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 # Stage commands in dvc.yaml say `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro exp test test-fast lint format bench gpu-check report seeds plots lock lock-cuda clean
+.PHONY: install repro exp exps reset test test-fast lint format bench gpu-check report seeds plots lock lock-cuda clean
 
 install: $(STAMP)
 
@@ -49,6 +49,8 @@ repro: $(STAMP)
 
 # One experiment from presets/NAME.yaml (several: PRESET="cnn-best gpu", a later one wins):
 # `make exp PRESET=tutorial [ARGS="-S train.epochs=3 --name short"] [QUEUE=1]`.
+# It starts from the committed params.yaml (HEAD's), never from the last experiment's,
+# and checks it with the presets applied before DVC runs anything.
 # ARGS go to `dvc exp run` after the preset's -S, so theirs win; QUEUE=1 queues it.
 ifneq ($(filter exp,$(MAKECMDGOALS)),)
 ifeq ($(PRESET),)
@@ -56,8 +58,18 @@ $(error PRESET is required, e.g. make exp PRESET=tutorial)
 endif
 endif
 exp: $(STAMP)
-	$(BIN)/python scripts/check_params.py params.yaml
 	$(BIN)/python scripts/exp.py $(PRESET) $(if $(filter-out 0,$(QUEUE)),--queue) -- $(ARGS)
+
+# HEAD's experiments in a table of at most 120 columns: test accuracy with its 95% interval,
+# the change against HEAD with McNemar's test, the params that differ (LIMIT=20 rows).
+exps: $(STAMP)
+	$(BIN)/python scripts/exps.py --limit $(or $(LIMIT),20)
+
+# After a failed or unwanted experiment: params.yaml, dvc.lock and every pipeline output
+# as HEAD has them (git-tracked outputs from git, the rest from DVC's cache); code and
+# other files stay as they are. `dvc status` is clean afterwards.
+reset: $(STAMP)
+	$(BIN)/python scripts/reset.py
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -93,7 +105,7 @@ gpu-check: $(STAMP)
 report: $(STAMP)
 	$(BIN)/python scripts/report.py $(if $(REV),--rev $(REV)) --params params.yaml \
 	  --metrics metrics/evaluate.json metrics/train/metrics.json \
-	  --figures metrics/evaluate --predictions metrics/evaluate/predictions_test.csv \
+	  --figures figures/evaluate --predictions metrics/evaluate/predictions_test.csv \
 	  --seeds metrics/seeds.json --per-class metrics/evaluate/per_class_test.csv \
 	  --curves metrics/train/plots/loss.tsv metrics/train/plots/accuracy.tsv \
 	  --images report --out report.md

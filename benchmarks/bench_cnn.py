@@ -17,7 +17,7 @@ from typing import Any
 
 from benchmarks import bench_repro, bench_train
 from benchmarks import train_support as ts
-from mnist_pipeline.presets import load_preset
+from mnist_pipeline.experiments.presets import load_preset
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {  # preset -> (test accuracy at least, train stage seconds at most)

@@ -68,13 +68,15 @@ def run_layout(
         str(out / "model.pt"),
         "--log-dir",
         str(out / "live"),
+        "--timings",
+        str(out / "timings.json"),
     ]
     load = ts.load_start(f"train {processes} x {threads}")
     started = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
     wall_s = time.perf_counter() - started
-    timings = json.loads((out / "live" / "timings.json").read_text())
+    timings = json.loads((out / "timings.json").read_text())
     epoch_s = statistics.median(timings["epoch_seconds"])
     rows = json.loads((data / "manifest.json").read_text())["splits"]["train"]["rows"]
     return {

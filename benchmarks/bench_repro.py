@@ -5,7 +5,7 @@ directory (fetch.source, with its md5s as fetch.checksums): full-size
 synthetic MNIST by default, or `--raw DIR` (for Fashion-MNIST also set
 --dataset). After the repro the evaluate stage's command runs once more on
 its own, for the evaluate timing; train_seconds comes from the train stage's
-timings.json. Needs PYTHONPATH=src (or make install), git and dvc.
+logs/train/timings.json. Needs PYTHONPATH=src (or make install), git and dvc.
 
     .venv/bin/python -m benchmarks.bench_repro
 """
@@ -70,7 +70,8 @@ def run(
         }
         if timed_stages:
             result["stage_seconds"] = stage_seconds
-        train_timings = read_json(repo / "metrics/train/timings.json", RERUN)
+        # dvc.yaml's train cmd writes it (--timings): an untracked log, not an output.
+        train_timings = read_json(repo / "logs/train/timings.json", RERUN)
         result["train_seconds"] = train_timings["train_seconds"]
         result["evaluate_seconds"] = time_stage(repo, "evaluate")
         evaluation = read_json(repo / "metrics/evaluate.json", RERUN)

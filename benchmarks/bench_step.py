@@ -2,8 +2,8 @@
 
 Alternates epochs of the same model with `train.manual_mlp_step` true and false (the
 one switch `step.make_step` reads) in one process, on the same data and threads, in
-two settings: the default params (AdamW, one-cycle, batch 256, dropout 0.2) and the
-tutorial's (SGD, batch 64, no dropout). Reports the median train-pass seconds per
+two settings: the committed params.yaml (AdamW, one-cycle, batch 256, dropout 0.2) and
+the tutorial preset (SGD, batch 64, no dropout). Reports the median train-pass seconds per
 epoch of each and their ratio (manual / autograd; below 1: the manual step is faster).
 
     .venv/bin/python -m benchmarks.bench_step --prepared data/prepared
@@ -31,21 +31,10 @@ from mnist_pipeline.train.loop import train_one_epoch
 from mnist_pipeline.train.optim import make_optimizer, make_scheduler
 from mnist_pipeline.train.step import make_step, uses_manual_step
 
-SETTINGS = {
-    "default": (
-        ModelConfig(name="mlp", hidden_sizes=(128, 256), dropout=0.2),
-        TrainConfig(
-            device="cpu",
-            epochs=40,
-            batch_size=256,
-            lr=0.004,
-            weight_decay=0.01,
-            schedule="onecycle",
-            warmup_fraction=0.15,
-        ),
-    ),
-    "tutorial": (ts.TUTORIAL_MODEL, ts.TUTORIAL_TRAIN),
-}
+
+def settings() -> dict[str, tuple[ModelConfig, TrainConfig]]:
+    """The committed params and the tutorial preset, as the pipeline would run them."""
+    return {"default": ts.cpu_configs(), "tutorial": ts.tutorial_configs()}
 
 
 def _epoch_seconds(data: dict[str, Any], model_cfg: ModelConfig, cfg: TrainConfig) -> float:
@@ -77,7 +66,7 @@ def run(
     data = prepared_data(prepared) if prepared else ts.load_data(raw, rows, seed=0)
     load = ts.load_start("bench_step")
     results: dict[str, Any] = {"data": data["name"], "threads": torch.get_num_threads()}
-    for name, (model_cfg, cfg) in SETTINGS.items():
+    for name, (model_cfg, cfg) in settings().items():
         times: dict[bool, list[float]] = {True: [], False: []}
         for index in range(rounds):  # alternate the order each round
             for manual in (True, False) if index % 2 == 0 else (False, True):

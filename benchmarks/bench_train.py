@@ -25,6 +25,7 @@ import torch
 
 from benchmarks import train_support as ts
 from benchmarks.tutorial_result import faithfulness, run_tutorial, time_to_result
+from mnist_pipeline.config.params import Params
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("compare", "faithfulness", "time-to-result")
@@ -34,7 +35,8 @@ QUICK_ROWS = (10_000, 2_000, 2_000)
 def compare(data: dict[str, Any], batch_size: int, rounds: int, epochs: int, seed: int) -> dict:
     """Both loops `rounds` times each (alternating order), `epochs` epochs per run."""
     load = ts.load_start(f"compare at batch {batch_size}")
-    cfg = dataclasses.replace(ts.TUTORIAL_TRAIN, batch_size=batch_size, epochs=epochs)
+    model_cfg, tutorial_cfg = ts.tutorial_configs()
+    cfg = dataclasses.replace(tutorial_cfg, batch_size=batch_size, epochs=epochs)
     seconds: dict[str, list[float]] = {"tutorial": [], "project": []}
     cpu_seconds: dict[str, list[float]] = {"tutorial": [], "project": []}
     last: dict[str, dict] = {}
@@ -43,7 +45,7 @@ def compare(data: dict[str, Any], batch_size: int, rounds: int, epochs: int, see
             if loop == "tutorial":
                 records = run_tutorial(data, epochs, batch_size, seed)
             else:
-                records = ts.run_project(data, ts.TUTORIAL_MODEL, cfg, seed)
+                records = ts.run_project(data, model_cfg, cfg, seed)
             seconds[loop] += [r["epoch_seconds"] for r in records]
             cpu_seconds[loop] += [r["epoch_cpu_seconds"] for r in records]
             last[loop] = records[-1]
@@ -67,7 +69,8 @@ def warm_up(data: dict[str, Any], seed: int) -> None:
     """One small untimed epoch of each loop: library initialization stays out of the timings."""
     few = {k: (v[0][:2048], v[1][:2048]) if k != "name" else v for k, v in data.items()}
     run_tutorial(few, 1, 64, seed)
-    ts.run_project(few, ts.TUTORIAL_MODEL, dataclasses.replace(ts.TUTORIAL_TRAIN, epochs=1), seed)
+    model_cfg, cfg = ts.tutorial_configs()
+    ts.run_project(few, model_cfg, dataclasses.replace(cfg, epochs=1), seed)
 
 
 def run(
@@ -80,7 +83,7 @@ def run(
     modes: tuple[str, ...] = MODES,
     seed: int = 0,
     threads: int = 0,
-    params: Path = REPO / "params.yaml",
+    params: Params | None = None,
 ) -> dict[str, Any]:
     """The chosen modes on `data` ({"name", "train", "valid"}; default: `raw` or synthetic)."""
     result: dict[str, Any] = {"threads": ts.set_threads(threads), "load_start": ts.load_now()}
@@ -100,8 +103,10 @@ def run(
         faithful = result.get("faithfulness")
         tutorial = faithful["tutorial"] if faithful else None
         if tutorial is None:
-            tutorial = run_tutorial(data, faithful_epochs, ts.TUTORIAL_TRAIN.batch_size, seed)
-        result["time_to_result"] = time_to_result(data, tutorial, params, seed)
+            batch_size = ts.tutorial_configs()[1].batch_size
+            tutorial = run_tutorial(data, faithful_epochs, batch_size, seed)
+        setting = params or ts.committed_params()
+        result["time_to_result"] = time_to_result(data, tutorial, setting, seed)
     result["load_end"] = ts.load_now()
     return result
 

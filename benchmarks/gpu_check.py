@@ -31,11 +31,12 @@ from typing import Any
 import torch
 import yaml
 
-from mnist_pipeline.config.params import Params, load_params, to_dict
+from mnist_pipeline.config.params import Params, to_dict
+from mnist_pipeline.config.preflight import read_params_text
 from mnist_pipeline.data.prepared import load_splits, pixel_mean_std, read_manifest
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.experiments.start import plan_start
 from mnist_pipeline.model.networks import InputSpec, build_model, input_spec_from_manifest
-from mnist_pipeline.presets import combined_overrides
 from mnist_pipeline.runtime import configure_torch
 from mnist_pipeline.testing import synthetic
 from mnist_pipeline.train.augment import make_augment
@@ -79,18 +80,10 @@ def _head(split: Split, rows: int) -> Split:
     return split[0][:rows], split[1][:rows]
 
 
-def setting_params(params_file: Path, presets_dir: Path, presets: list[str], tmp: Path) -> Params:
+def setting_params(params_file: Path, presets_dir: Path, presets: list[str]) -> Params:
     """params.yaml with the presets applied, validated as the stages validate it."""
-    data = yaml.safe_load(params_file.read_text())
-    for key, value in combined_overrides(presets_dir, presets, data).items():
-        *parents, leaf = key.split(".")
-        section = data
-        for parent in parents:
-            section = section[parent]
-        section[leaf] = value
-    merged = tmp / f"params-{'-'.join(presets) or 'default'}.yaml"
-    merged.write_text(yaml.safe_dump(data, sort_keys=False))
-    return load_params(merged)
+    text = read_params_text(params_file)
+    return plan_start(text, None, presets_dir, presets, where=str(params_file)).params
 
 
 def for_device(params: Params, device: torch.device, quick: bool) -> Params:
@@ -149,6 +142,7 @@ def torchrun_two_gpus(params: Params, prepared: Path | None, tmp: Path) -> dict[
         str(REPO / "stages" / "train.py"),
         *("--params", str(params_file), "--data", str(prepared)),
         *("--model", str(out / "model.pt"), "--log-dir", str(out / "log")),
+        *("--timings", str(out / "timings.json")),
     ]
     started_s = time.perf_counter()
     try:
@@ -159,7 +153,7 @@ def torchrun_two_gpus(params: Params, prepared: Path | None, tmp: Path) -> dict[
         return {"failed": f"no result in {TORCHRUN_TIMEOUT_S} s"}
     if completed.returncode != 0:
         return {"failed": (completed.stderr.strip().splitlines() or ["no message"])[-1]}
-    timings = json.loads((out / "log" / "timings.json").read_text())
+    timings = json.loads((out / "timings.json").read_text())
     return {"wall_s": time.perf_counter() - started_s, "timings": timings}
 
 
@@ -248,10 +242,10 @@ def check(args: argparse.Namespace) -> None:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         for name, presets in SETTINGS.items():
-            params = setting_params(args.params, args.presets_dir, presets, Path(tmp))
+            params = setting_params(args.params, args.presets_dir, presets)
             results[name] = time_setting(for_device(params, device, args.quick), data, device)
             print(f"gpu_check: {name} done in {results[name]['total_s']:.1f} s", flush=True)
-        fast = setting_params(args.params, args.presets_dir, ["cnn-fast"], Path(tmp))
+        fast = setting_params(args.params, args.presets_dir, ["cnn-fast"])
         torchrun = torchrun_two_gpus(for_device(fast, device, args.quick), args.data, Path(tmp))
     env = environment(device)
     print("\n".join(report_lines(results, data)))

@@ -39,11 +39,10 @@ def run(
     """Profile `steps` steps; `repeats` unprofiled passes give the best time per step."""
     load = ts.load_start("profile")
     images, labels = synthetic.make_images(steps * batch_size, seed=0)
-    cfg = dataclasses.replace(
-        ts.TUTORIAL_TRAIN, batch_size=batch_size, manual_mlp_step=not autograd
-    )
+    model_cfg, tutorial_cfg = ts.tutorial_configs()
+    cfg = dataclasses.replace(tutorial_cfg, batch_size=batch_size, manual_mlp_step=not autograd)
     ts.seed_torch(0)
-    model = build_model(ts.TUTORIAL_MODEL, ts.input_spec(images))
+    model = build_model(model_cfg, ts.input_spec(images))
     generator = torch.Generator().manual_seed(0)
     step = make_step(model, cfg, SINGLE_PROCESS)
     optimizer = make_optimizer(step.params, cfg)

@@ -19,12 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnist_pipeline.config.params import ModelConfig, TrainConfig
+from mnist_pipeline.config.params import ModelConfig, Params, TrainConfig
 from mnist_pipeline.data.prepared import pixel_mean_std
 from mnist_pipeline.data.raw_formats import read_raw
+from mnist_pipeline.experiments.start import plan_start
 from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.runtime import configure_torch
 from mnist_pipeline.testing import synthetic
+from mnist_pipeline.testing.dvc_repo import committed_text
 from mnist_pipeline.train.loop import fit
 
 FULL_ROWS = (50_000, 10_000, 10_000)  # train, valid, test: MNIST's size
@@ -33,19 +35,25 @@ CPU = torch.device("cpu")
 Split = tuple[torch.Tensor, torch.Tensor]  # images uint8 (N, 28, 28), labels int64 (N,)
 EpochRecord = dict[str, float]
 
-# The tutorial's setting, in the project's terms.
-TUTORIAL_MODEL = ModelConfig(name="mlp", hidden_sizes=(128, 256), dropout=0.0, input_norm="unit")
-TUTORIAL_TRAIN = TrainConfig(
-    device="cpu",
-    optimizer="sgd",
-    lr=0.001,
-    momentum=0.0,
-    batch_size=64,
-    epochs=25,
-    schedule="constant",
-    weight_decay=0.0,
-    label_smoothing=0.0,
-)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def committed_params(*presets: str) -> Params:
+    """params.yaml as committed (HEAD's: working edits never change a benchmark) with
+    presets/NAME.yaml applied in order: the settings the pipeline itself would run."""
+    head_text = committed_text(REPO, "params.yaml")
+    return plan_start(head_text, None, REPO / "presets", presets).params
+
+
+def cpu_configs(*presets: str) -> tuple[ModelConfig, TrainConfig]:
+    """The model and train configs of `committed_params(*presets)`, training on the CPU."""
+    params = committed_params(*presets)
+    return params.model, dataclasses.replace(params.train, device="cpu")
+
+
+def tutorial_configs() -> tuple[ModelConfig, TrainConfig]:
+    """The tutorial's setting in the project's terms: presets/tutorial.yaml."""
+    return cpu_configs("tutorial")
 
 
 def load_data(raw: Path | None, rows: tuple[int, int, int], seed: int) -> dict[str, Any]:

@@ -12,25 +12,25 @@ its valid accuracy first passes that; the ratio of the two times (target <= 1/20
 """
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from benchmarks import train_support as ts
 from benchmarks import tutorial_loop
-from mnist_pipeline.config.params import load_params
+from mnist_pipeline.config.params import Params
 
 
 def run_tutorial(data: dict[str, Any], epochs: int, batch_size: int, seed: int) -> list[dict]:
     ts.seed_torch(seed)
-    lr = ts.TUTORIAL_TRAIN.lr
+    lr = ts.tutorial_configs()[1].lr
     return tutorial_loop.run_epochs(data["train"], data["valid"], epochs, batch_size, lr)
 
 
 def faithfulness(data: dict[str, Any], epochs: int, seed: int) -> dict[str, Any]:
     load = ts.load_start("faithfulness")
-    tutorial = run_tutorial(data, epochs, ts.TUTORIAL_TRAIN.batch_size, seed)
-    cfg = dataclasses.replace(ts.TUTORIAL_TRAIN, epochs=epochs)
-    project = ts.run_project(data, ts.TUTORIAL_MODEL, cfg, seed)
+    model_cfg, tutorial_cfg = ts.tutorial_configs()
+    tutorial = run_tutorial(data, epochs, tutorial_cfg.batch_size, seed)
+    cfg = dataclasses.replace(tutorial_cfg, epochs=epochs)
+    project = ts.run_project(data, model_cfg, cfg, seed)
     diffs = [abs(p["valid/loss"] - t["valid/loss"]) for t, p in zip(tutorial, project, strict=True)]
     result = {
         "epochs": epochs,
@@ -47,11 +47,11 @@ def faithfulness(data: dict[str, Any], epochs: int, seed: int) -> dict[str, Any]
 
 
 def time_to_result(
-    data: dict[str, Any], tutorial: list[dict], params_path: Path, seed: int
+    data: dict[str, Any], tutorial: list[dict], params: Params, seed: int
 ) -> dict[str, Any]:
-    """`tutorial`: the records of the tutorial's full run (e.g. from `faithfulness`)."""
+    """`tutorial`: the records of the tutorial's full run (e.g. from `faithfulness`);
+    `params`: the project's setting to time (bench_train: the committed params.yaml)."""
     load = ts.load_start("time to result")
-    params = load_params(params_path)
     target = tutorial[-1]["valid/accuracy"]
     epoch_s = [r["epoch_seconds"] for r in tutorial]
     tutorial_s = sum(epoch_s)

@@ -1,6 +1,10 @@
-"""Run a DVC experiment from presets: `dvc exp run -S section.key=value ...` with the
-overrides in presets/NAME.yaml (several presets: in order, a later one wins on a shared
-key), then any further `dvc exp run` arguments given after `--`, which win in turn.
+"""Run a DVC experiment from presets, starting from the committed params.yaml (HEAD's):
+`dvc exp run -S section.key=value ...` with the overrides in presets/NAME.yaml (several
+presets: in order, a later one wins on a shared key), then any further `dvc exp run`
+arguments given after `--`, which win in turn.
+
+The workspace's params.yaml is set to HEAD's first (experiments/start.py says why), so
+no experiment inherits the last one's settings; the changes set aside are named.
 
 Example (what `make exp PRESET=tutorial ARGS="-S train.epochs=3 --name short"` runs):
   python scripts/exp.py tutorial -- -S train.epochs=3 --name short
@@ -13,13 +17,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from mnist_pipeline.cli import run_stage, stage_parser
+from mnist_pipeline.config.preflight import check_free_disk, read_params_text
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.presets import combined_overrides, set_arguments
+from mnist_pipeline.experiments.presets import set_arguments
+from mnist_pipeline.experiments.start import describe_set_aside, plan_start
+from mnist_pipeline.fileio import atomic_file
+from mnist_pipeline.gitrepo import file_at
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +34,9 @@ parser.add_argument(
     "--presets-dir", type=Path, default=REPO / "presets", help="(default: %(default)s)"
 )
 parser.add_argument("--queue", action="store_true", help="queue the experiment (dvc --queue)")
-parser.add_argument("--dry-run", action="store_true", help="print the dvc command, run nothing")
+parser.add_argument(
+    "--dry-run", action="store_true", help="print the dvc command; change and run nothing"
+)
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -40,25 +47,28 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv[:cut], argv[cut + 1 :]
 
 
-def read_params(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise PipelineError(f"{path}: cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise PipelineError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
-    if not isinstance(data, dict):
-        raise PipelineError(f"{path}: expected a mapping at the top level")
-    return data
-
-
 def main(args: argparse.Namespace, dvc_args: list[str]) -> None:
-    flat = combined_overrides(args.presets_dir, args.presets, read_params(Path(args.params)))
-    command = ["dvc", "exp", "run", *set_arguments(flat), *(["--queue"] if args.queue else [])]
+    params_path = Path(args.params)
+    head_text = file_at(Path.cwd(), "HEAD", params_path.as_posix())
+    if head_text is None:
+        raise PipelineError(
+            f"{params_path}: not in a commit (HEAD); an experiment starts from the committed "
+            "params: commit it first"
+        )
+    workspace_text = read_params_text(params_path) if params_path.exists() else None
+    start = plan_start(head_text, workspace_text, args.presets_dir, args.presets)
+    command = ["dvc", "exp", "run", *set_arguments(start.overrides)]
+    command += ["--queue"] if args.queue else []
     command += dvc_args  # last: DVC takes the last -S for a key
+    note = describe_set_aside(start.set_aside)
+    if note is not None:
+        print(f"exp: {note}", flush=True)
     print(shlex.join(command), flush=True)
     if args.dry_run:
         return
+    check_free_disk(params_path.resolve().parent)
+    if workspace_text != head_text:
+        reset_params_file(params_path, head_text)
     # The dvc next to this interpreter, and stage commands' `python` this interpreter,
     # as the Makefile arranges for `make repro`, even when the venv is not activated.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -69,6 +79,15 @@ def main(args: argparse.Namespace, dvc_args: list[str]) -> None:
     if returncode != 0:
         # dvc has printed its own error; exit with its status (SystemExit passes run_stage).
         raise SystemExit(returncode)
+
+
+def reset_params_file(path: Path, text: str) -> None:
+    """Write HEAD's text over the workspace's params file, which must be a regular file
+    (a link or a device is someone else's to replace)."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise PipelineError(f"{path}: not a regular file; refusing to replace it")
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 if __name__ == "__main__":

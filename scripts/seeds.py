@@ -7,14 +7,11 @@ Example (what `make seeds K=5` runs):
 """
 
 import argparse
-import subprocess
 import sys
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 from mnist_pipeline.cli import run_stage, stage_parser
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.dvc_cli import run_dvc
 from mnist_pipeline.fileio import write_json
 from mnist_pipeline.review.seeds import check_seed_count, run_seeds
 
@@ -29,29 +26,9 @@ parser.add_argument(
 )
 
 
-def dvc(args: Sequence[str]) -> str:
-    """Run `dvc` (this interpreter's) and return its stdout; a failure is one line.
-
-    Output goes through temporary files, not pipes: the queue workers that `dvc queue
-    start` leaves running inherit its output, and reading a pipe to its end would wait
-    for them (the whole queue), past the bounded wait."""
-    command = [sys.executable, "-m", "dvc", *args]
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        returncode = subprocess.run(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, check=False
-        ).returncode
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if returncode != 0:
-        last = (stderr.strip() or stdout.strip()).splitlines()[-1:]
-        raise PipelineError(f"dvc {' '.join(args)} failed: {' '.join(last)}")
-    return stdout
-
-
 def main(args: argparse.Namespace) -> None:
     check_seed_count(args.k)  # before any work
-    summary = run_seeds(args.k, dvc, timeout_s=60 * args.timeout_min, poll_s=args.poll_s)
+    summary = run_seeds(args.k, run_dvc, timeout_s=60 * args.timeout_min, poll_s=args.poll_s)
     write_json(args.out, summary)
     print(f"seeds: wrote {args.out} ({args.k} seeds)")
 

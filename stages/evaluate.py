@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnist_pipeline.cli import run_stage, stage_parser
+from mnist_pipeline.cli import require_own_library, run_stage, stage_parser
 from mnist_pipeline.config.params import load_params
 from mnist_pipeline.data.prepared import load_splits, read_manifest
 from mnist_pipeline.data.registry import resolve_hflip
@@ -16,10 +16,12 @@ parser = stage_parser(__doc__)
 parser.add_argument("--data", required=True, type=Path, help="prepared data directory")
 parser.add_argument("--model", required=True, type=Path, help="checkpoint to evaluate")
 parser.add_argument("--metrics", required=True, type=Path, help="metrics JSON to write")
-parser.add_argument("--plots", required=True, type=Path, help="directory for tables and figures")
+parser.add_argument("--tables", required=True, type=Path, help="directory for the CSV tables")
+parser.add_argument("--figures", required=True, type=Path, help="directory for the PNG figures")
 
 
 def main(args: argparse.Namespace) -> None:
+    require_own_library(__file__)
     params = load_params(args.params)
     model, checkpoint = load_checkpoint(
         args.model, resolve_device(params.evaluate.device, "evaluate.device")
@@ -34,12 +36,18 @@ def main(args: argparse.Namespace) -> None:
             "skipping it (set model.dropout > 0 to use it)"
         )
     write_outputs(
-        results, data, checkpoint["class_names"], params.evaluate, args.plots, args.metrics
+        results,
+        data,
+        checkpoint["class_names"],
+        params.evaluate,
+        args.tables,
+        args.figures,
+        args.metrics,
     )
     test = results["test"].metrics
     print(
         f"evaluate: test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}, "
-        f"ECE {test['ece']:.4f}; wrote {args.metrics} and {args.plots}/"
+        f"ECE {test['ece']:.4f}; wrote {args.metrics}, {args.tables}/ and {args.figures}/"
     )
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnist_pipeline.cli import run_stage, stage_parser
+from mnist_pipeline.cli import require_own_library, run_stage, stage_parser
 from mnist_pipeline.data.prepared import load_split
 from mnist_pipeline.export import formats
 from mnist_pipeline.fileio import atomic_file, write_json
@@ -21,6 +21,7 @@ parser.add_argument("--metrics", required=True, type=Path, help="parity metrics 
 
 
 def main(args: argparse.Namespace) -> None:
+    require_own_library(__file__)
     model, _ = load_checkpoint(args.model, "cpu")  # the portable files are CPU files
     images, _ = load_split(args.data, "test")
     torchscript, onnx = formats.torchscript_bytes(model, images), formats.onnx_bytes(model, images)

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnist_pipeline.cli import run_stage, stage_parser
+from mnist_pipeline.cli import require_own_library, run_stage, stage_parser
 from mnist_pipeline.config.params import load_params
 from mnist_pipeline.data.download import fetch_dataset
 from mnist_pipeline.fileio import atomic_dir
@@ -18,6 +18,7 @@ parser.add_argument("--out", required=True, help="output directory (from dvc.yam
 
 
 def main(args: argparse.Namespace) -> None:
+    require_own_library(__file__)
     params = load_params(Path(args.params))
     with atomic_dir(Path(args.out)) as tmp:
         description = fetch_dataset(params.fetch, tmp)

@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnist_pipeline.cli import run_stage, stage_parser
+from mnist_pipeline.cli import require_own_library, run_stage, stage_parser
 from mnist_pipeline.config.params import load_params
 from mnist_pipeline.data.prepared import write_prepared
 from mnist_pipeline.data.raw_formats import read_raw
@@ -16,6 +16,7 @@ parser.add_argument("--out", required=True, type=Path, help="prepared directory 
 
 
 def main(args: argparse.Namespace) -> None:
+    require_own_library(__file__)
     params = load_params(args.params)
     splits, description = read_raw(args.raw)
     # Built in a temporary sibling and renamed at the end: a failure leaves no output.

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_pipeline.cli import run_stage, stage_parser
+from mnist_pipeline.cli import require_own_library, run_stage, stage_parser
 from mnist_pipeline.config.params import load_params, to_dict
 from mnist_pipeline.data.prepared import MANIFEST_FILE, load_splits, read_manifest
 from mnist_pipeline.fileio import atomic_dir
@@ -23,7 +23,13 @@ from mnist_pipeline.runtime import configure_torch, resolve_device, run_info
 from mnist_pipeline.train import distributed, resume, worker_errors
 from mnist_pipeline.train.augment import make_augment
 from mnist_pipeline.train.loop import fit
-from mnist_pipeline.train.training_log import epoch_printer, learning_rates, write_training_log
+from mnist_pipeline.train.training_log import (
+    epoch_printer,
+    learning_rates,
+    saved_summary,
+    write_timings,
+    write_training_log,
+)
 
 parser = stage_parser(__doc__)
 parser.add_argument("--data", required=True, type=Path, help="prepared data directory")
@@ -32,10 +38,14 @@ parser.add_argument(
     "--log-dir", required=True, type=Path, help="training log directory (metrics, plots)"
 )
 parser.add_argument("--state-dir", type=Path, help="where to save the state to resume from")
+parser.add_argument(
+    "--timings", type=Path, help="JSON of the run's seconds (an untracked log, not an output)"
+)
 
 
 def main(args: argparse.Namespace) -> None:
     distributed.die_with_launcher()  # first: an orphaned worker must not even start
+    require_own_library(__file__)
     params = load_params(args.params)
     # Before any work: a missing GPU fails fast.
     device = resolve_device(params.train.device)
@@ -83,20 +93,22 @@ def main(args: argparse.Namespace) -> None:
                 **run_info(device),
                 "world_size": rank.world_size,
                 "epochs_run": epochs_run,
-                "best_epoch": result.best_epoch,
+                "saved_epoch": result.saved_epoch,
+                "lowest_valid_loss_epoch": result.best_epoch,
                 "stopped_early": result.stopped_early,
             }
             classes = manifest["class_names"]
             lrs = learning_rates(params.train, len(train[1]), rank.world_size, epochs_run)
             distributed.check_launcher_alive()  # an orphaned rank 0 must not write
             with atomic_dir(args.log_dir) as log_dir:
-                write_training_log(log_dir, result.history, result.best_epoch, train_seconds, lrs)
+                write_training_log(
+                    log_dir, result.history, result.saved_epoch, result.best_epoch, lrs
+                )
                 save_checkpoint(args.model, model, params.model, spec, classes, params, run)
-            best_loss = result.history[result.best_epoch - 1]["valid/loss"]
-            print(
-                f"train: wrote {args.model} (best epoch {result.best_epoch}, "
-                f"valid loss {best_loss:.4f})"
-            )
+            if args.timings is not None:
+                write_timings(args.timings, result.history, train_seconds)
+            saved = saved_summary(result.history, result.saved_epoch, result.best_epoch)
+            print(f"train: wrote {args.model}: {saved}; {train_seconds:.1f} s of training")
     if args.state_dir is not None and rank.is_main:  # only now: the outputs are written
         resume.remove_state(args.state_dir)
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_pipeline.config.params import AugmentConfig, ModelConfig, TrainConfig
 from mnist_pipeline.data.registry import resolve_hflip
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.evaluate.metrics import predict_logits
 from mnist_pipeline.model.networks import InputSpec, build_model
+from mnist_pipeline.testing.configs import augment_config, model_config, train_config
 from mnist_pipeline.train.augment import Augment, for_epoch, make_augment
 from mnist_pipeline.train.loop import fit
 
@@ -70,14 +70,14 @@ def test_mnist_digits_are_never_mirrored():
     assert resolve_hflip(True, "fashion-mnist", "k") is True
     assert resolve_hflip(False, "fashion-mnist", "k") is False
     with pytest.raises(PipelineError, match=r"train\.augment\.hflip: mnist images must never"):
-        make_augment(AugmentConfig(shift_px=1, hflip=True), "mnist")
-    assert make_augment(AugmentConfig(shift_px=1, hflip="auto"), "mnist") == Augment(1, False)
+        make_augment(augment_config(shift_px=1, hflip=True), "mnist")
+    assert make_augment(augment_config(shift_px=1, hflip="auto"), "mnist") == Augment(1, False)
 
 
 def test_test_time_flip_averages_the_two_probabilities():
     spec = InputSpec((6, 6), 3, 0.5, 0.25)
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="mlp", hidden_sizes=(8,)), spec).eval()
+    model = build_model(model_config(name="mlp", hidden_sizes=(8,)), spec).eval()
     images = torch.randint(0, 256, (10, 6, 6), dtype=torch.uint8)
     combined = predict_logits(model, images, batch_size=4, hflip=True)
     expected = (model(images).softmax(1) + model(images.flip(-1)).softmax(1)) / 2
@@ -91,10 +91,10 @@ def _fit(augment: Augment | None, seed: int = 0) -> nn.Module:
     images = torch.randint(0, 256, (96, 8, 8), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 3, (96,), generator=generator)
     torch.manual_seed(seed)
-    config = ModelConfig(name="cnn", conv_channels=(4, 8), block_convs=2, hidden_sizes=())
+    config = model_config(name="cnn", conv_channels=(4, 8), block_convs=2, hidden_sizes=())
     model = build_model(config, spec)
     # bf16 as the CNN presets train: oneDNN's bf16 kernels must be deterministic too.
-    cfg = TrainConfig(device="cpu", epochs=2, batch_size=32, lr=0.01, precision="bf16")
+    cfg = train_config(device="cpu", epochs=2, batch_size=32, lr=0.01, precision="bf16")
     fit(model, (images, labels), (images[:32], labels[:32]), cfg, seed, augment=augment)
     return model
 

@@ -4,21 +4,27 @@ No timing assertions (the numbers mean nothing at this size); only that every
 mode runs end to end and reports what its tables need.
 """
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from benchmarks import bench_repro, bench_train, profile_train, run_all, tutorial_loop
 from benchmarks import train_support as ts
+from mnist_pipeline.config.params import load_params
 from mnist_pipeline.model.networks import build_model
 from mnist_pipeline.testing import synthetic
+from mnist_pipeline.testing.configs import make_params, model_config, train_config
 
 TINY_ROWS = (600, 200, 10)
-SMALL_PARAMS = """
-model: {name: mlp, hidden_sizes: [32], dropout: 0.1, input_norm: standardize}
-train: {device: cpu, epochs: 2, batch_size: 64, optimizer: adamw, lr: 0.003, schedule: onecycle}
-"""
+REPO = Path(__file__).resolve().parents[1]
+SMALL_SETTING = make_params(
+    model=model_config(hidden_sizes=(32,), dropout=0.1),
+    train=train_config(device="cpu", epochs=2, batch_size=64, lr=0.003, schedule="onecycle"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,8 @@ def test_both_loops_start_from_the_same_weights(tiny_data):
     ts.seed_torch(3)
     tutorial = tutorial_loop.tutorial_model()
     ts.seed_torch(3)
-    project = build_model(ts.TUTORIAL_MODEL, ts.input_spec(tiny_data["train"][0]))
+    model_cfg, _ = ts.tutorial_configs()
+    project = build_model(model_cfg, ts.input_spec(tiny_data["train"][0]))
     project_linears = [m for m in project if isinstance(m, torch.nn.Linear)]
     tutorial_linears = [m for m in tutorial if isinstance(m, torch.nn.Linear)]
     assert len(project_linears) == len(tutorial_linears) == 3
@@ -53,10 +60,13 @@ def test_tutorial_loop_reads_its_printed_valid_loss(tiny_data):
 
 
 def test_bench_train_runs_every_mode(tiny_data, tmp_path):
-    params = tmp_path / "params.yaml"
-    params.write_text(SMALL_PARAMS)
     result = bench_train.run(
-        tiny_data, rounds=1, epochs=1, batch_sizes=(64, 256), faithful_epochs=2, params=params
+        tiny_data,
+        rounds=1,
+        epochs=1,
+        batch_sizes=(64, 256),
+        faithful_epochs=2,
+        params=SMALL_SETTING,
     )
     assert [r["batch_size"] for r in result["compare"]] == [64, 256]
     for row in result["compare"]:
@@ -129,8 +139,28 @@ def test_bench_step_compares_both_steps_in_both_settings():
     from benchmarks import bench_step
 
     results = bench_step.run(None, rounds=1, rows=TINY_ROWS)
-    for setting in bench_step.SETTINGS:
+    for setting in ("default", "tutorial"):
         assert results[setting]["manual_s"] > 0 and results[setting]["autograd_s"] > 0
+
+
+def test_benchmarks_take_their_settings_from_the_committed_params_and_presets(
+    committed_params, tmp_path
+):
+    # One source of values: what a benchmark runs is what the pipeline would run, from the
+    # committed params.yaml (never the working copy) and presets/tutorial.yaml.
+    from benchmarks import bench_step
+
+    params = load_params(committed_params)
+    default_model, default_train = bench_step.settings()["default"]
+    assert default_model == params.model
+    assert default_train == dataclasses.replace(params.train, device="cpu")
+    preset = yaml.safe_load((REPO / "presets/tutorial.yaml").read_text())
+    tutorial_model, tutorial_train = ts.tutorial_configs()
+    for section, config in (("model", tutorial_model), ("train", tutorial_train)):
+        for key, value in preset[section].items():
+            expected = tuple(value) if isinstance(value, list) else value
+            assert getattr(config, key) == expected, f"{section}.{key}"
+    assert tutorial_train.augment == params.train.augment  # the rest is the committed file
 
 
 @pytest.mark.slow

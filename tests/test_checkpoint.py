@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from mnist_pipeline.config.params import ModelConfig, Params
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.model.checkpoint import load_checkpoint, save_checkpoint
 from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.runtime import run_info
+from mnist_pipeline.testing.configs import make_params, model_config
 
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
 NAMES = [str(i) for i in range(10)]
@@ -17,12 +17,12 @@ def _save(path, config):
     torch.manual_seed(0)
     model = build_model(config, SPEC)
     run = run_info(torch.device("cpu"))  # what the train stage records, as it records it
-    save_checkpoint(path, model, config, SPEC, NAMES, Params(model=config), run)
+    save_checkpoint(path, model, config, SPEC, NAMES, make_params(model=config), run)
     return model
 
 
 def test_round_trip_rebuilds_the_same_model(tmp_path):
-    config = ModelConfig(name="cnn", conv_channels=(4, 8), hidden_sizes=(16,), dropout=0.2)
+    config = model_config(name="cnn", conv_channels=(4, 8), hidden_sizes=(16,), dropout=0.2)
     model = _save(tmp_path / "m.pt", config).eval()
     loaded, payload = load_checkpoint(tmp_path / "m.pt")
     images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
@@ -37,7 +37,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
 
 
 def test_same_weights_give_the_same_bytes_whatever_the_file_name(tmp_path):
-    config = ModelConfig(hidden_sizes=(8,))
+    config = model_config(hidden_sizes=(8,))
     _save(tmp_path / "a.pt", config)
     _save(tmp_path / "b.pt", config)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
@@ -45,7 +45,7 @@ def test_same_weights_give_the_same_bytes_whatever_the_file_name(tmp_path):
 
 def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
     path = tmp_path / "m.pt"
-    _save(path, ModelConfig(hidden_sizes=(16,)))
+    _save(path, model_config(hidden_sizes=(16,)))
     payload = torch.load(path, weights_only=True)
     payload["model_config"]["hidden_sizes"] = [32]
     torch.save(payload, path)
@@ -72,7 +72,7 @@ def test_corrupt_missing_and_foreign_files_are_refused(tmp_path):
 
 def test_format_1_loads_mlps_and_refuses_cnns_built_the_old_way(tmp_path):
     """Format 2 moved each CNN block's pooling before its batch norm; MLPs are unchanged."""
-    for config in (ModelConfig(hidden_sizes=(8,)), ModelConfig(name="cnn", conv_channels=(4,))):
+    for config in (model_config(hidden_sizes=(8,)), model_config(name="cnn", conv_channels=(4,))):
         path = tmp_path / f"{config.name}.pt"
         _save(path, config)
         payload = torch.load(path, weights_only=True)

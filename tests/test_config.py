@@ -3,10 +3,12 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mnist_pipeline.config.params import Location, Params, load_params, to_dict
 from mnist_pipeline.config.strict import parse
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.testing.configs import PARAMS, params_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -14,8 +16,6 @@ REPO = Path(__file__).resolve().parents[1]
 def test_repository_params_load_and_cover_every_key(committed_params):
     params = load_params(committed_params)
     # Every field is spelled out in params.yaml: DVC tracks only keys that exist there.
-    import yaml
-
     raw = yaml.safe_load(committed_params.read_text())
     # The committed file is checked (a user's edits never change the suite): a new param
     # needs params.yaml committed together with its field.
@@ -91,7 +91,7 @@ def _flat(data, prefix=""):
 )
 def test_bad_values_are_refused_with_the_key_named(data, message):
     with pytest.raises(PipelineError) as info:
-        parse(Params, data, "")
+        parse(Params, params_data(data), "")
     assert message in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -108,21 +108,18 @@ def test_bad_values_are_refused_with_the_key_named(data, message):
     ],
 )
 def test_fetch_source_is_classified_once_at_load(source, expected):
-    locations = parse(Params, {"fetch": {"source": source}}, "").fetch.locations
+    locations = parse(Params, params_data({"fetch": {"source": source}}), "").fetch.locations
     assert (None if locations is None else list(locations)) == expected
 
 
 @pytest.mark.parametrize(("text", "value"), [("1e-05", 1e-05), ("3E2", 300.0), ("+.5e+1", 5.0)])
 def test_floats_as_dvc_writes_them_are_numbers_not_strings(tmp_path, text, value):
     """`dvc exp run -S train.lr=1e-05` writes `lr: 1e-05`, a string to YAML 1.1."""
-    path = tmp_path / "params.yaml"
-    path.write_text(f"train:\n  lr: {text}\n")
-    assert load_params(path).train.lr == value
+    assert load_params(_file_with_lr(tmp_path, text)).train.lr == value
 
 
 def test_a_float_field_still_refuses_words(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text("train:\n  lr: 1e-05x\n")
+    path = _file_with_lr(tmp_path, "1e-05x")
     with pytest.raises(PipelineError, match=r"train\.lr: expected a number, got '1e-05x'"):
         load_params(path)
 
@@ -132,27 +129,24 @@ def test_threads_beyond_the_cores_name_the_count(monkeypatch):
 
     monkeypatch.setattr(params_module, "usable_cpus", lambda: 2)
     with pytest.raises(PipelineError, match=r"^train.threads: 64 > the 2 CPU cores here"):
-        parse(Params, {"train": {"threads": 64}}, "")
-    assert parse(Params, {"train": {"threads": 2}}, "").train.threads == 2
+        parse(Params, params_data({"train": {"threads": 64}}), "")
+    assert parse(Params, params_data({"train": {"threads": 2}}), "").train.threads == 2
 
 
 def test_nan_in_the_yaml_file_is_refused(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text("train:\n  lr: .nan\n")
+    path = _file_with_lr(tmp_path, ".nan")
     with pytest.raises(PipelineError, match=r"train.lr: must be a finite number, got nan$"):
         load_params(path)
 
 
 def test_a_float_string_beyond_float_range_is_refused(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text("train:\n  lr: 1e999\n")  # a string to YAML 1.1, infinity as a float
+    path = _file_with_lr(tmp_path, "1e999")  # a string to YAML 1.1, infinity as a float
     with pytest.raises(PipelineError, match=r"train.lr: must be a finite number, got '1e999'$"):
         load_params(path)
 
 
 def test_load_params_names_the_file(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text("train:\n  lr: -1\n")
+    path = _file_with_lr(tmp_path, "-1")
     with pytest.raises(PipelineError, match=r"params.yaml: train.lr: must be > 0"):
         load_params(path)
     path.write_text("train: [1, 2\n")
@@ -165,18 +159,58 @@ def test_load_params_names_the_file(tmp_path):
 def test_valid_values_are_typed():
     params = parse(
         Params,
-        {
-            "train": {
-                "lr": 1,
-                "optimizer": "sgd",
-                "momentum": 0.9,
-                "nesterov": True,
-                "device": "cuda:1",
-            },
-            "model": {"hidden_sizes": [64]},
-        },
+        params_data(
+            {
+                "train": {
+                    "lr": 1,
+                    "optimizer": "sgd",
+                    "momentum": 0.9,
+                    "nesterov": True,
+                    "device": "cuda:1",
+                },
+                "model": {"hidden_sizes": [64]},
+            }
+        ),
         "",
     )
     assert params.train.lr == 1.0 and isinstance(params.train.lr, float)
     assert params.model.hidden_sizes == (64,)
     assert params.train.device == "cuda:1"
+
+
+def _file_with_lr(tmp_path: Path, lr_text: str) -> Path:
+    """A complete params file whose train.lr is `lr_text` as written (DVC's spelling)."""
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        yaml.safe_dump(params_data({"train": {"lr": "LR_TEXT"}})).replace("LR_TEXT", lr_text)
+    )
+    return path
+
+
+@pytest.mark.parametrize("key", ["train.lr", "model.dropout", "evaluate.mc_samples", "seed"])
+def test_a_key_deleted_from_params_yaml_is_an_error_naming_it(committed_params, key):
+    # params.yaml is the one source of values: a deleted line must not fall back to a
+    # default that lives somewhere else.
+    *sections, name = key.split(".")
+    lines = committed_params.read_text().splitlines(keepends=True)
+    indent = "  " * len(sections)
+    section_line = (
+        next(i for i, line in enumerate(lines) if line.startswith(f"{sections[0]}:"))
+        if sections
+        else -1
+    )
+    index = next(
+        i
+        for i, line in enumerate(lines)
+        if i > section_line and line.startswith(f"{indent}{name}:")
+    )
+    committed_params.write_text("".join(lines[:index] + lines[index + 1 :]))
+    with pytest.raises(PipelineError) as info:
+        load_params(committed_params)
+    assert str(info.value) == f"{committed_params}: {key}: missing; every key must be given"
+
+
+def test_the_unit_test_base_params_cover_every_key(committed_params):
+    # The configs unit tests start from (testing/configs.py) set every key params.yaml has.
+    raw = yaml.safe_load(committed_params.read_text())
+    assert set(_flat(to_dict(PARAMS))) == set(_flat(raw))

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from mnist_pipeline.config.params import DistributedConfig, TrainConfig
+from mnist_pipeline.config.params import load_params
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.model.checkpoint import load_checkpoint
+from mnist_pipeline.testing.configs import complete_params, distributed_config
 from mnist_pipeline.testing.dvc_repo import make_repo, read_json, run, set_params, stages_run
 from mnist_pipeline.train.distributed import Rank, current_rank, rank_device, torchrun_args
 from mnist_pipeline.train.loop import batch_starts
@@ -40,7 +40,7 @@ ADAMW = {
 
 def _train(tmp_path: Path, data: Path, params: dict, out: str = "out", env_extra=None):
     params_file = tmp_path / f"{out}.yaml"
-    params_file.write_text(yaml.safe_dump(params))
+    params_file.write_text(complete_params(params))
     model, live = tmp_path / out / "model.pt", tmp_path / out / "live"
     argv = [
         sys.executable,
@@ -94,9 +94,9 @@ def test_batch_starts_drop_a_last_batch_smaller_than_the_world():
 
 
 def test_torchrun_args_for_one_machine_and_for_several():
-    one = torchrun_args(DistributedConfig(nproc_per_node=4), ["train.py", "--x"])
+    one = torchrun_args(distributed_config(nproc_per_node=4), ["train.py", "--x"])
     assert "--standalone" in one and "--nproc-per-node=4" in one and one[-2:] == ["train.py", "--x"]
-    cfg = DistributedConfig(nproc_per_node=2, nnodes=3, rdzv_endpoint="node0:29400", rdzv_id="r7")
+    cfg = distributed_config(nproc_per_node=2, nnodes=3, rdzv_endpoint="node0:29400", rdzv_id="r7")
     several = torchrun_args(cfg, ["train.py"])
     assert "--standalone" not in several and "--nnodes=3" in several
     assert {"--rdzv-backend=c10d", "--rdzv-endpoint=node0:29400", "--rdzv-id=r7"} <= set(several)
@@ -111,7 +111,7 @@ def test_launch_sets_the_threads_per_rank_and_a_log_dir(monkeypatch, threads, ex
     monkeypatch.delenv(distributed.LAUNCHER_PID_ENV, raising=False)
     monkeypatch.setattr(distributed, "usable_cpus", lambda: 2)
     monkeypatch.setattr(distributed, "_run_torchrun", lambda args, world: calls.append(args))
-    distributed.launch(DistributedConfig(nproc_per_node=2), threads, ["train.py"], CPU)
+    distributed.launch(distributed_config(nproc_per_node=2), threads, ["train.py"], CPU)
     assert os.environ["OMP_NUM_THREADS"] == expected  # what the workers inherit
     assert os.environ[distributed.LAUNCHER_PID_ENV] == str(os.getpid())
     assert calls[0][0].startswith("--log-dir=") and calls[0][-1] == "train.py"
@@ -123,7 +123,7 @@ def test_launch_refuses_more_cpu_processes_than_cores(monkeypatch):
     monkeypatch.setattr(distributed, "usable_cpus", lambda: 2)
     monkeypatch.setattr(distributed, "_run_torchrun", lambda args, world: None)
     with pytest.raises(PipelineError, match=r"^distributed.nproc_per_node: 3 processes > the 2 "):
-        distributed.launch(DistributedConfig(nproc_per_node=3), 1, ["train.py"], CPU)
+        distributed.launch(distributed_config(nproc_per_node=3), 1, ["train.py"], CPU)
 
 
 @pytest.mark.parametrize(
@@ -137,30 +137,28 @@ def test_launch_refuses_more_cpu_processes_than_cores(monkeypatch):
 )
 def test_bad_distributed_config_is_refused(cfg, message):
     with pytest.raises(PipelineError, match=message):
-        DistributedConfig(**cfg)
+        distributed_config(**cfg)
 
 
 def test_global_batch_must_split_over_the_ranks(tmp_path):
-    from mnist_pipeline.config.params import load_params
-
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(_params({"batch_size": 63}, nproc_per_node=2)))
+    path.write_text(complete_params(_params({"batch_size": 63}, nproc_per_node=2)))
     with pytest.raises(PipelineError, match="batch 63 must split evenly over the 2 processes"):
         load_params(path)
 
 
 def test_rank_comes_from_torchrun_and_must_match_params(monkeypatch):
-    assert current_rank(DistributedConfig(nproc_per_node=2)) == Rank()  # not under torchrun
+    assert current_rank(distributed_config(nproc_per_node=2)) == Rank()  # not under torchrun
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert current_rank(DistributedConfig(nproc_per_node=2)) == Rank(1, 1, 2)
+    assert current_rank(distributed_config(nproc_per_node=2)) == Rank(1, 1, 2)
     with pytest.raises(PipelineError, match=r"torchrun started 2 processes, but .* = 4"):
-        current_rank(DistributedConfig(nproc_per_node=4))
+        current_rank(distributed_config(nproc_per_node=4))
 
 
-def test_rank_device_gives_each_rank_its_own_gpu_or_the_cpu():
+def test_rank_device_gives_each_rank_its_own_gpu_or_the_cpu(committed_params):
     two = Rank(1, 1, 2)
     assert rank_device(torch.device("cpu"), two) == torch.device("cpu")
     assert rank_device(torch.device("cuda", 3), Rank()) == torch.device("cuda", 3)  # one process
@@ -168,7 +166,8 @@ def test_rank_device_gives_each_rank_its_own_gpu_or_the_cpu():
         rank_device(torch.device("cuda", 1), two)
     with pytest.raises(PipelineError, match="mps cannot train with several processes"):
         rank_device(torch.device("mps"), two)
-    assert TrainConfig().batch_size % 2 == 0  # the default global batch splits over 2 ranks
+    # The committed global batch splits over 2 ranks (presets/two-processes.yaml).
+    assert load_params(committed_params).train.batch_size % 2 == 0
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from mnist_pipeline.data.registry import (
     Source,
 )
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.testing.configs import complete_params, fetch_config
 
 REPO = Path(__file__).resolve().parents[1]
 IDX_NAMES = tuple(IDX_FILES.values())
@@ -47,7 +48,7 @@ ALL_MD5S = {name: md5(data) for name, data in ALL_BYTES.items()}
 
 def make_config(**overrides) -> FetchConfig:
     values = {"checksums": ALL_MD5S, "retries": 3, "backoff_s": 0.5, "timeout_s": 5.0}
-    return FetchConfig(**(values | overrides))
+    return fetch_config(**(values | overrides))
 
 
 def make_spec(pickle_mirrors=(), idx_mirrors=(), md5s=None) -> DatasetSpec:
@@ -338,8 +339,7 @@ def test_non_gzip_file_is_checked_by_its_bytes_only(tmp_path, out):
 
 def run_stage(tmp_path: Path, source: str) -> subprocess.CompletedProcess:
     params = tmp_path / "params.yaml"
-    # JSON is YAML; it quotes the paths safely.
-    params.write_text(json.dumps({"fetch": {"source": source, "checksums": ALL_MD5S}}))
+    params.write_text(complete_params({"fetch": {"source": source, "checksums": ALL_MD5S}}))
     env = os.environ | {"PYTHONPATH": str(REPO / "src")}
     command = [
         sys.executable,

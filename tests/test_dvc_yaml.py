@@ -3,6 +3,9 @@ declares params that exist, and takes every path from its `cmd`."""
 
 import ast
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,6 +72,35 @@ def test_stage_depends_on_its_script_and_exactly_the_modules_it_imports(stage):
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
+def test_stage_imports_the_library_of_the_checkout_it_runs_in(stage):
+    # DVC runs a queued or --temp experiment in a copy of the repository; the editable
+    # install points at the workspace. src/ relative to the stage's directory is the copy's.
+    assert STAGES[stage]["cmd"].startswith(f"PYTHONPATH=src python stages/{stage}.py ")
+
+
+@pytest.mark.slow
+def test_a_stage_refuses_to_run_with_another_checkouts_library(tmp_path):
+    copy = tmp_path / "checkout"
+    shutil.copytree(REPO / "stages", copy / "stages")
+    shutil.copytree(REPO / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(SRC)}
+    command = [sys.executable, "stages/evaluate.py", "--data", "d", "--model", "m"]
+    command += ["--metrics", "e.json", "--tables", "t", "--figures", "f"]
+    result = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert f"imported mnist_pipeline from {SRC}, not from this checkout's {copy / 'src'}" in (
+        result.stderr
+    )
+    assert not (copy / "e.json").exists()
+    # As dvc.yaml runs it, the copy's own library is imported, and the stage gets as far
+    # as its inputs.
+    env["PYTHONPATH"] = "src"
+    result = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True)
+    assert result.returncode == 1 and "imported mnist_pipeline" not in result.stderr
+    assert "params.yaml" in result.stderr
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
 def test_stage_params_exist_and_every_path_comes_from_cmd(stage, committed_params):
     params = to_dict(load_params(committed_params))
     for key in STAGES[stage].get("params", []):  # export has none
@@ -76,3 +108,10 @@ def test_stage_params_exist_and_every_path_comes_from_cmd(stage, committed_param
     source = (REPO / "stages" / f"{stage}.py").read_text()
     # Scripts hold no paths of their own: no data/, models/ or metrics/ literals.
     assert not re.search(r"[\"'](data|models|metrics)/", source)
+
+
+def test_evaluate_declares_each_figure_it_writes_as_a_cached_output():
+    from mnist_pipeline.evaluate.run import figure_files
+
+    outs = [out for out in STAGES["evaluate"]["outs"] if isinstance(out, str)]
+    assert outs == [f"figures/evaluate/{name}" for name in figure_files(("test", "valid"))]

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from mnist_pipeline.config.params import ModelConfig
 from mnist_pipeline.evaluate import metrics as ev
 from mnist_pipeline.model.networks import InputSpec, build_model
+from mnist_pipeline.testing.configs import model_config
 
 LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
 PREDICTED = torch.tensor([0, 1, 1, 1, 2, 0])
@@ -88,14 +88,14 @@ IMAGES = torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8)
 
 
 def test_mc_dropout_without_dropout_reports_nothing():
-    model = build_model(ModelConfig(hidden_sizes=(16,), dropout=0.0), SPEC)
+    model = build_model(model_config(hidden_sizes=(16,), dropout=0.0), SPEC)
     assert ev.mc_dropout_probs(model, IMAGES, samples=5, batch_size=16, seed=0) is None
 
 
 def test_mc_dropout_with_dropout_has_spread_and_leaves_eval_mode():
     torch.manual_seed(0)
     model = build_model(
-        ModelConfig(name="cnn", conv_channels=(4,), hidden_sizes=(16,), dropout=0.5), SPEC
+        model_config(name="cnn", conv_channels=(4,), hidden_sizes=(16,), dropout=0.5), SPEC
     ).eval()
     mc = ev.mc_dropout_probs(model, IMAGES, samples=8, batch_size=16, seed=0)
     assert mc.shape == (8, 50, 10)
@@ -110,7 +110,7 @@ def test_mc_dropout_with_dropout_has_spread_and_leaves_eval_mode():
 
 def test_mc_dropout_keeps_batch_norm_in_eval_mode():
     model = build_model(
-        ModelConfig(name="cnn", conv_channels=(4,), hidden_sizes=(), dropout=0.5), SPEC
+        model_config(name="cnn", conv_channels=(4,), hidden_sizes=(), dropout=0.5), SPEC
     )
     ev.enable_mc_dropout(model)
     kinds = {type(m).__name__: m.training for m in model.modules() if m is not model}

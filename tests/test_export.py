@@ -10,19 +10,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_pipeline.config.params import ModelConfig, Params
+from mnist_pipeline.config.params import ModelConfig
 from mnist_pipeline.data.prepared import load_split
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.export import formats
 from mnist_pipeline.model.checkpoint import save_checkpoint
 from mnist_pipeline.model.networks import InputSpec, build_model
+from mnist_pipeline.testing.configs import make_params, model_config
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.13, pixel_std=0.31)
 CONFIGS = {
-    "mlp": ModelConfig(name="mlp", hidden_sizes=(32,), dropout=0.2),
-    "cnn": ModelConfig(name="cnn", conv_channels=(4, 8), hidden_sizes=(16,), dropout=0.2),
-    "unit-norm": ModelConfig(name="mlp", hidden_sizes=(16,), input_norm="unit"),
+    "mlp": model_config(name="mlp", hidden_sizes=(32,), dropout=0.2),
+    "cnn": model_config(name="cnn", conv_channels=(4, 8), hidden_sizes=(16,), dropout=0.2),
+    "unit-norm": model_config(name="mlp", hidden_sizes=(16,), input_norm="unit"),
 }
 
 
@@ -88,7 +89,7 @@ def _export_args(tmp_path: Path, prepared: Path, checkpoint: Path) -> list[str]:
 def _checkpoint(tmp_path: Path) -> Path:
     path = tmp_path / "model.pt"
     config = CONFIGS["cnn"]
-    save_checkpoint(path, _model(config), config, SPEC, list("0123456789"), Params(), {})
+    save_checkpoint(path, _model(config), config, SPEC, list("0123456789"), make_params(), {})
     return path
 
 

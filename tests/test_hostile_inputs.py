@@ -7,7 +7,6 @@ arguments so that it runs in seconds; the full-scale figures are in the README
 
 import gzip
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -28,8 +27,10 @@ import numpy as np
 import psutil
 import pytest
 import torch
+import yaml
 
-from mnist_pipeline.config.params import FetchConfig, ModelConfig, Params
+from mnist_pipeline.config.params import FetchConfig
+from mnist_pipeline.config.preflight import check_params_file
 from mnist_pipeline.data import download, raw_formats
 from mnist_pipeline.data import prepared as shards
 from mnist_pipeline.data.download import backoff_delay_s, fetch_dataset
@@ -46,6 +47,13 @@ from mnist_pipeline.fileio import atomic_dir, file_digest, remove_stale_temporar
 from mnist_pipeline.model.checkpoint import load_checkpoint, save_checkpoint
 from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.testing import synthetic
+from mnist_pipeline.testing.configs import (
+    complete_params,
+    fetch_config,
+    make_params,
+    model_config,
+    params_data,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1_000_000
@@ -142,16 +150,16 @@ def out(tmp_path: Path) -> Iterator[Path]:
     assert leftovers(directory) == []  # every failure removes its .part file
 
 
-def fetch_config(**overrides: Any) -> FetchConfig:
+def quick_fetch_config(**overrides: Any) -> FetchConfig:
     values: dict[str, Any] = {"retries": 1, "backoff_s": 0.0, "timeout_s": 5.0}
-    return FetchConfig(**(values | overrides))
+    return fetch_config(**(values | overrides))
 
 
 def test_gzip_bomb_stops_at_the_content_limit(out, http_server):
     bomb = gzip.compress(bytes(50 * MB), compresslevel=9)  # ~50 kB inflating to 50 MB
     url = http_server.add("/mnist.pkl.gz", http_server.Reply(200, bomb))
     error = fails_within(
-        lambda: fetch_dataset(fetch_config(), out, spec=small_spec(url), sleep=time.sleep),
+        lambda: fetch_dataset(quick_fetch_config(), out, spec=small_spec(url), sleep=time.sleep),
         max_seconds=20,
         max_traced_bytes=20 * MB,
     )
@@ -161,7 +169,7 @@ def test_gzip_bomb_stops_at_the_content_limit(out, http_server):
 def test_content_length_over_the_limit_is_refused_before_the_body(out, http_server):
     url = http_server.add("/mnist.pkl.gz", http_server.Reply(200, bytes(2 * MB)))
     error = fails_within(
-        lambda: fetch_dataset(fetch_config(), out, spec=small_spec(url), sleep=time.sleep),
+        lambda: fetch_dataset(quick_fetch_config(), out, spec=small_spec(url), sleep=time.sleep),
         max_seconds=20,
         max_traced_bytes=20 * MB,
     )
@@ -170,7 +178,7 @@ def test_content_length_over_the_limit_is_refused_before_the_body(out, http_serv
 
 def test_endless_body_from_a_user_source_stops_at_fetch_max_bytes(out, http_server):
     url = http_server.add("/mnist.pkl.gz", http_server.Reply(200, bytes(1 << 16), endless=True))
-    config = fetch_config(source=url, max_bytes=MB)
+    config = quick_fetch_config(source=url, max_bytes=MB)
     error = fails_within(
         lambda: fetch_dataset(config, out, sleep=time.sleep),
         max_seconds=20,
@@ -184,7 +192,7 @@ def test_trickling_server_trips_the_deadline(out, http_server, part):
     # One byte every 0.1 s never trips the 5 s read timeout; the 1 s deadline ends it.
     slow = {"body_byte_delay_s": 0.1} if part == "body" else {"header_byte_delay_s": 0.1}
     url = http_server.add("/mnist.pkl.gz", http_server.Reply(200, bytes(1000), **slow))
-    config = fetch_config(deadline_s=1.0, retries=3)
+    config = quick_fetch_config(deadline_s=1.0, retries=3)
     error = fails_within(
         lambda: fetch_dataset(config, out, spec=small_spec(url), sleep=time.sleep),
         max_seconds=10,
@@ -198,7 +206,7 @@ def test_a_trickling_body_is_a_stall_long_before_the_deadline(out, http_server, 
     monkeypatch.setattr(download, "STALL_WINDOW_S", 0.5)
     reply = http_server.Reply(200, bytes(1000), body_byte_delay_s=0.1)
     url = http_server.add("/mnist.pkl.gz", reply)
-    config = fetch_config(deadline_s=60.0, retries=3)
+    config = quick_fetch_config(deadline_s=60.0, retries=3)
     error = fails_within(
         lambda: fetch_dataset(config, out, spec=small_spec(url), sleep=time.sleep),
         max_seconds=10,
@@ -212,7 +220,7 @@ def test_redirect_to_ftp_is_refused(out, http_server):
     location = (("Location", "ftp://127.0.0.1/mnist.pkl.gz"),)
     url = http_server.add("/mnist.pkl.gz", http_server.Reply(302, b"", headers=location))
     error = fails_within(
-        lambda: fetch_dataset(fetch_config(), out, spec=small_spec(url), sleep=time.sleep),
+        lambda: fetch_dataset(quick_fetch_config(), out, spec=small_spec(url), sleep=time.sleep),
         max_seconds=10,
         max_traced_bytes=20 * MB,
     )
@@ -225,7 +233,7 @@ def test_more_than_five_redirects_are_refused(out, http_server):
         http_server.add(f"/hop{hop}", http_server.Reply(302, b"", headers=location))
     url = http_server.url("/hop0")
     fails_within(
-        lambda: fetch_dataset(fetch_config(), out, spec=small_spec(url), sleep=time.sleep),
+        lambda: fetch_dataset(quick_fetch_config(), out, spec=small_spec(url), sleep=time.sleep),
         max_seconds=10,
         max_traced_bytes=20 * MB,
     )
@@ -242,7 +250,7 @@ def test_local_source_must_be_a_regular_file(tmp_path, out, kind):
     else:
         source.symlink_to("/dev/zero")  # reading it would never end
     error = fails_within(
-        lambda: fetch_dataset(fetch_config(source=str(source)), out, sleep=time.sleep),
+        lambda: fetch_dataset(quick_fetch_config(source=str(source)), out, sleep=time.sleep),
         max_seconds=10,
         max_traced_bytes=20 * MB,
     )
@@ -347,7 +355,7 @@ def test_prepare_stage_refuses_an_idx_header_claiming_a_billion_images(tmp_path)
     raw = write_raw(tmp_path / "raw", "idx", images)
     out = tmp_path / "prepared"
     params = tmp_path / "params.yaml"
-    params.write_text("prepare: {shard_size: 100}\n")
+    params.write_text(complete_params("prepare: {shard_size: 100}\n"))
     run = run_stage_script("prepare", "--params", str(params), "--raw", str(raw), "--out", str(out))
     assert_one_line_failure(run, "prepare", "header says 1000000000 images; the limit")
     assert run.peak_rss_kb < STAGE_BASE_RSS_KB and run.seconds < 60
@@ -452,7 +460,7 @@ def test_manifest_values_are_checked_before_use(data, changes, problem):
 def test_train_stage_blames_the_manifest_for_a_nan_std(tmp_path, data):
     path = edit_manifest(data, train_pixel_std=float("nan"))
     params = tmp_path / "params.yaml"
-    params.write_text("train: {device: cpu, epochs: 1, threads: 1}\n")
+    params.write_text(complete_params("train: {device: cpu, epochs: 1, threads: 1}\n"))
     model, live = tmp_path / "model.pt", tmp_path / "live"
     run = run_stage_script(
         "train",
@@ -474,10 +482,10 @@ def test_train_stage_blames_the_manifest_for_a_nan_std(tmp_path, data):
 
 def small_checkpoint(path: Path) -> dict[str, Any]:
     """A real checkpoint of a tiny MLP (784-4-10), as the train stage saves it; its payload."""
-    config = ModelConfig(hidden_sizes=(4,))
+    config = model_config(hidden_sizes=(4,))
     spec = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
     model = build_model(config, spec)
-    save_checkpoint(path, model, config, spec, list(DIGIT_NAMES), Params(model=config), {})
+    save_checkpoint(path, model, config, spec, list(DIGIT_NAMES), make_params(model=config), {})
     return torch.load(path, weights_only=True)
 
 
@@ -535,7 +543,7 @@ def test_evaluate_stage_refuses_a_checkpoint_claiming_huge_layers(tmp_path, prep
     payload["model_config"]["hidden_sizes"] = [65_536] * 8
     torch.save(payload, path)
     params = tmp_path / "params.yaml"
-    params.write_text("evaluate: {device: cpu}\n")
+    params.write_text(complete_params("evaluate: {device: cpu}\n"))
     metrics, plots = tmp_path / "metrics.json", tmp_path / "plots"
     run = run_stage_script(
         "evaluate",
@@ -547,12 +555,15 @@ def test_evaluate_stage_refuses_a_checkpoint_claiming_huge_layers(tmp_path, prep
         str(path),
         "--metrics",
         str(metrics),
-        "--plots",
+        "--tables",
         str(plots),
+        "--figures",
+        str(tmp_path / "figures"),
     )
     assert_one_line_failure(run, "evaluate", "weights do not match the model config")
     assert run.peak_rss_kb < STAGE_BASE_RSS_KB and run.seconds < 60
     assert not metrics.exists() and not plots.exists() and leftovers(tmp_path) == []
+    assert not (tmp_path / "figures").exists()
 
 
 # --- kills: no leftovers ---------------------------------------------------------------------
@@ -612,7 +623,7 @@ def big_raw(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_prepare_leaves_nothing_after_the_next_run(tmp_path, big_raw, signum):
     params = tmp_path / "params.yaml"
-    params.write_text("prepare: {shard_size: 5}\n")
+    params.write_text(complete_params("prepare: {shard_size: 5}\n"))
     out = tmp_path / "data" / "prepared"
     args = ("--params", str(params), "--raw", str(big_raw), "--out", str(out))
     process = start_stage("prepare", *args)
@@ -634,7 +645,9 @@ def test_killed_prepare_leaves_nothing_after_the_next_run(tmp_path, big_raw, sig
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_train_leaves_nothing_after_the_next_run(tmp_path, prepared, signum):
     params = tmp_path / "params.yaml"
-    params.write_text("train: {device: cpu, epochs: 5000, batch_size: 50, threads: 1}\n")
+    params.write_text(
+        complete_params("train: {device: cpu, epochs: 5000, batch_size: 50, threads: 1}\n")
+    )
     model, live = tmp_path / "models" / "model.pt", tmp_path / "metrics" / "train"
     args = ["--params", str(params), "--data", str(prepared), "--model", str(model)]
     process = start_stage("train", *args, "--log-dir", str(live), stdout=subprocess.PIPE)
@@ -670,8 +683,10 @@ def living(processes: list[psutil.Process]) -> list[psutil.Process]:
 def test_killed_launcher_takes_its_workers_along(tmp_path, prepared):
     params = tmp_path / "params.yaml"
     params.write_text(
-        "train: {device: cpu, epochs: 5000, batch_size: 50, threads: 1}\n"
-        "distributed: {nproc_per_node: 2}\n"
+        complete_params(
+            "train: {device: cpu, epochs: 5000, batch_size: 50, threads: 1}\n"
+            "distributed: {nproc_per_node: 2}\n"
+        )
     )
     model, live = tmp_path / "models" / "model.pt", tmp_path / "metrics" / "train"
     args = ["--params", str(params), "--data", str(prepared), "--model", str(model)]
@@ -695,15 +710,6 @@ def test_killed_launcher_takes_its_workers_along(tmp_path, prepared):
 # --- params.yaml before DVC reads it ---------------------------------------------------------
 
 
-def check_params_script() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "check_params", REPO / "scripts" / "check_params.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
     for i in range(8)
@@ -715,23 +721,22 @@ BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     [
         (BILLION_LAUGHS, "line 1: YAML anchors and aliases (&name, *name) are not allowed"),
         ("seed: 0\n" + "#" * 1_000_001, "larger than the limit of 1000000 bytes"),
-        ("train: {epochs: 10001}\n", "train.epochs: must be <= 10000, got 10001"),
+        (
+            yaml.safe_dump(params_data({"train": {"epochs": 10001}})),
+            "train.epochs: must be <= 10000, got 10001",
+        ),
         ("train: [1, 2\n", "not valid YAML"),
     ],
 )
 def test_check_params_refuses_before_dvc_reads(tmp_path, text, problem):
     path = tmp_path / "params.yaml"
     path.write_text(text)
-    script = check_params_script()
-    error = fails_within(
-        lambda: script.check_params_file(path), max_seconds=5, max_traced_bytes=20 * MB
-    )
+    error = fails_within(lambda: check_params_file(path), max_seconds=5, max_traced_bytes=20 * MB)
     assert str(error).startswith(f"{path}: {problem}")
 
 
 def test_check_params_passes_the_committed_file_and_wants_free_disk(committed_params):
-    script = check_params_script()
-    script.check_params_file(committed_params)
+    check_params_file(committed_params)
     with pytest.raises(PipelineError, match="bytes free, fewer than the"):
-        script.check_params_file(committed_params, min_free_bytes=2**62)
+        check_params_file(committed_params, min_free_bytes=2**62)
     assert "scripts/check_params.py params.yaml" in (REPO / "Makefile").read_text()

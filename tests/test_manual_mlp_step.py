@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnist_pipeline.config.params import ModelConfig
 from mnist_pipeline.model.networks import InputSpec, build_model
+from mnist_pipeline.testing.configs import model_config
 from mnist_pipeline.train.manual_mlp_step import (
     PRIVATE_TORCH_OPS,
     ManualMLPStep,
@@ -20,7 +20,7 @@ TIGHT = {"rtol": 1e-5, "atol": 1e-6}
 
 def make_model(hidden=(128, 256), dropout=0.0, input_norm="standardize", seed=0):
     torch.manual_seed(seed)
-    config = ModelConfig(name="mlp", hidden_sizes=hidden, dropout=dropout, input_norm=input_norm)
+    config = model_config(name="mlp", hidden_sizes=hidden, dropout=dropout, input_norm=input_norm)
     return build_model(config, SPEC)
 
 
@@ -191,7 +191,7 @@ def test_grads_survive_zero_grad_set_to_none():
 def test_supports_only_the_float32_cpu_mlp():
     assert supports_manual_step(make_model())
     assert supports_manual_step(make_model(hidden=(), dropout=0.2))
-    assert not supports_manual_step(build_model(ModelConfig(name="cnn"), SPEC))
+    assert not supports_manual_step(build_model(model_config(name="cnn"), SPEC))
     assert not supports_manual_step(make_model().double())
     assert not supports_manual_step(make_model()[1:])  # no InputNorm
     assert not supports_manual_step(make_model()[:-1])  # ends in ReLU
@@ -199,7 +199,7 @@ def test_supports_only_the_float32_cpu_mlp():
     frozen[2].weight.requires_grad_(False)
     assert not supports_manual_step(frozen)
     with pytest.raises(ValueError):
-        ManualMLPStep(build_model(ModelConfig(name="cnn"), SPEC))
+        ManualMLPStep(build_model(model_config(name="cnn"), SPEC))
 
 
 def test_the_private_torch_ops_still_compute_their_public_equivalents():

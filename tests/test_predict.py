@@ -17,12 +17,12 @@ import torch
 from PIL import Image
 
 from mnist_pipeline.__main__ import main
-from mnist_pipeline.config.params import ModelConfig, Params, TrainConfig
 from mnist_pipeline.data.prepared import pixel_mean_std
 from mnist_pipeline.evaluate.metrics import predict_logits
 from mnist_pipeline.model.checkpoint import save_checkpoint
 from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.predict.images import Loaded, preprocess
+from mnist_pipeline.testing.configs import make_params, model_config, train_config
 from mnist_pipeline.testing.synthetic import make_images
 from mnist_pipeline.train.loop import fit
 
@@ -36,13 +36,13 @@ def _train(tmp: Path, dropout: float) -> tuple[Path, torch.nn.Module]:
     train, valid = make_images(400, 1), make_images(80, 2)
     mean, std = pixel_mean_std(train[0].numpy())
     spec = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=mean, pixel_std=std)
-    model_config = ModelConfig(hidden_sizes=(32,), dropout=dropout)
-    model = build_model(model_config, spec)
-    cfg = TrainConfig(device="cpu", epochs=2, batch_size=50, lr=0.003)
+    model_cfg = model_config(hidden_sizes=(32,), dropout=dropout)
+    model = build_model(model_cfg, spec)
+    cfg = train_config(device="cpu", epochs=2, batch_size=50, lr=0.003)
     fit(model, train, valid, cfg, seed=0)
-    params = Params(model=model_config, train=cfg)
+    params = make_params(model=model_cfg, train=cfg)
     path = tmp / f"model-{dropout}.pt"
-    save_checkpoint(path, model, model_config, spec, CLASSES, params, {"epochs_run": 2})
+    save_checkpoint(path, model, model_cfg, spec, CLASSES, params, {"epochs_run": 2})
     return path, model.eval()
 
 

@@ -13,6 +13,7 @@ from mnist_pipeline.cli import run_stage
 from mnist_pipeline.data import prepared as shards
 from mnist_pipeline.data.registry import PICKLE_FILE
 from mnist_pipeline.testing import synthetic
+from mnist_pipeline.testing.configs import complete_params
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "stages" / "prepare.py"
@@ -34,7 +35,7 @@ def splits():
 @pytest.fixture
 def params(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("prepare:\n  shard_size: 100\n")
+    path.write_text(complete_params("prepare:\n  shard_size: 100\n"))
     return path
 
 
@@ -127,7 +128,7 @@ def test_failures_leave_no_output(tmp_path, splits, params, problem, capsys, mon
     if problem == "no-dataset-json":
         (raw / "dataset.json").unlink()
     elif problem == "bad-params":
-        params.write_text("prepare:\n  shard_size: 0\n")
+        params.write_text(complete_params("prepare:\n  shard_size: 0\n"))
     else:  # after the shards are written, inside the temporary directory
         monkeypatch.setattr(shards, "write_json", _disk_full)
     assert _run_in_process(raw, out, params) == 1

@@ -3,7 +3,6 @@ bad names and keys give one-line errors, and the -S arguments read back, through
 override parser, as exactly the preset's values."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import yaml
 
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.presets import (
+from mnist_pipeline.experiments.presets import (
     combined_overrides,
     format_value,
     load_preset,
@@ -20,10 +19,12 @@ from mnist_pipeline.presets import (
     preset_names,
     set_arguments,
 )
+from mnist_pipeline.testing.dvc_repo import committed_text, env_for
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = REPO / "presets"
-PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+PARAMS_TEXT = committed_text(REPO, "params.yaml")  # never the working copy: a user's edits
+PARAMS = yaml.safe_load(PARAMS_TEXT)
 README_SETTINGS = {
     "tutorial",
     "cnn-fast",
@@ -67,7 +68,7 @@ def test_every_preset_fits_params_yaml_and_dvc_reads_back_its_values(name, tmp_p
     flat = overrides(load_preset(PRESETS, name), PARAMS, name)
     assert flat
     params_file = tmp_path / "params.yaml"
-    shutil.copy(REPO / "params.yaml", params_file)
+    params_file.write_text(PARAMS_TEXT)
     applied = dvc_applies(params_file, set_arguments(flat))
     for dotted, value in flat.items():
         got = leaf(applied, dotted)
@@ -159,7 +160,7 @@ def test_a_later_preset_and_then_the_command_line_win_on_a_shared_key(tmp_path):
     flat = combined_overrides(folder, ["a", "b"], PARAMS)
     assert flat == {"train.epochs": 7, "train.lr": 0.1}
     params_file = tmp_path / "params.yaml"
-    shutil.copy(REPO / "params.yaml", params_file)
+    params_file.write_text(PARAMS_TEXT)
     # What exp.py relies on for ARGS: DVC keeps the last -S for a key.
     applied = dvc_applies(params_file, [*set_arguments(flat), "-S", "train.epochs=3"])
     assert applied["train"]["epochs"] == 3 and applied["train"]["lr"] == 0.1
@@ -207,14 +208,26 @@ def test_a_value_yaml_cannot_pass_to_dvc_is_an_error():
         format_value(yaml.safe_load("2026-01-01"))
 
 
-def exp_py(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+@pytest.fixture
+def checkout(tmp_path):
+    """A git repository whose committed params.yaml is this repository's."""
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    (repo / "params.yaml").write_text(PARAMS_TEXT)
+    for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "c"]):
+        subprocess.run(["git", *command], cwd=repo, env=env_for(repo), check=True)
+    return repo
+
+
+def exp_py(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    command = [sys.executable, str(REPO / "scripts/exp.py"), *args]
+    command = [sys.executable, str(REPO / "scripts/exp.py"), "--presets-dir", str(PRESETS), *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 
-def test_exp_py_dry_run_prints_the_dvc_command():
-    result = exp_py("tutorial", "--queue", "--dry-run", "--", "-S", "train.epochs=3", "-n", "t")
+def test_exp_py_dry_run_prints_the_dvc_command(checkout):
+    args = ("tutorial", "--queue", "--dry-run", "--", "-S", "train.epochs=3", "-n", "t")
+    result = exp_py(checkout, *args)
     assert result.returncode == 0, result.stderr
     expected = "dvc exp run -S model.name=mlp -S 'model.hidden_sizes=[128,256]' -S model.dropout=0"
     assert result.stdout.startswith(expected)
@@ -222,22 +235,55 @@ def test_exp_py_dry_run_prints_the_dvc_command():
     assert result.stdout.count("\n") == 1
 
 
+def test_exp_py_starts_from_the_committed_params_and_names_what_it_sets_aside(checkout):
+    # What the last experiment left in the workspace (the tutorial's input scaling, a
+    # dropout typed by hand) is not where the next one starts.
+    params_file = checkout / "params.yaml"
+    edited = PARAMS_TEXT.replace("input_norm: standardize", "input_norm: unit")
+    edited = edited.replace("dropout: 0.2 ", "dropout: 0.3 ")
+    assert edited.count("unit") > PARAMS_TEXT.count("unit") and "dropout: 0.3" in edited
+    params_file.write_text(edited)
+    result = exp_py(checkout, "cnn-fast", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    note, command = result.stdout.splitlines()
+    assert note == (
+        "exp: params.yaml starts from HEAD's; the workspace's changes are set aside: "
+        "model.dropout: 0.3 (HEAD: 0.2), model.input_norm: 'unit' (HEAD: 'standardize') "
+        "(to run one, add it to ARGS: -S key=value)"
+    )
+    assert "input_norm" not in command and command.startswith("dvc exp run -S model.name=cnn")
+    assert params_file.read_text() == edited  # a dry run changes nothing
+
+
+def test_exp_py_validates_the_presets_on_the_committed_params_before_dvc_runs(checkout, tmp_path):
+    # The workspace's file is broken (a failed experiment's value): the committed one counts.
+    params_file = checkout / "params.yaml"
+    params_file.write_text(PARAMS_TEXT.replace("lr: 0.004 ", "lr: -0.001 "))
+    assert exp_py(checkout, "cnn-fast", "--dry-run").returncode == 0
+    write_preset(tmp_path / "presets", "bad", {"train": {"epochs": 0}})
+    result = exp_py(checkout, "--presets-dir", str(tmp_path / "presets"), "bad", "--dry-run")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        "exp.py: error: params.yaml at HEAD with preset(s) bad: train.epochs: must be >= 1\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "stderr"),
     [
         (["no-such-preset"], "exp.py: error: unknown preset 'no-such-preset'; valid presets: "),
-        (["--params", "missing.yaml", "cnn-fast"], "exp.py: error: missing.yaml: cannot read: "),
+        (["--params", "missing.yaml", "cnn-fast"], "exp.py: error: missing.yaml: not in a commit"),
     ],
 )
-def test_exp_py_bad_input_is_one_line_and_exit_1(args, stderr):
-    result = exp_py(*args, "--dry-run")
+def test_exp_py_bad_input_is_one_line_and_exit_1(checkout, args, stderr):
+    result = exp_py(checkout, *args, "--dry-run")
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith(stderr) and result.stderr.count("\n") == 1
 
 
-def test_exp_py_names_the_bad_key_of_a_preset(tmp_path):
+def test_exp_py_names_the_bad_key_of_a_preset(checkout, tmp_path):
     write_preset(tmp_path / "presets", "typo", {"train": {"epoch": 3}})
-    result = exp_py("--presets-dir", str(tmp_path / "presets"), "typo", "--dry-run")
+    result = exp_py(checkout, "--presets-dir", str(tmp_path / "presets"), "typo", "--dry-run")
     assert result.returncode == 1
     assert result.stderr.startswith("exp.py: error: presets/typo.yaml: train.epoch is not in")
     assert result.stderr.count("\n") == 1

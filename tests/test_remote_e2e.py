@@ -28,13 +28,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 ALL_STAGES = ["fetch", "prepare", "train", "evaluate", "export"]
 UP_TO_DATE = "Data and pipelines are up to date."
-# Outputs whose bytes must travel unchanged: git-tracked metrics and DVC-cached model.
+# Outputs whose bytes must travel unchanged: git-tracked metrics, DVC-cached model and
+# figures.
 OUTPUTS = (
     "metrics/evaluate.json",
     "metrics/train/metrics.json",
     "metrics/export.json",
     "models/model.pt",
     "models/model.onnx",
+    "figures/evaluate/confusion_test.png",
 )
 EXPERIMENT = "e2e-two-epochs"
 

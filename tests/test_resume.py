@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_pipeline.config.params import ModelConfig, TrainConfig
 from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.runtime import configure_torch
+from mnist_pipeline.testing.configs import complete_params, model_config, train_config
 from mnist_pipeline.testing.dvc_repo import (
     SMALL_PARAMS,
     env_for,
@@ -37,13 +37,13 @@ EPOCHS = 5
 SETTINGS = {
     # The hand-written step (one flat parameter tensor), onecycle, dropout.
     "manual step": (
-        ModelConfig(hidden_sizes=(32,), dropout=0.2),
-        TrainConfig(device="cpu", epochs=EPOCHS, batch_size=32, lr=3e-3, schedule="onecycle"),
+        model_config(hidden_sizes=(32,), dropout=0.2),
+        train_config(device="cpu", epochs=EPOCHS, batch_size=32, lr=3e-3, schedule="onecycle"),
     ),
     # Autograd, SGD with momentum, a step schedule, early stopping with its best state.
     "autograd": (
-        ModelConfig(hidden_sizes=(32, 16), dropout=0.2),
-        TrainConfig(
+        model_config(hidden_sizes=(32, 16), dropout=0.2),
+        train_config(
             device="cpu",
             epochs=EPOCHS,
             batch_size=32,
@@ -57,13 +57,13 @@ SETTINGS = {
         ),
     ),
     "cnn": (
-        ModelConfig(name="cnn", conv_channels=(4,), hidden_sizes=(16,), dropout=0.2),
-        TrainConfig(device="cpu", epochs=3, batch_size=50, lr=3e-3, schedule="cosine"),
+        model_config(name="cnn", conv_channels=(4,), hidden_sizes=(16,), dropout=0.2),
+        train_config(device="cpu", epochs=3, batch_size=50, lr=3e-3, schedule="cosine"),
     ),
     # As the CNN presets train: bf16, pooled blocks of two convs, shifts and flips.
     "augmented-cnn": (
-        ModelConfig(name="cnn", conv_channels=(4, 8), block_convs=2, hidden_sizes=()),
-        TrainConfig(device="cpu", epochs=3, batch_size=50, lr=3e-3, precision="bf16"),
+        model_config(name="cnn", conv_channels=(4, 8), block_convs=2, hidden_sizes=()),
+        train_config(device="cpu", epochs=3, batch_size=50, lr=3e-3, precision="bf16"),
     ),
 }
 AUGMENTS = {"augmented-cnn": Augment(shift_px=2, hflip=True)}
@@ -175,7 +175,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 def _stage_argv(tmp_path: Path, prepared: Path, out_name: str, manual: bool) -> list[str]:
     params = tmp_path / "params.yaml"
-    params.write_text(STAGE_PARAMS.format(manual=str(manual).lower()))
+    params.write_text(complete_params(STAGE_PARAMS.format(manual=str(manual).lower())))
     out = tmp_path / out_name
     return [
         str(REPO / "stages/train.py"),
@@ -297,7 +297,7 @@ def test_two_processes_killed_after_an_epoch_resume_bit_for_bit(tmp_path, prepar
     runs = {}
     for name in ("uninterrupted", "killed"):
         argv = _stage_argv(tmp_path, prepared, name, manual=False)
-        (tmp_path / "params.yaml").write_text(text)
+        (tmp_path / "params.yaml").write_text(complete_params(text))
         runs[name] = argv
     _run(runs["uninterrupted"])
     with subprocess.Popen(

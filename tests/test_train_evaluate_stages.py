@@ -13,10 +13,12 @@ import torch
 import yaml
 
 from mnist_pipeline.model.checkpoint import load_checkpoint
+from mnist_pipeline.testing.configs import complete_params
 
 pytestmark = pytest.mark.slow  # every test runs a stage script as a subprocess
 
 REPO = Path(__file__).resolve().parents[1]
+FIGURE_KINDS = ("confusion", "reliability", "uncertainty", "worst")
 TEST_ROWS = 60  # the `prepared` fixture's test split
 PARAMS = """
 seed: 3
@@ -28,7 +30,7 @@ evaluate: {device: cpu, mc_samples: 3, worst_examples: 4}
 
 def _stage(name, tmp_path, params_text, *args):
     params = tmp_path / "params.yaml"
-    params.write_text(params_text)
+    params.write_text(complete_params(params_text))
     argv = [sys.executable, str(REPO / "stages" / f"{name}.py"), "--params", str(params), *args]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -37,6 +39,7 @@ def _stage(name, tmp_path, params_text, *args):
 def _train(tmp_path, prepared, params_text=PARAMS):
     model, live = tmp_path / "models" / "model.pt", tmp_path / "metrics" / "train"
     args = ["--data", str(prepared), "--model", str(model), "--log-dir", str(live)]
+    args += ["--timings", str(tmp_path / "logs" / "timings.json")]
     return _stage("train", tmp_path, params_text, *args), model, live
 
 
@@ -49,8 +52,10 @@ def _evaluate(tmp_path, prepared, model, params_text=PARAMS):
         str(model),
         "--metrics",
         str(metrics),
-        "--plots",
+        "--tables",
         str(plots),
+        "--figures",
+        str(plots.parent / "figures"),
     ]
     return _stage("evaluate", tmp_path, params_text, *args), metrics, plots
 
@@ -60,14 +65,21 @@ def test_train_then_evaluate_round_trip(tmp_path, prepared):
     assert result.returncode == 0, result.stderr
     assert "valid loss" in result.stdout  # printed each epoch, as the tutorial does
     summary = json.loads((live / "metrics.json").read_text())
-    assert summary["best_epoch"] == 2 and summary["epochs_run"] == 2
+    assert summary["saved_epoch"] == 2 and summary["epochs_run"] == 2
+    assert summary["lowest_valid_loss_epoch"] in (1, 2)
+    losses = [
+        float(row.split("\t")[2]) for row in (live / "plots/loss.tsv").read_text().split("\n")[1:-1]
+    ]
+    saved = f"the weights after epoch 2 (the last; valid loss {losses[1]:.4f})"
+    assert f"train: wrote {model}: {saved}" in result.stdout
     assert set(summary["train"]) == {"loss", "accuracy"}
     loss_rows = (live / "plots" / "loss.tsv").read_text().splitlines()
     assert loss_rows[0].split("\t") == ["epoch", "train", "valid"]
     assert [row.split("\t")[0] for row in loss_rows[1:]] == ["1", "2"]  # epochs count from 1
     lr_rows = (live / "plots" / "lr.tsv").read_text().splitlines()
     assert lr_rows[0] == "epoch\tlr" and len(lr_rows) == 1 + 2 * 6  # every step: 300 / 50
-    timings = json.loads((live / "timings.json").read_text())
+    assert not (live / "timings.json").exists()  # not a result: outside what DVC tracks
+    timings = json.loads((tmp_path / "logs" / "timings.json").read_text())
     assert len(timings["epoch_seconds"]) == 2 and timings["train_seconds"] > 0
     _, payload = load_checkpoint(model)
     assert payload["run"]["epochs_run"] == 2 and payload["run"]["threads"] == 1
@@ -87,16 +99,12 @@ def test_train_then_evaluate_round_trip(tmp_path, prepared):
         "mc_mutual_info_mean",
     } <= set(values["test"])
     assert all(isinstance(v, float) for split in values.values() for v in split.values())
-    figures = [
-        "confusion_{}.png",
-        "confusion_{}_normalized.png",
-        "reliability_{}.png",
-        "uncertainty_{}.png",
-        "worst_{}.png",
-    ]
-    expected = ["predictions_test.csv", "per_class_test.csv", "per_class_valid.csv"]
-    expected += [name.format(split) for name in figures for split in ("test", "valid")]
-    assert sorted(p.name for p in plots.iterdir()) == sorted(expected)
+    tables = ["predictions_test.csv", "per_class_test.csv", "per_class_valid.csv"]
+    assert sorted(p.name for p in plots.iterdir()) == sorted(tables)
+    splits = ("test", "valid")
+    pngs = [f"{name}_{split}.png" for name in FIGURE_KINDS for split in splits]
+    pngs += [f"confusion_{split}_normalized.png" for split in splits]
+    assert sorted(p.name for p in (plots.parent / "figures").iterdir()) == sorted(pngs)
     header, *rows = (plots / "predictions_test.csv").read_text().splitlines()
     assert header == "label,predicted,confidence" and len(rows) == TEST_ROWS
     accuracy = sum(row.split(",")[0] == row.split(",")[1] for row in rows) / len(rows)
@@ -209,6 +217,7 @@ def test_mismatched_or_corrupt_checkpoint_fails_evaluate(tmp_path, prepared):
     result, metrics, plots = _evaluate(tmp_path, prepared, model)
     assert result.returncode == 1 and "weights do not match the model config" in result.stderr
     assert result.stderr.count("\n") == 1 and not metrics.exists() and not plots.exists()
+    assert not (plots.parent / "figures").exists()
     model.write_bytes(b"garbage")
     result, _, _ = _evaluate(tmp_path, prepared, model)
     assert result.returncode == 1 and "not a readable checkpoint" in result.stderr

@@ -5,16 +5,17 @@ import dataclasses
 import pytest
 import torch
 
-from mnist_pipeline.config.params import ModelConfig, TrainConfig
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.runtime import configure_torch, resolve_device
+from mnist_pipeline.testing.configs import model_config, train_config
 from mnist_pipeline.testing.synthetic import make_images
 from mnist_pipeline.train.loop import batch_starts, fit
 from mnist_pipeline.train.optim import MAX_LR_POINTS, lr_per_step, make_optimizer, make_scheduler
+from mnist_pipeline.train.training_log import saved_summary
 
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
-FAST = TrainConfig(
+FAST = train_config(
     device="cpu",
     epochs=3,
     batch_size=32,
@@ -31,7 +32,7 @@ def data():
     return (images[:500], labels[:500]), (images[500:], labels[500:])
 
 
-SMALL_MLP = ModelConfig(hidden_sizes=(32,), dropout=0.1)
+SMALL_MLP = model_config(hidden_sizes=(32,), dropout=0.1)
 
 
 def _train(data, model_cfg=SMALL_MLP, cfg=FAST, seed=0):
@@ -44,7 +45,7 @@ def _train(data, model_cfg=SMALL_MLP, cfg=FAST, seed=0):
 def test_overfits_one_small_batch():
     images, labels = make_images(32, seed=3)
     cfg = dataclasses.replace(FAST, epochs=60, schedule="constant", weight_decay=0.0)
-    _, result = _train(((images, labels), (images, labels)), ModelConfig(hidden_sizes=(64,)), cfg)
+    _, result = _train(((images, labels), (images, labels)), model_config(hidden_sizes=(64,)), cfg)
     assert result.history[-1]["train/accuracy"] == 1.0
     assert result.history[-1]["valid/loss"] < 0.05
 
@@ -58,8 +59,8 @@ def test_learns_the_synthetic_data(data):
 @pytest.mark.parametrize(
     "model_cfg",
     [
-        ModelConfig(hidden_sizes=(32,), dropout=0.2),
-        ModelConfig(name="cnn", conv_channels=(4,), hidden_sizes=(), dropout=0.2),
+        model_config(hidden_sizes=(32,), dropout=0.2),
+        model_config(name="cnn", conv_channels=(4,), hidden_sizes=(), dropout=0.2),
     ],
 )
 def test_two_cpu_runs_are_bit_identical(data, model_cfg):
@@ -87,7 +88,7 @@ def test_a_different_seed_gives_different_weights(data):
     [("sgd", {"momentum": 0.9, "nesterov": True}), ("adam", {}), ("adamw", {})],
 )
 def test_optimizers(optimizer, extra):
-    model = build_model(ModelConfig(hidden_sizes=(8,)), SPEC)
+    model = build_model(model_config(hidden_sizes=(8,)), SPEC)
     cfg = dataclasses.replace(FAST, optimizer=optimizer, weight_decay=0.1, **extra)
     opt = make_optimizer(model.parameters(), cfg)
     assert type(opt).__name__.lower() == optimizer
@@ -97,7 +98,7 @@ def test_optimizers(optimizer, extra):
 
 
 def _lrs(schedule, steps=20, **extra):
-    model = build_model(ModelConfig(hidden_sizes=(8,)), SPEC)
+    model = build_model(model_config(hidden_sizes=(8,)), SPEC)
     cfg = dataclasses.replace(FAST, schedule=schedule, epochs=4, lr=1.0, **extra)
     opt = make_optimizer(model.parameters(), dataclasses.replace(cfg, optimizer="sgd"))
     scheduler = make_scheduler(opt, cfg, steps_per_epoch=5)
@@ -136,6 +137,7 @@ def test_early_stopping_restores_the_best_epoch(data):
     assert result.stopped_early and len(result.history) < 30
     losses = [log["valid/loss"] for log in result.history]
     assert result.best_epoch == losses.index(min(losses)) + 1
+    assert result.saved_epoch == result.best_epoch  # its weights were restored
     assert len(result.history) == result.best_epoch + 2
 
 
@@ -189,7 +191,7 @@ def test_bf16_autocast_trains_on_cpu(data):
 def test_hand_written_gradients_train_like_autograd(data, cfg):
     """The default MLP path (mlp_step) against autograd, dropout included: same masks,
     same maths, so the same run up to float rounding."""
-    dropout_mlp = ModelConfig(hidden_sizes=(32, 16), dropout=0.3)
+    dropout_mlp = model_config(hidden_sizes=(32, 16), dropout=0.3)
     manual, manual_result = _train(data, dropout_mlp, cfg)
     autograd_cfg = dataclasses.replace(cfg, manual_mlp_step=False)
     autograd, autograd_result = _train(data, dropout_mlp, autograd_cfg)
@@ -210,7 +212,7 @@ def test_hand_written_gradients_only_where_they_are_exact():
     assert not uses_manual_step(mlp, dataclasses.replace(FAST, precision="bf16"), single)
     assert not uses_manual_step(mlp, dataclasses.replace(FAST, compile=True), single)
     assert not uses_manual_step(mlp, FAST, Rank(0, 0, 2))  # DDP needs autograd's hooks
-    assert not uses_manual_step(build_model(ModelConfig(name="cnn"), SPEC), FAST, single)
+    assert not uses_manual_step(build_model(model_config(name="cnn"), SPEC), FAST, single)
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "step", "constant"])
@@ -235,3 +237,19 @@ def test_a_long_schedule_keeps_at_most_500_points_and_its_shape():
     peak_epoch, peak = max(points, key=lambda point: point[1])
     assert peak == pytest.approx(cfg.lr, rel=1e-3) and 9 < peak_epoch < 11  # a quarter in
     assert points[0][1] < cfg.lr / 10 and points[-1][1] < cfg.lr / 1000
+
+
+def test_without_early_stopping_the_last_epoch_is_saved_and_named_as_such(data):
+    # The same diverging setting without early stopping: the checkpoint holds the last
+    # epoch, whose validation loss is not the lowest, and the summary must say so.
+    cfg = dataclasses.replace(
+        FAST, epochs=6, lr=0.5, optimizer="sgd", schedule="constant", weight_decay=0.0
+    )
+    _, result = _train(data, cfg=cfg)
+    losses = [log["valid/loss"] for log in result.history]
+    assert result.saved_epoch == 6 and not result.stopped_early
+    assert result.best_epoch == losses.index(min(losses)) + 1 < 6
+    assert saved_summary(result.history, result.saved_epoch, result.best_epoch) == (
+        f"the weights after epoch 6 (the last; valid loss {losses[5]:.4f}); the lowest valid "
+        f"loss was {min(losses):.4f}, after epoch {result.best_epoch}"
+    )

@@ -45,7 +45,8 @@ def repo(tmp_path_factory):
     """The pipeline (plus scripts/report.py) with small params, reproduced and committed."""
     fetch = write_local_source(tmp_path_factory.mktemp("source"), (1000, 200, 200), seed=7)
     repo = make_repo(tmp_path_factory.mktemp("workflows") / "repo", REPO)
-    copy_into(repo, REPO, "scripts/report.py", "scripts/seeds.py")
+    copy_into(repo, REPO, "scripts/report.py", "scripts/seeds.py", "scripts/exp.py")
+    copy_into(repo, REPO, "scripts/reset.py", "scripts/exps.py")
     set_params(repo, SMALL_PARAMS)
     set_params(repo, {"fetch": fetch})
     assert stages_run(run(repo, "dvc", "repro").stdout) == ALL_STAGES
@@ -104,12 +105,21 @@ def test_queued_grid_runs_four_experiments_and_the_best_one_is_committed(repo):
     dropouts, lrs = (0.1, 0.3), (0.01, 0.03)
     grid = ["-S", "model.dropout=0.1,0.3", "-S", "train.lr=0.01,0.03"]
     run(repo, "dvc", "exp", "run", *grid, "--queue")
+    # The workspace's library breaks after the grid is queued: each experiment must run
+    # the code it was queued with (DVC's copy), not the workspace's, which `run` puts on
+    # PYTHONPATH as an editable install does.
+    workspace_module = repo / "src/mnist_pipeline/train/training_log.py"
+    queued_text = workspace_module.read_text()
+    workspace_module.write_text(queued_text + "raise RuntimeError('the workspace library ran')\n")
     try:
         # train.threads is 1 (SMALL_PARAMS): 2 workers x 2 threads thrash 2 cores.
         run(repo, "dvc", "queue", "start", "-j", "2")
         statuses = wait_for_queue(repo, timeout_s=480)
     finally:
         stop_queue_workers(repo)
+        workspace_module.write_text(queued_text)
+    logs = "".join(run(repo, "dvc", "queue", "logs", name).stdout for name in statuses)
+    assert "the workspace library ran" not in logs
     assert sorted(statuses.values()) == ["Success"] * 4, statuses
 
     experiments = head_experiments(repo)
@@ -212,14 +222,14 @@ def _assert_plots_diff_html(repo, out, old_rev, new_rev):
         assert {row["rev"] for row in rows} == {old_rev, new_rev}
         assert all(field in row for row in rows)
     for rev in (old_rev, new_rev):
-        image = f"static/{rev}_metrics_evaluate_confusion_test.png"
+        image = f"static/{rev}_figures_evaluate_confusion_test.png"
         assert f'<img src="{image}">' in html and (out / image).stat().st_size > 0
         assert f"<p>{rev}</p>" in html
 
 
 def _assert_review_report(repo, out, old, new, changed_params):
     command = ["python", "scripts/report.py", "--rev", "HEAD", "--params", "params.yaml"]
-    command += ["--metrics", *METRICS, "--figures", "metrics/evaluate", "--out", str(out)]
+    command += ["--metrics", *METRICS, "--figures", "figures/evaluate", "--out", str(out)]
     run(repo, *command)
     report = out.read_text()
     old_acc, new_acc = old[METRICS[0]]["test"]["accuracy"], new[METRICS[0]]["test"]["accuracy"]
@@ -227,7 +237,7 @@ def _assert_review_report(repo, out, old, new, changed_params):
     for name, (before, after) in changed_params.items():
         assert f"| {name} | {before:.6g} | {after:.6g} |" in report
     link = re.search(r"\[confusion_test\.png\]\(([^)]+)\)", report).group(1)
-    assert (out.parent / link).resolve() == (repo / "metrics/evaluate/confusion_test.png")
+    assert (out.parent / link).resolve() == (repo / "figures/evaluate/confusion_test.png")
     bad_rev = ["python", "scripts/report.py", "--rev", "no-such-rev", "--metrics", METRICS[0]]
     bad = run(repo, *bad_rev, check=False)
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0
@@ -237,16 +247,81 @@ def test_a_fresh_clone_without_cache_or_data_reproduces_the_committed_results(re
     clone = tmp_path / "clone"
     run(repo, "git", "clone", "-q", str(repo), str(clone))
     assert not (clone / "data").exists() and not (clone / ".dvc/cache").exists()
+    # Reviews work before anything is reproduced: the plots page and the report read
+    # the git-tracked tables (the figures are in no cache here, and nobody pulled them).
+    page = tmp_path / "plots"
+    run(clone, "dvc", "plots", "diff", "HEAD~1", "HEAD", "-o", str(page))
+    html = (page / "index.html").read_text()
+    assert "Confusion matrix (test)" in html and "Loss" in html
     # Same code, params and data on one CPU thread: the same weights, so the same
-    # checkpoint bytes, and DVC (comparing outputs by content) keeps the evaluation.
+    # checkpoint bytes.
     ran = stages_run(run(clone, "dvc", "repro").stdout)
     assert lock_out_md5(clone, "train", MODEL) == lock_out_md5(repo, "train", MODEL)
-    # export re-runs only because its outputs, in no cache here, are missing.
-    assert ran == ["fetch", "prepare", "train", "export"]
-    # Forced, evaluate works in the clone too and gives the committed numbers; the
-    # metrics hold no timings, so no metric differs at all.
-    forced = run(clone, "dvc", "repro", "--force", "--single-item", "evaluate")
-    assert stages_run(forced.stdout) == ["evaluate"]
-    diff = json.loads(run(clone, "dvc", "metrics", "diff", "--json").stdout)
-    assert not diff.get("metrics/evaluate.json")
-    assert not diff.get("metrics/train/metrics.json")
+    # evaluate and export re-run only because their cached outputs are missing here.
+    assert ran == ALL_STAGES
+    # The clone's results are the committed ones byte for byte, dvc.lock included: the
+    # metrics hold no timings and the figures are drawn the same way.
+    assert run(clone, "git", "status", "--porcelain").stdout == ""
+
+
+def test_rerunning_identical_work_leaves_git_clean(repo):
+    # A forced train rerun writes the same checkpoint, and nothing it writes into what
+    # git or dvc.lock tracks may differ: its timings live outside both.
+    run(repo, "dvc", "repro", "--force", "--single-item", "train")
+    assert (repo / "logs/train/timings.json").is_file()  # still there for benchmarks
+    run(repo, "dvc", "repro", "--force", "--single-item", "evaluate")
+    assert stages_run(run(repo, "dvc", "repro").stdout) == []
+    assert run(repo, "git", "status", "--porcelain").stdout == ""
+
+
+def test_results_in_git_are_small_tables_and_the_figures_are_in_dvc(repo):
+    tracked = run(repo, "git", "ls-files", "metrics", "figures").stdout.split()
+    assert tracked and not [path for path in tracked if path.endswith(".png")]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    outs = {out["path"] for out in lock["stages"]["evaluate"]["outs"]}
+    # Cached by DVC (dvc push / dvc pull carry them), each figure an output of its own.
+    assert "figures/evaluate/confusion_test.png" in outs
+    assert sorted(p.name for p in (repo / "figures/evaluate").glob("confusion_*.png")) == [
+        "confusion_test.png",
+        "confusion_test_normalized.png",
+        "confusion_valid.png",
+        "confusion_valid_normalized.png",
+    ]
+
+
+def test_presets_in_a_row_each_start_from_the_committed_params(repo, tmp_path):
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "unit.yaml").write_text("model:\n  input_norm: unit\n")
+    (presets / "wide.yaml").write_text("model:\n  hidden_sizes: [40]\n")
+    committed = yaml.safe_load(run(repo, "git", "show", "HEAD:params.yaml").stdout)
+    for name in ("unit", "wide"):  # the second must not inherit the first's input_norm
+        exp = ["python", "scripts/exp.py", "--presets-dir", str(presets), name]
+        run(repo, *exp, "--", "--name", f"preset-{name}")
+    experiments = head_experiments(repo)
+    assert changed_leaves(committed, experiments["preset-unit"][0]) == {
+        "model.input_norm": ("standardize", "unit")
+    }
+    assert changed_leaves(committed, experiments["preset-wide"][0]) == {
+        "model.hidden_sizes": (committed["model"]["hidden_sizes"], [40])
+    }
+    # The compact table: both against HEAD's committed results, on the same test images.
+    table = run(repo, "python", "scripts/exps.py").stdout.splitlines()
+    assert max(len(line) for line in table) <= 120 and table[1].startswith("HEAD ")
+    rows = {line.split()[0]: line for line in table[2:]}
+    assert set(rows) == {"preset-unit", "preset-wide"}
+    assert "input_norm=unit" in rows["preset-unit"] and "hidden_sizes=[40]" in rows["preset-wide"]
+    for line in rows.values():
+        assert re.search(r"\d+\.\d\d% \[\d+\.\d\d, \d+\.\d\d\] +[-+]\d+\.\d\d p[=<]", line)
+    run(repo, "python", "scripts/reset.py")
+
+
+def test_after_a_failed_experiment_make_reset_restores_the_last_commit(repo):
+    failed = run(repo, "dvc", "exp", "run", "-S", "train.lr=-0.001", check=False)
+    assert failed.returncode != 0 and "train.lr: must be > 0" in failed.stderr + failed.stdout
+    assert "deleted" in run(repo, "dvc", "status").stdout  # the failed stage's outputs
+    reset = run(repo, "python", "scripts/reset.py")
+    assert reset.stdout.startswith("reset: ") and reset.stdout.count("\n") == 1
+    assert run(repo, "dvc", "status").stdout.strip() == "Data and pipelines are up to date."
+    assert run(repo, "git", "status", "--porcelain").stdout == ""
+    assert stages_run(run(repo, "dvc", "repro").stdout) == []

@@ -14,9 +14,11 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
+import mnist_pipeline
 from mnist_pipeline.errors import PipelineError
 
 VERBOSE_ENV = "MNIST_PIPELINE_VERBOSE"
@@ -30,6 +32,24 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     return parser
+
+
+def require_own_library(script: str) -> None:
+    """Refuse to run a stage script (`script`: its `__file__`) with a library other than the
+    one in its own checkout (`<checkout>/src`).
+
+    A queued or temporary experiment runs in DVC's copy of the repository, while the
+    editable install (or a PYTHONPATH) points at the workspace: without dvc.yaml's
+    `PYTHONPATH=src`, the copy's stages would import the workspace's code, and the
+    experiment would record one version of the code beside results of another.
+    """
+    expected = Path(script).resolve().parents[1] / "src" / "mnist_pipeline"
+    imported = Path(mnist_pipeline.__file__).resolve().parent
+    if imported != expected:
+        raise PipelineError(
+            f"imported mnist_pipeline from {imported.parent}, not from this checkout's "
+            f"{expected.parent}; run the stage as dvc.yaml's cmd does (PYTHONPATH=src python ...)"
+        )
 
 
 # Given the one-line message and the traceback, returns the line to print.

@@ -3,6 +3,10 @@
 Every stage loads the whole file once with `load_params`, so a typo anywhere
 fails fast, then reads only its own sections (which `dvc.yaml` lists as that
 stage's params, so DVC re-runs exactly the stages whose values changed).
+
+params.yaml is the one source of every value: the classes here hold types and bounds,
+no defaults, and a key missing from the file is an error naming it (a deleted line must
+not silently change the run, and DVC tracks only keys that are in the file).
 """
 
 import dataclasses
@@ -10,7 +14,7 @@ import os
 import re
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,24 +103,24 @@ def parse_location(source: str) -> Location:
 
 @dataclass(frozen=True)
 class FetchConfig:
-    dataset: DatasetName = "mnist"
+    dataset: DatasetName
     # None: the data set's built-in mirrors. Otherwise an http(s):// or file:// URL,
     # or a local path, of the file (pickle) or the directory holding the files;
     # or a list of such sources, tried in order (your own mirrors).
-    source: str | tuple[str, ...] | None = None
+    source: str | tuple[str, ...] | None
     # File name -> md5 that the user trusts (of the file or its decompressed bytes);
     # adds to the built-in checksums, for private mirrors and recompressed copies.
-    checksums: dict[str, str] = field(default_factory=dict)
-    timeout_s: float = 60.0  # one network read (no byte for this long: a stalled server)
+    checksums: dict[str, str]
+    timeout_s: float  # one network read (no byte for this long: a stalled server)
     # One file, from the request to the last byte, retries included: a server that trickles
     # (headers or body) a byte at a time never trips timeout_s, but trips this.
-    deadline_s: float = 900.0
-    retries: int = 3  # attempts per source for transient failures
+    deadline_s: float
+    retries: int  # attempts per source for transient failures
     # First retry delay; doubles each retry up to download.MAX_BACKOFF_S (30 s); a larger
     # first delay stays as set.
-    backoff_s: float = 1.0
+    backoff_s: float
     # Largest file accepted from fetch.source (the built-in mirrors have per-file limits).
-    max_bytes: int = 200_000_000
+    max_bytes: int
 
     def __post_init__(self) -> None:
         check(self.timeout_s > 0, "timeout_s", "must be > 0")
@@ -154,7 +158,7 @@ class FetchConfig:
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    shard_size: int = 10_000  # rows per .pt shard
+    shard_size: int  # rows per .pt shard
 
     def __post_init__(self) -> None:
         check(self.shard_size >= 1, "shard_size", "must be >= 1")
@@ -163,13 +167,13 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: Literal["mlp", "cnn"] = "mlp"
-    dropout: float = 0.0  # before every hidden layer's output; 0 disables
-    hidden_sizes: tuple[int, ...] = (128, 256)  # mlp: hidden widths; cnn: the head's widths
-    conv_channels: tuple[int, ...] = (32, 64)  # cnn: output channels of each conv block
-    block_convs: int = 1  # cnn: 3x3 convs per block (the first one pools)
+    name: Literal["mlp", "cnn"]
+    dropout: float  # before every hidden layer's output; 0 disables
+    hidden_sizes: tuple[int, ...]  # mlp: hidden widths; cnn: the head's widths
+    conv_channels: tuple[int, ...]  # cnn: output channels of each conv block
+    block_convs: int  # cnn: 3x3 convs per block (the first one pools)
     # standardize: (x - train mean) / train std; unit: pixel / 255, as the tutorial feeds it
-    input_norm: Literal["standardize", "unit"] = "standardize"
+    input_norm: Literal["standardize", "unit"]
 
     def __post_init__(self) -> None:
         check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
@@ -203,10 +207,10 @@ class ModelConfig:
 class AugmentConfig:
     """Random changes to each training image, drawn per epoch from the seed."""
 
-    shift_px: int = 0  # translate by up to this many pixels each way (zero fill); 0: none
+    shift_px: int  # translate by up to this many pixels each way (zero fill); 0: none
     # Mirror half the images left-right. auto: where the data set allows it (Fashion-MNIST,
     # never MNIST digits); true on MNIST is an error.
-    hflip: bool | Literal["auto"] = False
+    hflip: bool | Literal["auto"]
 
     def __post_init__(self) -> None:
         check(0 <= self.shift_px <= MAX_SHIFT_PX, "shift_px", f"must be in [0, {MAX_SHIFT_PX}]")
@@ -214,27 +218,27 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
-    lr: float = 1e-3  # peak learning rate (onecycle) or initial one (others)
-    momentum: float = 0.0  # sgd only
-    nesterov: bool = False  # sgd only; needs momentum > 0
-    weight_decay: float = 0.0
-    schedule: Literal["constant", "step", "cosine", "onecycle"] = "constant"
-    warmup_fraction: float = 0.3  # onecycle: share of the steps spent rising to the peak lr
-    step_epochs: int = 10  # step: decay every this many epochs
-    gamma: float = 0.1  # step: decay factor
-    label_smoothing: float = 0.0
-    early_stopping_patience: int = 0  # epochs without a better valid loss; 0 disables
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on any device
-    compile: bool = False  # torch.compile the model
+    device: str  # auto | cpu | cuda | cuda:N | mps
+    epochs: int
+    batch_size: int
+    optimizer: Literal["sgd", "adam", "adamw"]
+    lr: float  # peak learning rate (onecycle) or initial one (others)
+    momentum: float  # sgd only
+    nesterov: bool  # sgd only; needs momentum > 0
+    weight_decay: float
+    schedule: Literal["constant", "step", "cosine", "onecycle"]
+    warmup_fraction: float  # onecycle: share of the steps spent rising to the peak lr
+    step_epochs: int  # step: decay every this many epochs
+    gamma: float  # step: decay factor
+    label_smoothing: float
+    early_stopping_patience: int  # epochs without a better valid loss; 0 disables
+    precision: Literal["fp32", "bf16"]  # bf16: autocast on any device
+    compile: bool  # torch.compile the model
     # MLP on CPU in fp32, one process, no compile: hand-written gradients instead of
     # autograd (same maths, less per-step overhead); false forces autograd.
-    manual_mlp_step: bool = True
-    threads: int = 0  # intra-op CPU threads; 0 keeps torch's default; <= this machine's cores
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    manual_mlp_step: bool
+    threads: int  # intra-op CPU threads; 0 keeps torch's default; <= this machine's cores
+    augment: AugmentConfig
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -271,11 +275,11 @@ class TrainConfig:
 class DistributedConfig:
     """Data-parallel training with torchrun: world size = nproc_per_node * nnodes."""
 
-    nproc_per_node: int = 1  # processes on each machine (CUDA: one GPU each); 1: no torchrun
-    nnodes: int = 1  # machines; > 1 needs rdzv_endpoint, the same on every machine
-    rdzv_endpoint: str = ""  # host:port of the c10d rendezvous (one of the machines)
-    rdzv_id: str = "mnist-pipeline"  # names the run at the rendezvous; same on every machine
-    timeout_s: float = 300.0  # rendezvous and collectives: a stuck rank ends the run then
+    nproc_per_node: int  # processes on each machine (CUDA: one GPU each); 1: no torchrun
+    nnodes: int  # machines; > 1 needs rdzv_endpoint, the same on every machine
+    rdzv_endpoint: str  # host:port of the c10d rendezvous (one of the machines)
+    rdzv_id: str  # names the run at the rendezvous; same on every machine
+    timeout_s: float  # rendezvous and collectives: a stuck rank ends the run then
 
     def __post_init__(self) -> None:
         check(self.nproc_per_node >= 1, "nproc_per_node", "must be >= 1")
@@ -304,14 +308,14 @@ class DistributedConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    batch_size: int = 1000
-    mc_samples: int = 0  # Monte-Carlo dropout passes; 0 disables
-    calibration_bins: int = 15
-    worst_examples: int = 16  # most confidently wrong test images shown in a grid
+    device: str  # auto | cpu | cuda | cuda:N | mps
+    batch_size: int
+    mc_samples: int  # Monte-Carlo dropout passes; 0 disables
+    calibration_bins: int
+    worst_examples: int  # most confidently wrong test images shown in a grid
     # Average each image's probabilities with its mirror image's (test-time flip).
     # auto: where the data set allows mirroring (Fashion-MNIST, not MNIST).
-    tta_hflip: bool | Literal["auto"] = False
+    tta_hflip: bool | Literal["auto"]
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -328,30 +332,36 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = 0  # seeds every random number generator the pipeline uses
-    fetch: FetchConfig = field(default_factory=FetchConfig)
-    prepare: PrepareConfig = field(default_factory=PrepareConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    distributed: DistributedConfig = field(default_factory=DistributedConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    seed: int  # seeds every random number generator the pipeline uses
+    fetch: FetchConfig
+    prepare: PrepareConfig
+    model: ModelConfig
+    train: TrainConfig
+    distributed: DistributedConfig
+    evaluate: EvaluateConfig
 
     def __post_init__(self) -> None:
         check(0 <= self.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}], got {self.seed}")
 
 
+def parse_params(data: Any) -> Params:
+    """Validate params.yaml's data (the parsed mapping): every key present, typed and in
+    range, and the checks that span sections."""
+    params = parse(Params, data, where="")
+    check(
+        params.train.batch_size % params.distributed.world_size == 0,
+        "train.batch_size",
+        f"the global batch {params.train.batch_size} must split evenly over the "
+        f"{params.distributed.world_size} processes (distributed.nproc_per_node * nnodes)",
+    )
+    return params
+
+
 def load_params(path: Path) -> Params:
-    """Read and validate the whole params file (missing sections take defaults)."""
+    """Read and validate the whole params file; errors name the file and the key."""
     data = load_yaml_mapping(path)
     try:
-        params = parse(Params, data, where="")
-        check(
-            params.train.batch_size % params.distributed.world_size == 0,
-            "train.batch_size",
-            f"the global batch {params.train.batch_size} must split evenly over the "
-            f"{params.distributed.world_size} processes (distributed.nproc_per_node * nnodes)",
-        )
-        return params
+        return parse_params(data)
     except PipelineError as exc:
         raise PipelineError(f"{path}: {exc}") from None
 

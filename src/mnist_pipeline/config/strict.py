@@ -52,12 +52,25 @@ def parse(cls: type[T], data: Any, where: str) -> T:
         if name in data:
             values[name] = _convert(hints[name], data[name], key)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise PipelineError(f"{key}: missing")
+            raise PipelineError(f"{key}: missing; every key must be given")
     try:
         return cls(**values)
     except PipelineError as exc:
         # __post_init__ checks name the field only; prefix the section.
         raise PipelineError(_join(where, str(exc))) from None
+
+
+def merged(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """A copy of mapping `base` with `updates` merged in key by key: a nested mapping
+    merges into the mapping it meets, anything else (lists included) replaces."""
+    result = dict(base)
+    for key, value in updates.items():
+        current = result.get(key)
+        if isinstance(value, dict) and value and isinstance(current, dict):
+            result[key] = merged(current, value)
+        else:
+            result[key] = value
+    return result
 
 
 def check(ok: bool, key: str, message: str) -> None:

@@ -1,11 +1,14 @@
 """Evaluate a model on each split and write what reviewers read and DVC diffs.
 
-Outputs (under the directory the stage is given):
+Tables (small, tracked by git: DVC's plots and the review report read them at any
+revision, in any clone):
     predictions_test.csv           label,predicted,confidence per test image (test only: it
-                                   grows with the split and lives in git): DVC's `confusion`
-                                   template reads it, and the review report compares two
-                                   revisions image by image with it
+                                   grows with the split): DVC's `confusion` template reads
+                                   it, and the review report compares two revisions image by
+                                   image with it
     per_class_<split>.csv          precision, recall, F1, support per class
+Figures (PNGs, each a DVC-cached output rather than committed: ~60 KB each would make
+every result commit ~650 KB; `dvc pull` or `dvc repro` brings them back):
     confusion_<split>.png          counts heatmap; confusion_<split>_normalized.png row shares
     reliability_<split>.png        reliability diagram
     uncertainty_<split>.png        accuracy vs coverage, one curve per uncertainty measure
@@ -81,18 +84,41 @@ def evaluate_splits(
     }
 
 
+# The figures of each split ({} is the split): dvc.yaml declares each file.
+FIGURES = (
+    "confusion_{}",
+    "confusion_{}_normalized",
+    "reliability_{}",
+    "uncertainty_{}",
+    "worst_{}",
+)
+
+
+def figure_files(splits: tuple[str, ...]) -> list[str]:
+    """The PNG names the stage writes for `splits`."""
+    return [f"{figure.format(split)}.png" for split in splits for figure in FIGURES]
+
+
 def write_outputs(
     results: dict[str, SplitResult],
     data: dict[str, tuple[torch.Tensor, torch.Tensor]],
     class_names: list[str],
     cfg: EvaluateConfig,
-    plots_dir: Path,
+    tables_dir: Path,
+    figures_dir: Path,
     metrics_path: Path,
 ) -> None:
-    """Tables and figures of every split into plots_dir (replaced whole), then the metrics."""
-    with atomic_dir(plots_dir) as tmp:
+    """Tables and figures of every split, then the metrics. The tables directory is
+    replaced whole; each figure is written whole (atomically) into figures_dir, where
+    dvc.yaml declares them one by one: a clone without DVC's cache then misses single
+    images, and `dvc plots diff` still draws every other plot (a missing directory
+    output makes it draw nothing)."""
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(tables_dir) as tables:
         for split, result in results.items():
-            write_split_outputs(result, split, data[split][0], class_names, cfg, tmp)
+            write_split_outputs(
+                result, split, data[split][0], class_names, cfg, tables, figures_dir
+            )
     write_json(metrics_path, rounded({split: r.metrics for split, r in results.items()}))
 
 
@@ -102,14 +128,15 @@ def write_split_outputs(
     images: torch.Tensor,
     class_names: list[str],
     cfg: EvaluateConfig,
-    out_dir: Path,
+    tables_dir: Path,
+    figures_dir: Path,
 ) -> None:
     """The CSV tables and PNG figures of one split (file names in the module docstring)."""
     predicted = result.probs.argmax(dim=1)
     confusion = ev.confusion_matrix(result.labels, predicted, len(class_names))
     if split in PREDICTION_SPLITS:
         _write_csv(
-            out_dir / f"predictions_{split}.csv",
+            tables_dir / f"predictions_{split}.csv",
             ["label", "predicted", "confidence"],
             prediction_rows(result.labels, result.probs),
         )
@@ -123,15 +150,15 @@ def write_split_outputs(
         for i, name in enumerate(class_names)
     ]
     _write_csv(
-        out_dir / f"per_class_{split}.csv",
+        tables_dir / f"per_class_{split}.csv",
         ["class", "precision", "recall", "f1", "support"],
         score_rows,
     )
     for normalize, suffix in ((False, ""), (True, "_normalized")):
         title = f"{split}: confusion matrix" + (" (% of each actual class)" if normalize else "")
-        path = out_dir / f"confusion_{split}{suffix}.png"
+        path = figures_dir / f"confusion_{split}{suffix}.png"
         plots.confusion_heatmap(confusion.numpy(), class_names, path, normalize, title)
-    _write_uncertainty_figures(result, split, images, class_names, cfg, out_dir)
+    _write_uncertainty_figures(result, split, images, class_names, cfg, figures_dir)
 
 
 def prediction_rows(labels: torch.Tensor, probs: torch.Tensor) -> list[tuple[int, int, str]]:

@@ -9,9 +9,11 @@ Pure numpy and the standard library, so the report needs neither torch nor scipy
 Inputs are per-image correctness arrays (bool, shape (N,)), e.g. `predicted == labels`.
 """
 
+import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
@@ -169,6 +171,22 @@ def compare_accuracy(
         alpha=alpha,
         significant=mcnemar.p_value < alpha,
     )
+
+
+def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval (low, high) of an accuracy of `correct` out of `total`, as
+    fractions: unlike the normal approximation it stays within [0, 1] and is sound near
+    100%, where good classifiers are."""
+    if total < 1 or not 0 <= correct <= total:
+        raise ValueError(f"need 0 <= correct <= total and total >= 1, got {correct}/{total}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    share = correct / total
+    denominator = 1 + z * z / total
+    centre = (share + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def seed_summary(runs: Sequence[Mapping[str, float]]) -> dict[str, SeedStat]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from mnist_pipeline.config.strict import merged
 from mnist_pipeline.data.registry import PICKLE_FILE
 from mnist_pipeline.fileio import file_digest
 from mnist_pipeline.testing.synthetic import make_splits, write_pickle
@@ -116,17 +117,8 @@ def make_repo(dest: Path, checkout: Path) -> Path:
 def set_params(repo: Path, updates: dict[str, Any]) -> None:
     """Merge `updates` (nested dict[str, Any]) into the copy's params.yaml."""
     path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    _merge(params, updates)
+    params = merged(yaml.safe_load(path.read_text()), updates)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def _merge(base: dict[str, Any], updates: dict[str, Any]) -> None:
-    for key, value in updates.items():
-        if isinstance(value, dict) and value and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
 
 
 def stages_run(output: str) -> list[str]:

@@ -43,7 +43,10 @@ VALID_BATCH_MIN = 1024  # validation has no gradients to hold: larger batches ar
 @dataclass
 class FitResult:
     history: list[EpochLog] = field(default_factory=list)
-    best_epoch: int = 0  # 1-based epoch whose weights the model holds at the end
+    best_epoch: int = 0  # 1-based epoch with the lowest validation loss
+    # 1-based epoch whose weights the model holds at the end: with early stopping on, the
+    # best one (its weights are restored), otherwise the last.
+    saved_epoch: int = 0
     stopped_early: bool = False
 
 
@@ -63,7 +66,8 @@ def fit(
     rank calls `fit` with the whole data and its `rank`.
 
     With early stopping, training ends after `early_stopping_patience` epochs without a
-    lower validation loss and the model gets the best epoch's weights.
+    lower validation loss, and the model gets the best epoch's weights (also when it ran
+    every epoch); without, it keeps the last epoch's. `saved_epoch` says which.
 
     `save_state` receives the full state after every epoch that training continues
     from (see resume.py); `resume` continues from such a state (built from the same
@@ -135,8 +139,7 @@ def fit(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    else:
-        result.best_epoch = len(result.history)
+    result.saved_epoch = result.best_epoch if best_state is not None else len(result.history)
     return result
 
 
