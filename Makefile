@@ -88,15 +88,19 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	$(BIN)/python -m benchmarks.gpu_check $(if $(wildcard data/prepared/manifest.json),--data data/prepared) $(GPU_CHECK_ARGS)
 
-# A Markdown comparison of the workspace against REV for a pull request (default: the
-# merge-base with main off main; on main HEAD if params/metrics changed, else HEAD~1).
+# A Markdown comparison of the workspace against REV for a pull request (default: a
+# detached merge commit's first parent; else the merge-base with main or origin/main off
+# main; on main HEAD if params/metrics changed, else HEAD~1). FIGURES_URL=URL also writes
+# report/comment.md, the PR comment: no figures, a link to URL (the review workflow's run).
+# REV and FIGURES_URL reach the command as environment variables, never as shell text.
 report: $(STAMP)
-	$(BIN)/python scripts/report.py $(if $(REV),--rev $(REV)) --params params.yaml \
+	$(BIN)/python scripts/report.py $(if $(REV),--rev "$$REV") --params params.yaml \
 	  --metrics metrics/evaluate.json metrics/train/metrics.json \
 	  --figures metrics/evaluate --predictions metrics/evaluate/predictions_test.csv \
 	  --seeds metrics/seeds.json --per-class metrics/evaluate/per_class_test.csv \
 	  --curves metrics/train/plots/loss.tsv metrics/train/plots/accuracy.tsv \
-	  --images report --out report.md
+	  --images report --out report.md \
+	  $(if $(FIGURES_URL),--comment-out report/comment.md --figures-url "$$FIGURES_URL")
 
 # Train the committed params with K seeds (default 5) in DVC's queue, one at a time, and
 # write their mean ± std to metrics/seeds.json (commit it; `make report` compares it).
