@@ -27,7 +27,16 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install repro exp exps reset test test-fast lint format bench gpu-check report seeds plots lock lock-cuda clean
 
+# Last, the offline Vega template for plain `dvc plots show/diff` (see `plots` below);
+# without npm or its registry the install still succeeds, and says so in one line.
 install: $(STAMP)
+	@mkdir -p $(VEGA_DIR)
+	@if $(MAKE) --no-print-directory -o $(STAMP) $(VEGA_DIR)/template.html \
+	    > $(VEGA_DIR)/install.log 2>&1 && \
+	  $(BIN)/python scripts/plots_template.py --out $(VEGA_DIR)/template.html --configure-dvc \
+	    2>> $(VEGA_DIR)/install.log; then :; else \
+	  echo "install: plain \`dvc plots show/diff\` pages will load Vega from a CDN (no offline template: npm missing or registry.npmjs.org unreachable? see $(VEGA_DIR)/install.log); fix: install npm, reach the registry, run \`make install\` again"; \
+	fi
 
 # Another build's venv is recreated, so the other build's packages do not linger.
 $(STAMP): $(LOCK) pyproject.toml
@@ -100,15 +109,19 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	$(BIN)/python -m benchmarks.gpu_check $(if $(wildcard data/prepared/manifest.json),--data data/prepared) $(GPU_CHECK_ARGS)
 
-# A Markdown comparison of the workspace against REV for a pull request (default: the
-# merge-base with main off main; on main HEAD if params/metrics changed, else HEAD~1).
+# A Markdown comparison of the workspace against REV for a pull request (default: a
+# detached merge commit's first parent; else the merge-base with main or origin/main off
+# main; on main HEAD if params/metrics changed, else HEAD~1). FIGURES_URL=URL also writes
+# report/comment.md, the PR comment: no figures, a link to URL (the review workflow's run).
+# REV and FIGURES_URL reach the command as environment variables, never as shell text.
 report: $(STAMP)
-	$(BIN)/python scripts/report.py $(if $(REV),--rev $(REV)) --params params.yaml \
+	$(BIN)/python scripts/report.py $(if $(REV),--rev "$$REV") --params params.yaml \
 	  --metrics metrics/evaluate.json metrics/train/metrics.json \
 	  --figures figures/evaluate --predictions metrics/evaluate/predictions_test.csv \
 	  --seeds metrics/seeds.json --per-class metrics/evaluate/per_class_test.csv \
 	  --curves metrics/train/plots/loss.tsv metrics/train/plots/accuracy.tsv \
-	  --images report --out report.md
+	  --images report --out report.md \
+	  $(if $(FIGURES_URL),--comment-out report/comment.md --figures-url "$$FIGURES_URL")
 
 # Train the committed params with K seeds (default 5) in DVC's queue, one at a time, and
 # write their mean ± std to metrics/seeds.json (commit it; `make report` compares it).
@@ -118,15 +131,23 @@ seeds: $(STAMP)
 # `dvc plots diff` (workspace against REV, default HEAD) as one page that works offline:
 # DVC's page loads Vega from a CDN, so this inlines pinned copies (npm tarballs fetched
 # once into .vega/, checked against scripts/vega.sha256) through --html-template.
+# `make install` builds the same template and sets it as DVC's plots.html_template in
+# .dvc/config.local (not committed), so plain `dvc plots show/diff` work offline too.
 VEGA_DIR := .vega
 VEGA_PACKAGES := vega@5.33.1 vega-lite@5.23.0 vega-embed@6.29.0
+NPM ?= npm
 
-$(VEGA_DIR)/template.html: scripts/plots_template.py scripts/vega.sha256 $(STAMP)
+# Only a new pin downloads again: a new template needs no npm.
+$(VEGA_DIR)/.checked: scripts/vega.sha256
 	mkdir -p $(VEGA_DIR)
-	cd $(VEGA_DIR) && npm pack --silent $(VEGA_PACKAGES) > /dev/null
+	cd $(VEGA_DIR) && $(NPM) pack --silent $(VEGA_PACKAGES) > /dev/null
 	cd $(VEGA_DIR) && for tarball in *.tgz; do \
 	  tar -xzf $$tarball --wildcards --strip-components=2 'package/build/*.min.js'; done
 	cd $(VEGA_DIR) && sha256sum --quiet -c $(CURDIR)/scripts/vega.sha256
+	touch $@
+
+$(VEGA_DIR)/template.html: scripts/plots_template.py src/mnist_pipeline/review/plots_page.py \
+  $(VEGA_DIR)/.checked $(STAMP)
 	$(BIN)/python scripts/plots_template.py --js-dir $(VEGA_DIR) --out $@
 
 plots: $(VEGA_DIR)/template.html
@@ -146,5 +167,7 @@ lock: $(STAMP)
 lock-cuda: $(STAMP)
 	$(BIN)/python scripts/lock.py cuda --cpu-lock requirements.lock --out requirements-cuda.lock
 
+# The plots.html_template setting (make install) goes with the template it names.
 clean:
+	test ! -x $(BIN)/dvc || $(BIN)/dvc config --local --unset plots.html_template 2>/dev/null || true
 	rm -rf $(VENV) $(VEGA_DIR) .pytest_cache .ruff_cache

@@ -1,13 +1,11 @@
-"""Write an HTML template for `dvc plots show/diff --html-template` that works offline.
+"""Write an HTML template for `dvc plots show/diff` that works offline (Vega inlined, no
+CDN), and with --configure-dvc make it the default of plain `dvc plots show/diff` in
+this checkout (plots.html_template in .dvc/config.local). See
+mnist_pipeline.review.plots_page.
 
-DVC's own page loads Vega, Vega-Lite and Vega-Embed from a CDN, so its charts stay blank
-without internet access. This template inlines local copies of the three scripts
-(`make plots` downloads the pinned npm packages once), so the page DVC writes is one
-self-contained file. DVC fills in `{plot_divs}`; the template leaves out its `{scripts}`
-placeholder, which would add the CDN tags.
-
-Example (what `make plots` runs):
+Examples (`make plots` runs the first, `make install` both):
   python scripts/plots_template.py --js-dir .vega --out .vega/template.html
+  python scripts/plots_template.py --out .vega/template.html --configure-dvc
 """
 
 import argparse
@@ -17,55 +15,42 @@ from pathlib import Path
 from mnist_pipeline.cli import run_stage, stage_parser
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import atomic_file
-
-# In load order: vega-lite and vega-embed need vega.
-SCRIPTS = ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js")
-
-PAGE = """<!DOCTYPE html>
-<html>
-<head>
-    <meta charset="utf-8">
-    <title>DVC plots</title>
-{inline_scripts}
-    <style>
-        body {{ font-family: sans-serif; }}
-        table {{ border-spacing: 15px; }}
-    </style>
-</head>
-<body>
-    {{plot_divs}}
-</body>
-</html>
-"""
+from mnist_pipeline.review.plots_page import (
+    SCRIPTS,
+    configure_dvc,
+    offline_template,
+    read_scripts,
+)
 
 parser = stage_parser(__doc__.split("\n\n")[0])
 parser.add_argument(
-    "--js-dir", required=True, type=Path, help="folder holding " + ", ".join(SCRIPTS)
+    "--js-dir", type=Path, help="write --out from the folder holding " + ", ".join(SCRIPTS)
 )
-parser.add_argument("--out", required=True, type=Path, help="template to write")
-
-
-def offline_template(scripts: dict[str, str]) -> str:
-    """The page with each script's text (name -> JavaScript) inlined in load order."""
-    for name, text in scripts.items():
-        if "</script" in text.lower():  # would end the inline element early
-            raise PipelineError(f"{name}: contains '</script', cannot be inlined")
-    inline = "\n".join(f"    <script>\n{scripts[name]}\n    </script>" for name in SCRIPTS)
-    return PAGE.format(inline_scripts=inline)
-
-
-def read_scripts(js_dir: Path) -> dict[str, str]:
-    missing = [name for name in SCRIPTS if not (js_dir / name).is_file()]
-    if missing:
-        raise PipelineError(f"{js_dir}: no {', '.join(missing)} (run `make plots`)")
-    return {name: (js_dir / name).read_text(encoding="utf8") for name in SCRIPTS}
+parser.add_argument("--out", required=True, type=Path, help="the template")
+parser.add_argument(
+    "--configure-dvc",
+    action="store_true",
+    help="point plain `dvc plots show/diff` at --out (.dvc/config.local)",
+)
+parser.add_argument(
+    "--dvc-dir", type=Path, default=Path(".dvc"), help="the repository's .dvc (%(default)s)"
+)
 
 
 def main(args: argparse.Namespace) -> None:
-    page = offline_template(read_scripts(args.js_dir))
-    with atomic_file(args.out) as tmp:
-        tmp.write_text(page, encoding="utf8")
-    print(f"plots_template: wrote {args.out} ({len(page) // 1024} KiB, works offline)")
+    if args.js_dir is None and not args.configure_dvc:
+        raise PipelineError("nothing to do: give --js-dir (write --out), --configure-dvc, or both")
+    if args.js_dir is not None:
+        page = offline_template(read_scripts(args.js_dir))
+        with atomic_file(args.out) as tmp:
+            tmp.write_text(page, encoding="utf8")
+        print(f"plots_template: wrote {args.out} ({len(page) // 1024} KiB, works offline)")
+    if args.configure_dvc:
+        value = configure_dvc(args.out, args.dvc_dir)
+        print(
+            f"plots_template: plain `dvc plots show/diff` use {args.out} "
+            f"(plots.html_template = {value} in {args.dvc_dir / 'config.local'})"
+        )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,22 @@
 """Write a Markdown review report: the workspace's metrics, params and figures against a
 git revision, ready to paste into a pull request.
 
-Without --rev the base is chosen (and named at the top of the report): on a branch other
-than --main-branch, where it forked from that branch (the merge-base); on it, HEAD when
-the compared files have uncommitted changes, else HEAD~1 (the last commit's change).
+Without --rev the base is chosen (and named at the top of the report), first match wins:
+- HEAD detached at a merge commit, as a pull request's checkout on GitHub Actions is
+  (refs/pull/N/merge): its first parent, the branch the pull request merges into;
+- on a branch other than --main-branch, or detached elsewhere: where HEAD forked from
+  --main-branch (the merge-base), from the local branch or, where there is none (a CI
+  clone has only origin/* refs), from origin/<main-branch>;
+- else (on it, or no main branch to fork from): HEAD when the compared files have
+  uncommitted changes, else HEAD~1 (the last commit's change). With no main branch the
+  report says so: pass --rev there. The review workflow always passes the pull
+  request's base commit as --rev.
 
-Example (what `make report` runs):
+--comment-out also writes the pull request comment: the same tables and verdict without
+figures or relative links, one line linking to --figures-url (the workflow run, whose
+artifact holds the report and the figures), cut to GitHub's comment size limit.
+
+Example (what `make report` runs; the review workflow adds --comment-out, --figures-url):
   python scripts/report.py --params params.yaml \
       --metrics metrics/evaluate.json metrics/train/metrics.json \
       --figures metrics/evaluate --predictions metrics/evaluate/predictions_test.csv \
@@ -15,7 +26,7 @@ Example (what `make report` runs):
 import argparse
 import json
 import os
-import subprocess
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +37,12 @@ from mnist_pipeline.cli import run_stage, stage_parser
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import atomic_file
 from mnist_pipeline.review import report_figures
-from mnist_pipeline.review.report import build_report
+from mnist_pipeline.review.comment import build_comment, check_url
+from mnist_pipeline.review.git import choose_base, describe, inspect_checkout, text_at
+from mnist_pipeline.review.markdown import inline_code
+from mnist_pipeline.review.report import figure_sections, join_sections, report_sections
+
+FULL_SHA = re.compile(r"[0-9a-f]{40}")
 
 parser = stage_parser(__doc__.split("\n\n")[0])
 parser.add_argument("--rev", help="git revision to compare against (default: chosen, see above)")
@@ -51,68 +67,12 @@ parser.add_argument(
 )
 parser.add_argument("--per-class", type=Path, help="per-class scores CSV (class, ..., f1)")
 parser.add_argument("--out", type=Path, help="Markdown file to write (default: stdout)")
-
-
-def git(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", *args], capture_output=True, text=True, check=False)
-
-
-def choose_base(
-    branch: str | None,
-    main_branch: str,
-    is_clean: bool,
-    merge_base: str | None,
-    has_parent: bool,
-) -> tuple[str, str]:
-    """(revision, why) to compare the workspace with when none is given. `branch` is the
-    current branch (None when detached), `is_clean` whether the compared files have no
-    uncommitted changes, `merge_base` where HEAD forked from `main_branch` (None if unknown)."""
-    if branch != main_branch and merge_base is not None:
-        why = f"`{merge_base}`, where this branch forked from `{main_branch}` (their merge-base)"
-        return merge_base, why
-    if not is_clean:
-        return "HEAD", "`HEAD`, as the workspace has uncommitted changes to params or metrics"
-    if has_parent:
-        return "HEAD~1", "`HEAD~1`: the workspace is clean, so the last commit's change"
-    return "HEAD", "`HEAD`: the workspace is clean and HEAD has no parent"
-
-
-def default_base(main_branch: str, compared: list[Path]) -> tuple[str, str]:
-    """`choose_base` fed by git."""
-    require_git()
-    shown_branch = git("symbolic-ref", "--quiet", "--short", "HEAD")
-    branch = shown_branch.stdout.strip() if shown_branch.returncode == 0 else None
-    status = git("status", "--porcelain", "--", *(p.as_posix() for p in compared))
-    forked = git("merge-base", "HEAD", main_branch, "--")
-    merge_base = None
-    if forked.returncode == 0:
-        merge_base = git("rev-parse", "--short", forked.stdout.strip()).stdout.strip()
-    has_parent = git("rev-parse", "--verify", "--quiet", "HEAD~1^{commit}").returncode == 0
-    is_clean = status.returncode == 0 and not status.stdout.strip()
-    return choose_base(branch, main_branch, is_clean, merge_base or None, has_parent)
-
-
-def require_git() -> None:
-    if git("rev-parse", "--git-dir").returncode != 0:
-        raise PipelineError("not inside a git repository; run the report from the repository")
-
-
-def describe(rev: str) -> str:
-    """The short sha and subject of the commit `rev` names; fails on an unknown revision."""
-    require_git()
-    if rev.startswith("-"):  # git would read it as an option
-        raise PipelineError(f"--rev {rev}: a revision cannot start with '-'")
-    shown = git("log", "-1", "--format=%h %s", f"{rev}^{{commit}}", "--")
-    if shown.returncode != 0:
-        raise PipelineError(f"--rev {rev}: not a git revision in this repository")
-    return shown.stdout.strip()
-
-
-def text_at(rev: str, path: Path) -> str | None:
-    """The file's text at `rev`, or None if it did not exist there. `./` makes the path
-    relative to the current directory, as the user typed it, not to the git root."""
-    shown = git("show", f"{rev}:./{path.as_posix()}")
-    return shown.stdout if shown.returncode == 0 else None
+parser.add_argument(
+    "--comment-out", type=Path, help="also write the pull request comment here (no figures)"
+)
+parser.add_argument(
+    "--figures-url", help="where the comment says the figures are (the workflow run's page)"
+)
 
 
 def read_workspace(path: Path) -> str:
@@ -180,13 +140,20 @@ def render_images(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def main(args: argparse.Namespace) -> None:
+    if (args.comment_out is None) != (args.figures_url is None):
+        raise PipelineError("--comment-out and --figures-url go together")
+    if args.figures_url is not None:
+        check_url(args.figures_url)  # before anything is written
     compared = [Path(args.params), *args.metrics, *args.figures]
     compared += [p for p in (args.predictions, args.seeds) if p is not None]
     if args.rev is None:
-        args.rev, why = default_base(args.main_branch, compared)
+        args.rev, why = choose_base(inspect_checkout(args.main_branch, compared), args.main_branch)
+        title = describe(args.rev)
     else:
-        why = f"`{args.rev}`, as given (--rev)"
-    title = describe(args.rev)
+        title = describe(args.rev)
+        if FULL_SHA.fullmatch(args.rev):  # CI passes one; the short one reads better
+            args.rev = title.split(" ", 1)[0]
+        why = f"{inline_code(args.rev)}, as given (--rev)"
     params_path = Path(args.params)
     new_params = parse(read_workspace(params_path), params_path)
     new_metrics = {p.as_posix(): parse(read_workspace(p), p) for p in args.metrics}
@@ -197,26 +164,24 @@ def main(args: argparse.Namespace) -> None:
     seeds = None if args.seeds is None else parsed(args.rev, args.seeds)
     try:
         images = render_images(args)
-        report = build_report(
-            args.rev,
-            title,
-            params,
-            old_metrics,
-            new_metrics,
-            figures,
-            predictions,
-            seeds,
-            why,
-            images,
+        sections = report_sections(
+            args.rev, title, params, old_metrics, new_metrics, predictions, seeds, why
         )
     except ValueError as exc:  # a predictions or seeds file of an unknown layout
         raise PipelineError(str(exc)) from exc
+    report = join_sections([*sections, *figure_sections(figures, images)])
+    comment = None if args.comment_out is None else build_comment(sections, args.figures_url)
+    if comment is not None:
+        with atomic_file(args.comment_out) as tmp:
+            tmp.write_text(comment)
     if args.out is None:
         sys.stdout.write(report)
         return
     with atomic_file(args.out) as tmp:
         tmp.write_text(report)
     print(f"report: wrote {args.out} (workspace against {args.rev}: {title}; base: {why})")
+    if comment is not None:
+        print(f"report: wrote {args.comment_out} ({len(comment):,} characters)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """The review report: Markdown from plain data (the library), and the CLI in a tiny git
 repository (git only, no dvc, so it stays fast)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnist_pipeline.review.git import Checkout, choose_base
 from mnist_pipeline.review.report import (
     MISSING,
     build_report,
@@ -203,13 +203,6 @@ def test_build_report_puts_is_it_real_before_the_metrics():
     assert "`m.json` (not in `main`)" in report
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("report_script", REPO / "scripts/report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(
     ("branch", "is_clean", "merge_base", "has_parent", "base"),
     [
@@ -224,8 +217,36 @@ def _load_script():
     ],
 )
 def test_choose_base(branch, is_clean, merge_base, has_parent, base):
-    rev, why = _load_script().choose_base(branch, "main", is_clean, merge_base, has_parent)
+    main_ref = "main" if merge_base else None
+    checkout = Checkout(branch, main_ref, merge_base, None, has_parent, is_clean)
+    rev, why = choose_base(checkout, "main")
     assert rev == base and why.startswith(f"`{base}`")
+
+
+@pytest.mark.parametrize("merge_base", ["abc1234", None])
+@pytest.mark.parametrize("is_clean", [True, False])
+def test_choose_base_takes_a_detached_merge_commits_first_parent(merge_base, is_clean):
+    """A pull request's checkout on GitHub Actions: the merge commit refs/pull/N/merge,
+    detached; its first parent is the branch it merges into, with or without a main."""
+    checkout = Checkout(None, "origin/main", merge_base, "def5678", True, is_clean)
+    rev, why = choose_base(checkout, "main")
+    assert rev == "def5678"
+    assert why == "`def5678`, the first parent of the merge commit HEAD (what it merges into)"
+    # On a branch a merge commit is the branch's own history: the fork point still wins.
+    on_branch = Checkout("feature", "origin/main", "abc1234", "def5678", True, is_clean)
+    assert choose_base(on_branch, "main")[0] == "abc1234"
+
+
+def test_choose_base_names_the_remote_main_and_says_when_there_is_no_main():
+    forked = Checkout(None, "origin/main", "abc1234", None, True, False)
+    why = choose_base(forked, "main")[1]
+    assert why == "`abc1234`, where HEAD forked from `origin/main` (their merge-base)"
+    no_main = Checkout(None, None, None, None, True, False)
+    assert choose_base(no_main, "main") == (
+        "HEAD",
+        "`HEAD`, as the workspace has uncommitted changes to params or metrics (no `main` "
+        "branch or `origin/main` here to find a fork point; --rev chooses)",
+    )
 
 
 # The CLI, in a throwaway git repository.
@@ -354,6 +375,46 @@ def test_cli_embeds_side_by_side_images_next_to_the_report(workspace):
     ]
 
 
+RUN_URL = "https://github.com/o/r/actions/runs/7"
+
+
+def test_cli_writes_the_pull_request_comment_without_figures_or_relative_links(workspace):
+    (workspace / "m/loss.tsv").write_text("epoch\ttrain\tvalid\n1\t0.9\t0.8\n2\t0.5\t0.6\n")
+    args = ["--params", "params.yaml", "--metrics", "m/eval.json", "--figures", "m"]
+    args += ["--curves", "m/loss.tsv", "--images", "report", "--out", "report.md"]
+    comment_args = ["--comment-out", "report/comment.md", "--figures-url", RUN_URL]
+    result = _report(workspace, *args, *comment_args)
+    assert result.returncode == 0, result.stderr
+    report = (workspace / "report.md").read_text()
+    comment = (workspace / "report/comment.md").read_text()
+    assert "![training curves](report/training_curves.png)" in report
+    assert "[conf.png](m/conf.png)" in report
+    assert "](report/" not in comment and "](m/" not in comment and "![" not in comment
+    assert "| test.accuracy | 0.8 | 0.9 | +0.1 |" in comment
+    assert "| train.lr | 0.003 | 0.01 |" in comment
+    assert comment.endswith(f"[this workflow run]({RUN_URL}).\n")
+    assert f"report: wrote report/comment.md ({len(comment):,} characters)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--comment-out", "c.md"], "--comment-out and --figures-url go together"),
+        (["--figures-url", RUN_URL], "--comment-out and --figures-url go together"),
+        (
+            ["--comment-out", "c.md", "--figures-url", "report/"],
+            "--figures-url 'report/': expected an absolute http(s) URL",
+        ),
+    ],
+)
+def test_cli_comment_options_are_checked_before_anything_is_written(workspace, extra, message):
+    args = ["--metrics", "m/eval.json", "--images", "report", "--out", "report.md", *extra]
+    result = _report(workspace, *args)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert message in result.stderr
+    assert not any((workspace / name).exists() for name in ("report.md", "report", "c.md"))
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -367,3 +428,77 @@ def test_cli_bad_input_is_one_line_and_exit_1(workspace, args, message):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# GitHub Actions' checkout of a pull request: `refs/pull/N/merge` (the pull request merged
+# into its base) fetched from origin and checked out detached, with only origin/* refs.
+PARAMS_TEXT = """model:
+  dropout: {dropout}
+  hidden_sizes: [128]
+prepare:
+  shard_size: 100
+train:
+  lr: {lr}
+"""
+
+
+def _commit(repo: Path, message: str, dropout=0.2, lr=0.003, accuracy=0.8) -> None:
+    (repo / "m").mkdir(exist_ok=True)
+    (repo / "params.yaml").write_text(PARAMS_TEXT.format(dropout=dropout, lr=lr))
+    (repo / "m/eval.json").write_text(json.dumps({"test": {"accuracy": accuracy}}))
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", message)
+
+
+def _rev_parse(repo: Path, rev: str) -> str:
+    shown = subprocess.run(["git", "rev-parse", rev], cwd=repo, capture_output=True, text=True)
+    return shown.stdout.strip()
+
+
+@pytest.fixture
+def pr_checkout(tmp_path):
+    """(CI checkout of a pull request's merge commit, the base's full sha). The pull
+    request sets model.dropout 0.3; main moved on after it forked (train.lr 0.01), so its
+    fork point is not the base."""
+    origin, dev, ci = tmp_path / "origin.git", tmp_path / "dev", tmp_path / "ci"
+    _git(tmp_path, "init", "-q", "--bare", str(origin))
+    _git(tmp_path, "init", "-q", "-b", "main", str(dev))
+    _commit(dev, "baseline")
+    _git(dev, "checkout", "-q", "-b", "dropout")
+    _commit(dev, "dropout 0.3", dropout=0.3, accuracy=0.85)
+    _git(dev, "checkout", "-q", "main")
+    _commit(dev, "lr 0.01", lr=0.01)  # the same metrics: no conflict with the PR's
+    _git(dev, "remote", "add", "origin", str(origin))
+    _git(dev, "push", "-q", "origin", "main", "dropout")
+    _git(dev, "checkout", "-q", "--detach", "main")
+    _git(dev, "merge", "-q", "--no-ff", "-m", "Merge dropout into main", "dropout")
+    _git(dev, "push", "-q", "origin", "HEAD:refs/pull/1/merge")
+    # What actions/checkout does with fetch-depth: 0.
+    _git(tmp_path, "init", "-q", str(ci))
+    _git(ci, "remote", "add", "origin", str(origin))
+    refspecs = [
+        "+refs/heads/*:refs/remotes/origin/*",
+        "+refs/pull/1/merge:refs/remotes/pull/1/merge",
+    ]
+    _git(ci, "fetch", "-q", "origin", *refspecs)
+    _git(ci, "checkout", "-q", "--detach", "refs/remotes/pull/1/merge")
+    branches = subprocess.run(["git", "branch", "--list"], cwd=ci, capture_output=True, text=True)
+    assert branches.stdout.strip() == "* (HEAD detached at pull/1/merge)"
+    # `make repro` rewrote the metrics.
+    (ci / "m/eval.json").write_text(json.dumps({"test": {"accuracy": 0.86}}))
+    return ci, _rev_parse(ci, "refs/remotes/origin/main")
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["rev-given", "rev-chosen"])
+def test_cli_in_a_pull_requests_ci_checkout_compares_with_its_base(pr_checkout, given):
+    ci, base = pr_checkout
+    args = ["--params", "params.yaml", "--metrics", "m/eval.json"]
+    result = _report(ci, *args, *(["--rev", base] if given else []))
+    assert result.returncode == 0, result.stderr
+    report = result.stdout
+    assert report.splitlines()[0] == f"## Workspace against `{base[:7]}` ({base[:7]} lr 0.01)"
+    assert "| model.dropout | 0.2 | 0.3 |" in report
+    assert "train.lr" not in report  # main's own change is in the base
+    assert "| test.accuracy | 0.8 | 0.86 | +0.06 |" in report
+    if not given:
+        assert f"Base: `{base[:7]}`, the first parent of the merge commit HEAD" in report

@@ -3,6 +3,8 @@ git revision, ready to paste into a pull request.
 
 Every function takes plain data (parsed JSON/YAML, file names) and returns text;
 reading files and asking git is `scripts/report.py`'s job, so this stays easy to test.
+Text from files (metric keys, param values, paths, revisions) is escaped where it enters
+the Markdown (review/markdown.py): a report is pasted into, or posted as, a PR comment.
 """
 
 import csv
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mnist_pipeline.review.markdown import escape_text, inline_code, link_target, one_line
 from mnist_pipeline.review.significance import (
     BoolArray,
     SeedStat,
@@ -71,14 +74,17 @@ def format_delta(old: Any, new: Any) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    # A pipe ends the cell even inside a code span; GitHub reads \| as a pipe in both.
+    return one_line(text).replace("|", "\\|")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: int) -> str:
-    """A GitHub table; the last `numeric` columns are right-aligned."""
+    """A GitHub table; the last `numeric` columns are right-aligned. The header is
+    Markdown as given (code spans); the rows are text, escaped."""
     align = ["---"] * (len(header) - numeric) + ["---:"] * numeric
-    lines = [header, align, *rows]
-    return "\n".join("| " + " | ".join(_cell(c) for c in line) + " |" for line in lines)
+    lines = [[_cell(c) for c in header], align]
+    lines += [[_cell(escape_text(c)) for c in row] for row in rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
 def metrics_rows(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[list[str]]:
@@ -104,10 +110,10 @@ def metrics_section(
     parts = ["### Metrics"]
     for path, data in new.items():
         missing = old.get(path) is None
-        parts.append(f"`{path}`" + (f" (not in `{rev}`)" if missing else ""))
+        parts.append(inline_code(path) + (f" (not in {inline_code(rev)})" if missing else ""))
         rows = metrics_rows(old.get(path), data)
         if rows:
-            header = ["metric", f"`{rev}`", NEW_LABEL, "change"]
+            header = ["metric", inline_code(rev), NEW_LABEL, "change"]
             parts.append(markdown_table(header, rows, numeric=3))
         else:
             parts.append("No numeric metrics.")
@@ -139,14 +145,14 @@ def params_section(
 ) -> str:
     rows = changed_params(old, new)
     if not rows:
-        return f"### Params\n\nNo param in `{path}` changed."
-    table = markdown_table(["param", f"`{rev}`", NEW_LABEL], rows, numeric=2)
-    return f"### Params\n\n`{path}`\n\n{table}"
+        return f"### Params\n\nNo param in {inline_code(path)} changed."
+    table = markdown_table(["param", inline_code(rev), NEW_LABEL], rows, numeric=2)
+    return f"### Params\n\n{inline_code(path)}\n\n{table}"
 
 
 def images_section(images: Sequence[tuple[str, str]]) -> str:
     """Embedded images (title, path relative to the report), both revisions in each."""
-    shown = "\n\n".join(f"![{title}]({path})" for title, path in images)
+    shown = "\n\n".join(f"![{escape_text(title)}]({link_target(path)})" for title, path in images)
     return f"### Side by side\n\n{shown}"
 
 
@@ -154,7 +160,9 @@ def figures_section(figures: Sequence[str]) -> str:
     """Links to the figures, paths as given (relative to where the report is read)."""
     if not figures:
         return "### Figures\n\nNo figures."
-    links = "\n".join(f"- [{path.rsplit('/', 1)[-1]}]({path})" for path in figures)
+    links = "\n".join(
+        f"- [{escape_text(path.rsplit('/', 1)[-1])}]({link_target(path)})" for path in figures
+    )
     return f"### Figures\n\n{links}"
 
 
@@ -173,8 +181,9 @@ def significance_section(rev: str, path: str, old: str | None, new: str | None) 
     where a side lacks the file (one line each, and no test)."""
     title = "### Is it real?"
     missing = [
-        f"`{path}` is not in {where} (an older metrics layout, or no metrics): no paired test."
-        for where, text in ((f"`{rev}`", old), (f"the {NEW_LABEL}", new))
+        f"{inline_code(path)} is not in {where} (an older metrics layout, or no metrics): "
+        "no paired test."
+        for where, text in ((inline_code(rev), old), (f"the {NEW_LABEL}", new))
         if text is None
     ]
     if old is None or new is None:
@@ -186,7 +195,7 @@ def significance_section(rev: str, path: str, old: str | None, new: str | None) 
     if len(correct_old) != len(correct_new) or len(correct_new) == 0:
         return (
             f"{title}\n\nThe two sides scored different test sets ({len(correct_old)} and "
-            f"{len(correct_new)} images in `{path}`): no paired test."
+            f"{len(correct_new)} images in {inline_code(path)}): no paired test."
         )
     comparison = compare_accuracy(correct_old, correct_new)
     rows = [
@@ -197,8 +206,8 @@ def significance_section(rev: str, path: str, old: str | None, new: str | None) 
         ],
         ["right only here", str(comparison.mcnemar.b), str(comparison.mcnemar.c)],
     ]
-    table = markdown_table(["", f"`{rev}`", NEW_LABEL], rows, numeric=2)
-    intro = f"Paired on the same {comparison.n_images} test images (`{path}`):"
+    table = markdown_table(["", inline_code(rev), NEW_LABEL], rows, numeric=2)
+    intro = f"Paired on the same {comparison.n_images} test images ({inline_code(path)}):"
     return f"{title}\n\n{intro}\n\n{table}\n\n**{comparison.verdict()}**"
 
 
@@ -221,8 +230,9 @@ def seeds_section(
     line for each side without one (`make seeds` writes it)."""
     title = "### Over seeds"
     missing = [
-        f"`{path}` is not in {where}: no multi-seed summary there (`make seeds` writes it)."
-        for where, data in ((f"`{rev}`", old), (f"the {NEW_LABEL}", new))
+        f"{inline_code(path)} is not in {where}: no multi-seed summary there "
+        "(`make seeds` writes it)."
+        for where, data in ((inline_code(rev), old), (f"the {NEW_LABEL}", new))
         if data is None
     ]
     if old is None or new is None:
@@ -237,9 +247,37 @@ def seeds_section(
         if name in old_stats
     ]
     if not rows:
-        return f"{title}\n\nThe two sides' `{path}` share no metric."
-    table = markdown_table(["metric", f"`{rev}`", NEW_LABEL], rows, numeric=2)
-    return f"{title}\n\n`{path}`\n\n{table}"
+        return f"{title}\n\nThe two sides' {inline_code(path)} share no metric."
+    table = markdown_table(["metric", inline_code(rev), NEW_LABEL], rows, numeric=2)
+    return f"{title}\n\n{inline_code(path)}\n\n{table}"
+
+
+def report_sections(
+    rev: str,
+    rev_title: str,
+    params: tuple[str, Mapping[str, Any] | None, Mapping[str, Any]],
+    old_metrics: Mapping[str, Mapping[str, Any] | None],
+    new_metrics: Mapping[str, Mapping[str, Any]],
+    predictions: tuple[str, str | None, str | None] | None = None,
+    seeds: tuple[str, Mapping[str, Any] | None, Mapping[str, Any] | None] | None = None,
+    base_reason: str | None = None,
+) -> list[str]:
+    """The sections the report and the PR comment share, in order: the heading, the base,
+    "Is it real?", "Over seeds", metrics and params (see `build_report`). `base_reason`
+    is Markdown (revisions already in code spans)."""
+    path, old_params, new_params = params
+    sections = [f"## Workspace against {inline_code(rev)} ({escape_text(rev_title)})"]
+    if base_reason is not None:
+        sections.append(f"Base: {one_line(base_reason)}.")
+    if predictions is not None:
+        sections.append(significance_section(rev, *predictions))
+    if seeds is not None:
+        sections.append(seeds_section(rev, *seeds))
+    sections += [
+        metrics_section(rev, old_metrics, new_metrics),
+        params_section(rev, path, old_params, new_params),
+    ]
+    return sections
 
 
 def build_report(
@@ -259,19 +297,17 @@ def build_report(
     (path, CSV text at rev, in the workspace) and `seeds` (path, seeds.json data at rev,
     in the workspace), None where not there, add their sections; `base_reason` says why
     `rev` is the base; `images` (title, path) are embedded before the figure links."""
-    path, old_params, new_params = params
-    sections = [f"## Workspace against `{rev}` ({rev_title})"]
-    if base_reason is not None:
-        sections.append(f"Base: {base_reason}.")
-    if predictions is not None:
-        sections.append(significance_section(rev, *predictions))
-    if seeds is not None:
-        sections.append(seeds_section(rev, *seeds))
-    sections += [
-        metrics_section(rev, old_metrics, new_metrics),
-        params_section(rev, path, old_params, new_params),
-    ]
-    if images:
-        sections.append(images_section(images))
-    sections.append(figures_section(figures))
+    sections = report_sections(
+        rev, rev_title, params, old_metrics, new_metrics, predictions, seeds, base_reason
+    )
+    return join_sections([*sections, *figure_sections(figures, images)])
+
+
+def figure_sections(figures: Sequence[str], images: Sequence[tuple[str, str]]) -> list[str]:
+    """The report's own sections after `report_sections`: the embedded images, if any,
+    and the figure links; a PR comment has neither (files next to the report)."""
+    return ([images_section(images)] if images else []) + [figures_section(figures)]
+
+
+def join_sections(sections: Sequence[str]) -> str:
     return "\n\n".join(sections) + "\n"

@@ -1,0 +1,128 @@
+"""The pull request comment: the report's tables and verdict, readable on its own.
+
+A comment cannot show the report's figures (they are files next to report.md, and a
+relative link in a comment points nowhere), so it has none of them and no relative link;
+one line links to the workflow run, whose artifact holds report.md, report/ and metrics/.
+
+GitHub refuses a comment over 65,536 characters. The comment is measured in UTF-8 bytes,
+never fewer than characters or UTF-16 units, however GitHub counts; when the sections do
+not fit, small ones stay whole and the large ones share what is left, losing table rows
+(whole lines) from their end, with a line that says what was cut and where the full
+report is.
+"""
+
+import urllib.parse
+from collections.abc import Sequence
+
+from mnist_pipeline.errors import PipelineError
+
+GITHUB_COMMENT_LIMIT = 65_536
+SEPARATOR = "\n\n"
+ARTIFACT = "review-report"
+
+
+def size(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def check_url(url: str) -> str:
+    """An absolute http(s) URL, percent-encoded where Markdown would end the link."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise PipelineError(f"--figures-url {url!r}: expected an absolute http(s) URL")
+    return urllib.parse.quote(url, safe=":/?#[]@!$&'*+,;=%~")
+
+
+def figures_line(url: str) -> str:
+    return (
+        "Figures (training curves, confusion matrices, per-class F1) and the full report: "
+        f"the `{ARTIFACT}` artifact (report.md, report/, metrics/) of "
+        f"[this workflow run]({url})."
+    )
+
+
+def _kinds(lines: Sequence[str]) -> list[str]:
+    """Per line: "header" and "align" (a table's first two lines), "row" or "text"."""
+    kinds = []
+    for line in lines:
+        if not line.startswith("|"):
+            kinds.append("text")
+        elif not kinds or kinds[-1] == "text":
+            kinds.append("header")
+        else:
+            kinds.append("align" if kinds[-1] == "header" else "row")
+    return kinds
+
+
+def _cut_notice(rows: int, other: int, url: str) -> str:
+    what = [f"{rows:,} table rows"] if rows else []
+    what += [f"{other:,} other lines"] if other else []
+    return (
+        "*Cut here to fit GitHub's comment size limit: this section's last "
+        f"{' and '.join(what)}. The full report is report.md in the `{ARTIFACT}` artifact "
+        f"of [this workflow run]({url}).*"
+    )
+
+
+def shorten(section: str, budget: int, url: str) -> str:
+    """`section` if it fits in `budget` bytes; else its first lines (never ending in a
+    table's header) and a line saying what was cut; "" if not even that fits."""
+    if size(section) <= budget:
+        return section
+    lines = section.split("\n")
+    kinds = _kinds(lines)
+    rows_after = [0] * (len(lines) + 1)  # table rows from line i on
+    for i in reversed(range(len(lines))):
+        rows_after[i] = rows_after[i + 1] + (kinds[i] == "row")
+
+    def notice(keep: int) -> str:
+        rows = rows_after[keep]
+        return _cut_notice(rows, len(lines) - keep - rows, url)
+
+    used, keep = 0, 0
+    for line in lines:  # as many whole lines as fit with the notice for the rest
+        if used + size(line) + 1 + size(SEPARATOR + notice(keep + 1)) > budget:
+            break
+        used += size(line) + 1
+        keep += 1
+    while True:
+        while keep > 0 and (kinds[keep - 1] in ("header", "align") or not lines[keep - 1]):
+            keep -= 1  # a table without rows, or a blank line
+        kept = "\n".join(lines[:keep])
+        text = (kept + SEPARATOR if kept else "") + notice(keep)
+        if size(text) <= budget:
+            return text
+        if keep == 0:
+            return ""
+        keep -= 1
+
+
+def fit(sections: Sequence[str], budget: int, url: str) -> list[str]:
+    """The sections, shortened so that they and a separator after each take at most
+    `budget` bytes: each gets an equal share of what the smaller ones leave over."""
+    sizes = [size(section) + size(SEPARATOR) for section in sections]
+    if sum(sizes) <= budget:
+        return list(sections)
+    shares = [0] * len(sections)
+    remaining = budget
+    by_size = sorted(range(len(sections)), key=lambda i: sizes[i])
+    for done, i in enumerate(by_size):
+        shares[i] = min(sizes[i], remaining // (len(sections) - done))
+        remaining -= shares[i]
+    fitted = [
+        shorten(s, share - size(SEPARATOR), url) for s, share in zip(sections, shares, strict=True)
+    ]
+    return [section for section in fitted if section]
+
+
+def build_comment(
+    sections: Sequence[str], figures_url: str, limit: int = GITHUB_COMMENT_LIMIT
+) -> str:
+    """The comment: `sections` (review.report.report_sections), then the line linking to
+    the workflow run at `figures_url`; at most `limit` bytes."""
+    url = check_url(figures_url)
+    footer = figures_line(url) + "\n"
+    budget = limit - size(footer)
+    if budget < 0:
+        raise PipelineError(f"a comment limit of {limit} bytes leaves no room for the report")
+    return "".join(section + SEPARATOR for section in fit(sections, budget, url)) + footer
