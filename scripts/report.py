@@ -19,7 +19,7 @@ artifact holds the report and the figures), cut to GitHub's comment size limit.
 Example (what `make report` runs; the review workflow adds --comment-out, --figures-url):
   python scripts/report.py --params params.yaml \
       --metrics metrics/evaluate.json metrics/train/metrics.json \
-      --figures metrics/evaluate --predictions metrics/evaluate/predictions_test.csv \
+      --figures figures/evaluate --predictions metrics/evaluate/predictions_test.csv \
       --seeds metrics/seeds.json --out report.md
 """
 
@@ -115,15 +115,14 @@ def parse_at(rev: str, path: Path) -> Any:
     return None if text is None else parse(text, path)
 
 
-def figure_links(folders: list[Path], out: Path | None) -> list[str]:
+def figure_links(folders: list[Path], out: Path | None) -> tuple[list[str], list[str]]:
     """The PNGs in `folders`, as paths relative to the report's own directory, so the
-    links work wherever --out puts it."""
-    for folder in folders:
-        if not folder.is_dir():
-            raise PipelineError(f"{folder}: no such directory in the workspace")
+    links work wherever --out puts it; and the folders that are not in the workspace (DVC
+    caches the figures: a fresh clone has them after `dvc pull`)."""
+    missing = [folder.as_posix() for folder in folders if not folder.is_dir()]
     base = out.parent if out is not None else Path()
-    pngs = [p for folder in folders for p in sorted(folder.glob("*.png"))]
-    return [Path(os.path.relpath(p, base)).as_posix() for p in pngs]
+    pngs = [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("*.png"))]
+    return [Path(os.path.relpath(p, base)).as_posix() for p in pngs], missing
 
 
 def render_images(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -159,7 +158,7 @@ def main(args: argparse.Namespace) -> None:
     new_metrics = {p.as_posix(): parse(read_workspace(p), p) for p in args.metrics}
     old_metrics = {p.as_posix(): parse_at(args.rev, p) for p in args.metrics}
     params = (params_path.as_posix(), parse_at(args.rev, params_path), new_params)
-    figures = figure_links(args.figures, args.out)
+    figures, missing_figures = figure_links(args.figures, args.out)
     predictions = None if args.predictions is None else texts(args.rev, args.predictions)
     seeds = None if args.seeds is None else parsed(args.rev, args.seeds)
     try:
@@ -169,7 +168,7 @@ def main(args: argparse.Namespace) -> None:
         )
     except ValueError as exc:  # a predictions or seeds file of an unknown layout
         raise PipelineError(str(exc)) from exc
-    report = join_sections([*sections, *figure_sections(figures, images)])
+    report = join_sections([*sections, *figure_sections(figures, images, missing_figures)])
     comment = None if args.comment_out is None else build_comment(sections, args.figures_url)
     if comment is not None:
         with atomic_file(args.comment_out) as tmp:

@@ -420,7 +420,6 @@ def test_cli_comment_options_are_checked_before_anything_is_written(workspace, e
     [
         (["--rev", "no-such-rev", "--metrics", "m/eval.json"], "--rev no-such-rev: not a git"),
         (["--metrics", "m/missing.json"], "m/missing.json: no such file in the workspace"),
-        (["--metrics", "m/eval.json", "--figures", "nope"], "nope: no such directory"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_1(workspace, args, message):
@@ -428,6 +427,18 @@ def test_cli_bad_input_is_one_line_and_exit_1(workspace, args, message):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_reports_without_figures_that_dvc_has_not_brought(workspace):
+    # DVC caches the figures: a fresh clone has none until `dvc pull`, and the report still
+    # has everything else.
+    result = _report(workspace, "--metrics", "m/eval.json", "--figures", "m", "--figures", "gone")
+    assert result.returncode == 0, result.stderr
+    assert "- [conf.png](m/conf.png)" in result.stdout
+    assert "`gone` is not in the workspace: `dvc pull` (or `dvc repro`) brings the figures." in (
+        result.stdout
+    )
+    assert "| test.accuracy | 0.8 | 0.9 | +0.1 |" in result.stdout
 
 
 # GitHub Actions' checkout of a pull request: `refs/pull/N/merge` (the pull request merged

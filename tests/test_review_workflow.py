@@ -35,7 +35,7 @@ def test_the_report_compares_with_the_pull_requests_base_and_links_to_the_run():
 
 def test_the_artifact_holds_the_report_its_figures_and_the_metrics():
     paths = _steps()["Keep the report and figures"]["with"]["path"].split()
-    assert paths == ["report.md", "report/", "metrics/"]
+    assert paths == ["report.md", "report/", "metrics/", "figures/"]
 
 
 def test_the_data_check_runs_before_the_pipeline():

@@ -156,14 +156,20 @@ def images_section(images: Sequence[tuple[str, str]]) -> str:
     return f"### Side by side\n\n{shown}"
 
 
-def figures_section(figures: Sequence[str]) -> str:
-    """Links to the figures, paths as given (relative to where the report is read)."""
+def figures_section(figures: Sequence[str], missing: Sequence[str] = ()) -> str:
+    """Links to the figures, paths as given (relative to where the report is read), and a
+    line for each figures folder that is not in the workspace."""
+    notes = [
+        f"{inline_code(folder)} is not in the workspace: `dvc pull` (or `dvc repro`) brings "
+        "the figures."
+        for folder in missing
+    ]
     if not figures:
-        return "### Figures\n\nNo figures."
+        return "\n\n".join(["### Figures", *(notes or ["No figures."])])
     links = "\n".join(
         f"- [{escape_text(path.rsplit('/', 1)[-1])}]({link_target(path)})" for path in figures
     )
-    return f"### Figures\n\n{links}"
+    return "\n\n".join(["### Figures", links, *notes])
 
 
 def correctness(text: str) -> BoolArray:
@@ -303,10 +309,13 @@ def build_report(
     return join_sections([*sections, *figure_sections(figures, images)])
 
 
-def figure_sections(figures: Sequence[str], images: Sequence[tuple[str, str]]) -> list[str]:
+def figure_sections(
+    figures: Sequence[str], images: Sequence[tuple[str, str]], missing: Sequence[str] = ()
+) -> list[str]:
     """The report's own sections after `report_sections`: the embedded images, if any,
-    and the figure links; a PR comment has neither (files next to the report)."""
-    return ([images_section(images)] if images else []) + [figures_section(figures)]
+    and the figure links (`missing`: figures folders not in the workspace); a PR comment
+    has neither (files next to the report)."""
+    return ([images_section(images)] if images else []) + [figures_section(figures, missing)]
 
 
 def join_sections(sections: Sequence[str]) -> str:
