@@ -117,12 +117,13 @@ def parse_at(rev: str, path: Path) -> Any:
 
 def figure_links(folders: list[Path], out: Path | None) -> tuple[list[str], list[str]]:
     """The PNGs in `folders`, as paths relative to the report's own directory, so the
-    links work wherever --out puts it; and the folders that are not in the workspace (DVC
+    links work wherever --out puts it; and the folders without any in the workspace (DVC
     caches the figures: a fresh clone has them after `dvc pull`)."""
-    missing = [folder.as_posix() for folder in folders if not folder.is_dir()]
+    found = {folder: sorted(folder.glob("*.png")) if folder.is_dir() else [] for folder in folders}
+    missing = [folder.as_posix() for folder, pngs in found.items() if not pngs]
     base = out.parent if out is not None else Path()
-    pngs = [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("*.png"))]
-    return [Path(os.path.relpath(p, base)).as_posix() for p in pngs], missing
+    links = [Path(os.path.relpath(p, base)).as_posix() for pngs in found.values() for p in pngs]
+    return links, missing
 
 
 def render_images(args: argparse.Namespace) -> list[tuple[str, str]]:

@@ -70,7 +70,8 @@ def _leftovers(tmpdir: Path) -> list[str]:
 
 
 def _params(train: dict, **distributed) -> dict:
-    return {**BASE, "train": {**BASE["train"], **train}, "distributed": distributed}
+    params = {**BASE, "train": {**BASE["train"], **train}}
+    return {**params, "distributed": distributed} if distributed else params
 
 
 @pytest.mark.parametrize("num_rows", [0, 1, 7, 64, 101])

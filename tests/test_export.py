@@ -1,10 +1,13 @@
 """TorchScript and ONNX copies of the model: the same logits as the eager model on uint8
 input of any batch size, and the export stage refuses to write a copy that drifts."""
 
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -139,3 +142,33 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, prepared, capsys)
     err = capsys.readouterr().err
     assert "not a readable checkpoint" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+EXPORT_SCRIPT = """
+import sys, torch
+from mnist_pipeline.export import formats
+from mnist_pipeline.model.networks import InputSpec, build_model
+from mnist_pipeline.testing.configs import model_config
+torch.manual_seed(0)
+spec = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.13, pixel_std=0.3)
+model = build_model(model_config(hidden_sizes=(16,), dropout=0.2), spec)
+images = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
+sys.stdout.buffer.write(formats.torchscript_bytes(model, images))
+"""
+
+
+@pytest.mark.slow
+def test_torchscript_bytes_are_the_same_from_any_checkout_and_any_run(tmp_path):
+    # A queued experiment exports from DVC's copy of the repository, a fresh clone from
+    # another folder: the same model must give the same file, or dvc.lock changes.
+    outputs = []
+    for name in ("one", "two"):
+        shutil.copytree(REPO / "src", tmp_path / name / "src")
+        env = {**os.environ, "PYTHONPATH": str(tmp_path / name / "src")}
+        command = [sys.executable, "-c", EXPORT_SCRIPT]
+        outputs.append(subprocess.run(command, env=env, capture_output=True, check=True).stdout)
+    assert outputs[0] == outputs[1]
+    archive = zipfile.ZipFile(io.BytesIO(outputs[0]))
+    assert not [name for name in archive.namelist() if name.endswith(".debug_pkl")]
+    model = formats.load_torchscript(outputs[0])
+    assert model(torch.zeros(3, 28, 28, dtype=torch.uint8)).shape == (3, 10)

@@ -660,7 +660,9 @@ def test_killed_train_leaves_nothing_after_the_next_run(tmp_path, prepared, sign
         assert process.returncode == -signal.SIGKILL
     assert leftovers(live.parent) == [] and leftovers(model.parent) == []
     assert not model.exists() and not live.exists()
-    params.write_text("train: {device: cpu, epochs: 1, batch_size: 50, threads: 1}\n")
+    params.write_text(
+        complete_params("train: {device: cpu, epochs: 1, batch_size: 50, threads: 1}")
+    )
     rerun = start_stage("train", *args, "--log-dir", str(live))
     assert rerun.wait(timeout=120) == 0, rerun.communicate()[1]
     assert model.exists() and live.is_dir()

@@ -435,7 +435,7 @@ def test_cli_reports_without_figures_that_dvc_has_not_brought(workspace):
     result = _report(workspace, "--metrics", "m/eval.json", "--figures", "m", "--figures", "gone")
     assert result.returncode == 0, result.stderr
     assert "- [conf.png](m/conf.png)" in result.stdout
-    assert "`gone` is not in the workspace: `dvc pull` (or `dvc repro`) brings the figures." in (
+    assert "`gone`: no figures in the workspace; `dvc pull` (or `dvc repro`) brings them." in (
         result.stdout
     )
     assert "| test.accuracy | 0.8 | 0.9 | +0.1 |" in result.stdout

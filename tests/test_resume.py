@@ -17,6 +17,7 @@ from mnist_pipeline.runtime import configure_torch
 from mnist_pipeline.testing.configs import complete_params, model_config, train_config
 from mnist_pipeline.testing.dvc_repo import (
     SMALL_PARAMS,
+    commit_all,
     env_for,
     lock_out_md5,
     make_repo,
@@ -343,10 +344,10 @@ def test_dvc_repro_after_a_killed_train_stage_resumes_it(tmp_path):
     repo = make_repo(tmp_path / "repo", REPO)
     set_params(repo, SMALL_PARAMS)
     set_params(repo, {"fetch": fetch, "train": {"epochs": 4}})
-    (tmp_path / "slow").mkdir()
-    (tmp_path / "slow/sitecustomize.py").write_text(SLOW_PRINT)
+    # The stages run with PYTHONPATH=src (dvc.yaml): the pause goes in as src's
+    # sitecustomize, which Python imports at start.
+    (repo / "src/sitecustomize.py").write_text(SLOW_PRINT)
     env = env_for(repo)
-    env["PYTHONPATH"] += f"{os.pathsep}{tmp_path / 'slow'}"
     env["PYTHONUNBUFFERED"] = "1"
     with subprocess.Popen(
         ["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, text=True
@@ -365,10 +366,13 @@ def test_dvc_repro_after_a_killed_train_stage_resumes_it(tmp_path):
     assert stages_run(resumed.stdout) == ["train", "evaluate", "export"]
     assert not (repo / ".train_state").exists()
     assert "train_state" not in run(repo, "git", "status", "--porcelain").stdout
+    commit_all(repo, "resumed run")
     model_md5 = lock_out_md5(repo, "train", "models/model.pt")
     summary = read_json(repo / "metrics/train/metrics.json")
     curves = (repo / "metrics/train/plots/loss.tsv").read_text()
     run(repo, "dvc", "repro", "--force", "--single-item", "train")
+    # The uninterrupted run changes nothing that git tracks, dvc.lock included.
+    assert run(repo, "git", "status", "--porcelain").stdout == ""
     assert lock_out_md5(repo, "train", "models/model.pt") == model_md5
     assert read_json(repo / "metrics/train/metrics.json") == summary
     assert (repo / "metrics/train/plots/loss.tsv").read_text() == curves  # no epoch twice

@@ -9,6 +9,7 @@ so queued experiments and fresh clones reach it too; nothing touches the network
 import itertools
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -253,6 +254,17 @@ def test_a_fresh_clone_without_cache_or_data_reproduces_the_committed_results(re
     run(clone, "dvc", "plots", "diff", "HEAD~1", "HEAD", "-o", str(page))
     html = (page / "index.html").read_text()
     assert "Confusion matrix (test)" in html and "Loss" in html
+    report = ["python", "scripts/report.py", "--rev", "HEAD~1", "--metrics", *METRICS]
+    report += ["--figures", "figures/evaluate", "--images", "report", "--out", "report.md"]
+    report += ["--predictions", "metrics/evaluate/predictions_test.csv"]
+    report += ["--curves", "metrics/train/plots/loss.tsv"]
+    run(clone, *report)
+    text = (clone / "report.md").read_text()
+    # The side-by-side figures come from git-tracked tables: drawn in any clone.
+    assert "### Is it real?" in text and "![training curves](report/training_curves.png)" in text
+    assert "`figures/evaluate`: no figures in the workspace; `dvc pull`" in text
+    (clone / "report.md").unlink()
+    shutil.rmtree(clone / "report")
     # Same code, params and data on one CPU thread: the same weights, so the same
     # checkpoint bytes.
     ran = stages_run(run(clone, "dvc", "repro").stdout)

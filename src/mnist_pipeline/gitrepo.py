@@ -29,9 +29,3 @@ def file_at(repo: Path, rev: str, path: str) -> str | None:
     """The text of `path` (relative to `repo`) at commit `rev`; None if either is missing."""
     shown = git(repo, "show", f"{rev}:./{path}")
     return shown.stdout if shown.returncode == 0 else None
-
-
-def short_commit(repo: Path, rev: str) -> str | None:
-    """`rev` as "<short sha> <subject>"; None if it names no commit."""
-    shown = git(repo, "log", "-1", "--format=%h %s", f"{rev}^{{commit}}", "--")
-    return shown.stdout.strip() if shown.returncode == 0 else None

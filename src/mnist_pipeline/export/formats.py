@@ -19,8 +19,10 @@ copy normalizes with a multiply and an add: the same formula, rounded once more.
 
 import contextlib
 import copy
+import hashlib
 import io
 import warnings
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,13 @@ INPUT_NAME, OUTPUT_NAME = "images", "logits"
 MAX_LOGIT_DIFF = 1e-4  # parity: the largest |logit difference| allowed on any test image
 BATCH_SIZE = 1000
 EXAMPLE_ROWS = 2  # traced with 2 images; the batch axis stays dynamic
+# The TorchScript zip archive, as torch writes it (caffe2/serialize/inline_container.cc).
+SERIALIZATION_ID = ".data/serialization_id"
+SERIALIZATION_ID_DIGITS = 40
+RECORD_ALIGNMENT = 64
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+ZIP_LOCAL_HEADER_BYTES = 30
+ZIP_EXTRA_HEADER_BYTES = 4
 
 
 class PortableInputNorm(nn.Module):
@@ -51,12 +60,44 @@ class PortableInputNorm(nn.Module):
 
 
 def torchscript_bytes(model: nn.Module, example_u8: torch.Tensor) -> bytes:
-    """The eval-mode model traced on `example_u8` (uint8 (n, 28, 28)), as a .ts file's bytes."""
+    """The eval-mode model traced on `example_u8` (uint8 (n, 28, 28)), as a .ts file's bytes:
+    the same bytes for the same model wherever and whenever it is exported."""
     model.eval()
     buffer = io.BytesIO()  # in memory: the archive's inner folder name stays fixed
     with torch.no_grad(), _quiet_deprecation():
         torch.jit.save(torch.jit.trace(model, example_u8[:EXAMPLE_ROWS]), buffer)
-    return buffer.getvalue()
+    return reproducible_archive(buffer.getvalue())
+
+
+def reproducible_archive(archive: bytes) -> bytes:
+    """A TorchScript archive without what changes from one save to the next: its random
+    serialization id becomes a digest of the other records, and the `.debug_pkl` records
+    go (they map code to the traced source files by absolute path, so a queued experiment's
+    copy or a fresh clone would export other bytes; only error messages of the loaded
+    model use them). Records stay in order, uncompressed, their data 64-byte aligned as
+    torch writes them."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as source:
+        records = [
+            (info.filename, source.read(info))
+            for info in source.infolist()
+            if not info.filename.endswith(".debug_pkl")
+        ]
+    digest = hashlib.sha256()
+    for name, data in records:
+        if not name.endswith(SERIALIZATION_ID):
+            digest.update(name.encode() + b"\0" + data)
+    serialization_id = str(int(digest.hexdigest(), 16))[:SERIALIZATION_ID_DIGITS].encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
+        for name, data in records:
+            info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+            # Pad the local header's extra field (id "FB", as torch does) so that the data
+            # starts at a multiple of RECORD_ALIGNMENT.
+            header = ZIP_LOCAL_HEADER_BYTES + len(name.encode()) + ZIP_EXTRA_HEADER_BYTES
+            padding = -(out.tell() + header) % RECORD_ALIGNMENT
+            info.extra = b"FB" + padding.to_bytes(2, "little") + b"Z" * padding
+            target.writestr(info, serialization_id if name.endswith(SERIALIZATION_ID) else data)
+    return out.getvalue()
 
 
 def onnx_bytes(model: nn.Module, example_u8: torch.Tensor) -> bytes:

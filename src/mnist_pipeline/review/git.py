@@ -2,19 +2,21 @@
 file's text there.
 
 The base choice (`choose_base`) is plain data in, (revision, reason) out; `inspect_checkout`
-gathers that data from git. Every function runs git in the current directory.
+gathers that data from git. Every function runs git in the current directory (where the
+report is run; paths are relative to it).
 """
 
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnist_pipeline import gitrepo
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.review.markdown import inline_code
 
 
 def git(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+    return gitrepo.git(Path.cwd(), *args)
 
 
 def require_git() -> None:
@@ -126,5 +128,4 @@ def describe(rev: str) -> str:
 def text_at(rev: str, path: Path) -> str | None:
     """The file's text at `rev`, or None if it did not exist there. `./` makes the path
     relative to the current directory, as the user typed it, not to the git root."""
-    shown = git("show", f"{rev}:./{path.as_posix()}")
-    return shown.stdout if shown.returncode == 0 else None
+    return gitrepo.file_at(Path.cwd(), rev, path.as_posix())

@@ -160,8 +160,8 @@ def figures_section(figures: Sequence[str], missing: Sequence[str] = ()) -> str:
     """Links to the figures, paths as given (relative to where the report is read), and a
     line for each figures folder that is not in the workspace."""
     notes = [
-        f"{inline_code(folder)} is not in the workspace: `dvc pull` (or `dvc repro`) brings "
-        "the figures."
+        f"{inline_code(folder)}: no figures in the workspace; `dvc pull` (or `dvc repro`) "
+        "brings them."
         for folder in missing
     ]
     if not figures:

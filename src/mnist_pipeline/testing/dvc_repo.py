@@ -22,6 +22,7 @@ import yaml
 from mnist_pipeline.config.strict import merged
 from mnist_pipeline.data.registry import PICKLE_FILE
 from mnist_pipeline.fileio import file_digest
+from mnist_pipeline.gitrepo import file_at
 from mnist_pipeline.testing.synthetic import make_splits, write_pickle
 
 # What a clone of the repository holds that the pipeline needs (no .venv, no data);
@@ -89,10 +90,8 @@ def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 def committed_text(checkout: Path, name: str) -> str:
     """The file `name` as the checkout's last commit has it (the working copy's text
     outside a git checkout, e.g. an unpacked source archive)."""
-    shown = subprocess.run(
-        ["git", "show", f"HEAD:{name}"], cwd=checkout, capture_output=True, text=True, check=False
-    )
-    return shown.stdout if shown.returncode == 0 else (checkout / name).read_text()
+    text = file_at(checkout, "HEAD", name)
+    return text if text is not None else (checkout / name).read_text()
 
 
 def make_repo(dest: Path, checkout: Path) -> Path:
