@@ -56,7 +56,7 @@ def test_the_comment_has_the_verdict_and_tables_and_links_only_to_the_run():
     assert "| model.dropout | 0.2 | 0.3 |" in comment
     assert comment.startswith("## Workspace against `abc1234` (abc1234 baseline)\n")
     assert comment.endswith(
-        "the `review-report` artifact (report.md, report/, metrics/) of "
+        "the `review-report` artifact (report.md, report/, metrics/, figures/) of "
         f"[this workflow run]({URL}).\n"
     )
     assert _relative_links(comment) == [] and "![" not in comment

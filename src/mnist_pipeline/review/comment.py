@@ -2,7 +2,8 @@
 
 A comment cannot show the report's figures (they are files next to report.md, and a
 relative link in a comment points nowhere), so it has none of them and no relative link;
-one line links to the workflow run, whose artifact holds report.md, report/ and metrics/.
+one line links to the workflow run, whose artifact holds report.md, report/, metrics/ and
+figures/.
 
 GitHub refuses a comment over 65,536 characters. The comment is measured in UTF-8 bytes,
 never fewer than characters or UTF-16 units, however GitHub counts; when the sections do
@@ -36,7 +37,7 @@ def check_url(url: str) -> str:
 def figures_line(url: str) -> str:
     return (
         "Figures (training curves, confusion matrices, per-class F1) and the full report: "
-        f"the `{ARTIFACT}` artifact (report.md, report/, metrics/) of "
+        f"the `{ARTIFACT}` artifact (report.md, report/, metrics/, figures/) of "
         f"[this workflow run]({url})."
     )
 
