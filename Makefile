@@ -123,7 +123,7 @@ report: $(STAMP)
 	  --images report --out report.md \
 	  $(if $(FIGURES_URL),--comment-out report/comment.md --figures-url "$$FIGURES_URL")
 
-# Train the committed params with K seeds (default 5) in DVC's queue, one at a time, and
+# Train the current params with K seeds (default 5) in DVC's queue, one at a time, and
 # write their mean ± std to metrics/seeds.json (commit it; `make report` compares it).
 seeds: $(STAMP)
 	$(BIN)/python scripts/seeds.py --k $(or $(K),5) --out metrics/seeds.json

@@ -1,6 +1,6 @@
-"""Train the committed params with K seeds (0..K-1) through DVC's experiment queue, one at a
-time, and write every metric's mean, std, min and max over the seeds to a JSON file
-(commit it: the review report compares it between revisions).
+"""Train the current params (the workspace's params.yaml) with K seeds (0..K-1) through
+DVC's experiment queue, one at a time, and write every metric's mean, std, min and max over the
+seeds to a JSON file (commit it: the review report compares it between revisions).
 
 Example (what `make seeds K=5` runs):
   python scripts/seeds.py --k 5 --out metrics/seeds.json
