@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mnist_pipeline.config.params import FetchConfig, Location
+from mnist_pipeline.data import registry
 from mnist_pipeline.data.download import candidate_sources, fetch_dataset
 from mnist_pipeline.data.registry import (
     DIGIT_NAMES,
@@ -274,7 +275,45 @@ def test_every_source_failing_gives_one_line_listing_each(out, http_server):
     ]:
         assert expected in message
     assert "set fetch.source in params.yaml" in message and "fetch.checksums" in message
+    # Offline, the built-in mirrors all fail: the local route of the README is named too.
+    assert message.endswith(
+        "or, offline, train on Fashion-MNIST from a local folder: `apt-get install "
+        "dataset-fashion-mnist`, then `make exp PRESET=fashion-mnist-debian` (README: "
+        "Quickstart on Fashion-MNIST)"
+    )
     assert listing(out) == []
+
+
+def test_files_of_another_registered_data_set_get_that_data_set_as_the_fix(
+    tmp_path, out, monkeypatch
+):
+    # fetch.dataset says mnist, fetch.source holds another data set's files (their md5s are
+    # that data set's): setting fetch.checksums would train "mnist" on them.
+    folder = write_files(tmp_path / "clothes", IDX_NAMES)
+    other = DatasetSpec(
+        "clothes", FASHION_NAMES, (), {name: frozenset({ALL_MD5S[name]}) for name in IDX_NAMES}
+    )
+    monkeypatch.setattr(registry, "DATASETS", {"mnist": MNIST, "clothes": other})
+    config = make_config(source=str(folder), checksums={})
+    with pytest.raises(PipelineError) as info:
+        fetch_dataset(config, out, spec=make_spec(idx_mirrors=["http://127.0.0.1:9/"]))
+    message = str(info.value)
+    assert f"({IDX_NAMES[0]}: clothes's file, not mnist's)" in message
+    assert message.endswith(
+        "those are clothes's files, not mnist's: set fetch.dataset: clothes in params.yaml "
+        "to train on them"
+    )
+    assert "fetch.checksums" not in message and listing(out) == []
+
+
+def test_a_source_folder_that_does_not_exist_is_named_as_missing(tmp_path, out):
+    missing = tmp_path / "fashoin-mnist"  # a typo
+    with pytest.raises(PipelineError) as info:
+        fetch_dataset(make_config(source=str(missing)), out)
+    assert str(info.value) == (
+        f"could not fetch mnist: tried {missing} (no such file or folder); check the path in "
+        "fetch.source (params.yaml): nothing is there"
+    )
 
 
 # --- checksums ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import contextlib
 import gzip
 import hashlib
 import http.client
+import os
 import shutil
 import socket
 import stat
@@ -44,6 +45,7 @@ from mnist_pipeline.data.registry import (
     DatasetSpec,
     FileLimits,
     Format,
+    dataset_with_file,
     get_dataset,
 )
 from mnist_pipeline.errors import PipelineError
@@ -62,6 +64,12 @@ HINT = (
     "download the files yourself and set fetch.source in params.yaml to their path or URL "
     "(and fetch.checksums if they differ from upstream)"
 )
+# After the built-in mirrors failed (offline, most likely): the local route too.
+MIRRORS_HINT = (
+    f"{HINT}; or, offline, train on Fashion-MNIST from a local folder: "
+    "`apt-get install dataset-fashion-mnist`, then `make exp PRESET=fashion-mnist-debian` "
+    "(README: Quickstart on Fashion-MNIST)"
+)
 
 Sleep = Callable[[float], None]
 
@@ -72,6 +80,23 @@ class _SourceFailed(Exception):
 
 class _Transient(_SourceFailed):
     """A failure worth retrying (connection, timeout, 5xx, truncated body)."""
+
+
+class _ChecksumMismatch(_SourceFailed):
+    """The file is whole but not the one expected; `md5s` are those it has (of its bytes
+    and, if gzip, of its content)."""
+
+    def __init__(self, message: str, md5s: frozenset[str]) -> None:
+        super().__init__(message)
+        self.md5s = md5s
+
+
+class _OtherDataset(_SourceFailed):
+    """The files are those of another registered data set (`dataset`)."""
+
+    def __init__(self, message: str, dataset: str) -> None:
+        super().__init__(message)
+        self.dataset = dataset
 
 
 @dataclass(frozen=True)
@@ -151,13 +176,25 @@ def fetch_dataset(
     """
     spec = spec or get_dataset(config.dataset)
     out_dir = Path(out_dir)
-    failures = []
     user_source = config.locations is not None
-    for candidate in candidate_sources(spec, config.locations):
+    # A local path that is not there at all is named as such, not as its missing files.
+    missing = [
+        location
+        for location in config.locations or ()
+        if location.kind == "path" and not os.path.lexists(location.value)
+    ]
+    failures = [f"{location.value} (no such file or folder)" for location in missing]
+    present = None
+    if config.locations is not None:
+        present = tuple(location for location in config.locations if location not in missing)
+    others = []
+    for candidate in candidate_sources(spec, present):
         try:
             files = _fetch_candidate(candidate, spec, config, out_dir, sleep, user_source)
         except _SourceFailed as exc:
             failures.append(f"{candidate.label} ({_one_line(str(exc))})")
+            if isinstance(exc, _OtherDataset):
+                others.append(exc.dataset)
             continue
         # The source stays out of dataset.json so that switching mirrors changes nothing.
         print(f"{spec.name}: {candidate.format} files from {candidate.label}", file=sys.stderr)
@@ -169,7 +206,22 @@ def fetch_dataset(
         }
         write_json(out_dir / DESCRIPTION_FILE, description)
         return description
-    raise PipelineError(f"could not fetch {spec.name}: tried {'; '.join(failures)}; {HINT}")
+    all_missing = bool(missing) and len(missing) == len(config.locations or ())
+    hint = _failure_hint(spec.name, others, all_missing, user_source)
+    raise PipelineError(f"could not fetch {spec.name}: tried {'; '.join(failures)}; {hint}")
+
+
+def _failure_hint(dataset: str, others: list[str], all_missing: bool, user_source: bool) -> str:
+    """What to do about a failed fetch: the fix that fits what was found."""
+    if others:
+        # Not fetch.checksums: that would pass the check and train "mnist" on clothes.
+        return (
+            f"those are {others[0]}'s files, not {dataset}'s: set fetch.dataset: "
+            f"{others[0]} in params.yaml to train on them"
+        )
+    if all_missing:
+        return "check the path in fetch.source (params.yaml): nothing is there"
+    return HINT if user_source else MIRRORS_HINT
 
 
 def _fetch_candidate(
@@ -195,13 +247,22 @@ def _fetch_candidate(
                 deadline=time.monotonic() + config.deadline_s,
                 deadline_s=config.deadline_s,
             )
-            files[name] = _fetch_file(location, out_dir / name, accepted, config, sleep, limits)
+            try:
+                files[name] = _fetch_file(location, out_dir / name, accepted, config, sleep, limits)
+            except _ChecksumMismatch as exc:
+                other = dataset_with_file(name, exc.md5s, other_than=spec.name)
+                if other is None:
+                    raise
+                raise _OtherDataset(f"{other}'s file, not {spec.name}'s", other) from None
     except _SourceFailed as exc:
-        for other in candidate.locations:
-            (out_dir / other).unlink(missing_ok=True)
+        for other_name in candidate.locations:
+            (out_dir / other_name).unlink(missing_ok=True)
         # The label names a one-file candidate; with several files, say which one failed.
         if len(candidate.locations) > 1:
-            raise type(exc)(f"{name}: {exc}") from None
+            message = f"{name}: {exc}"
+            if isinstance(exc, _OtherDataset):
+                raise _OtherDataset(message, exc.dataset) from None
+            raise _SourceFailed(message) from None
         raise
     return files
 
@@ -255,9 +316,10 @@ def _verify(path: Path, accepted: set[str], max_gunzipped_bytes: int) -> str:
     if content_md5 in accepted:
         return file_md5
     expected = " or ".join(sorted(accepted)) or "(none known)"
-    raise _SourceFailed(
+    raise _ChecksumMismatch(
         f"checksum mismatch: expected {expected}, got {file_md5} (file) / "
-        f"{content_md5 or 'not gzip'} (gunzipped)"
+        f"{content_md5 or 'not gzip'} (gunzipped)",
+        frozenset(md5 for md5 in (file_md5, content_md5) if md5 is not None),
     )
 
 

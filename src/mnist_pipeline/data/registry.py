@@ -155,6 +155,15 @@ def get_dataset(name: str) -> DatasetSpec:
         raise PipelineError(f"unknown data set {name!r}; allowed: {allowed}") from None
 
 
+def dataset_with_file(name: str, md5s: frozenset[str], other_than: str) -> str | None:
+    """The registered data set, other than `other_than`, whose file `name` has one of
+    `md5s` (of the file or of its content); None if there is none."""
+    for spec in DATASETS.values():
+        if spec.name != other_than and spec.md5s.get(name, frozenset()) & md5s:
+            return spec.name
+    return None
+
+
 def resolve_hflip(setting: bool | str, dataset: str, key: str) -> bool:
     """Whether to mirror images for an `hflip` setting (true, false or "auto") on `dataset`:
     auto mirrors exactly where the data set allows it; true where it does not is an error."""
