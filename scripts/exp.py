@@ -4,7 +4,10 @@ presets: in order, a later one wins on a shared key), then any further `dvc exp 
 arguments given after `--`, which win in turn.
 
 The workspace's params.yaml is set to HEAD's first (experiments/start.py says why), so
-no experiment inherits the last one's settings; the changes set aside are named.
+no experiment inherits the last one's settings; the changes set aside are named. Every
+experiment the command makes (presets, then the -S values of ARGS, a grid included) is
+validated as the stages will before DVC starts: a typo in a key is one line naming the
+keys params.yaml has.
 
 Example (what `make exp PRESET=tutorial ARGS="-S train.epochs=3 --name short"` runs):
   python scripts/exp.py tutorial -- -S train.epochs=3 --name short
@@ -16,13 +19,19 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from mnist_pipeline.cli import run_stage, stage_parser
 from mnist_pipeline.config.preflight import check_free_disk, read_params_text
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.experiments.presets import set_arguments
-from mnist_pipeline.experiments.start import describe_set_aside, plan_start
+from mnist_pipeline.experiments.start import (
+    check_runs,
+    describe_set_aside,
+    plan_start,
+    set_param_values,
+)
 from mnist_pipeline.fileio import atomic_file
 from mnist_pipeline.gitrepo import file_at
 
@@ -57,6 +66,8 @@ def main(args: argparse.Namespace, dvc_args: list[str]) -> None:
         )
     workspace_text = read_params_text(params_path) if params_path.exists() else None
     start = plan_start(head_text, workspace_text, args.presets_dir, args.presets)
+    with tempfile.TemporaryDirectory(prefix="exp-check-") as workdir:
+        check_runs(start, set_param_values(dvc_args), Path(workdir))
     command = ["dvc", "exp", "run", *set_arguments(start.overrides)]
     command += ["--queue"] if args.queue else []
     command += dvc_args  # last: DVC takes the last -S for a key

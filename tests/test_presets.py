@@ -3,6 +3,7 @@ bad names and keys give one-line errors, and the -S arguments read back, through
 override parser, as exactly the preset's values."""
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -287,3 +288,43 @@ def test_exp_py_names_the_bad_key_of_a_preset(checkout, tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith("exp.py: error: presets/typo.yaml: train.epoch is not in")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "stderr"),
+    [
+        # DVC's own hint would be `+model.droput=0.3`, which adds the typo.
+        (
+            ["-S", "model.droput=0.3"],
+            "exp.py: error: -S model.droput=0.3: model.droput is not in params.yaml; section "
+            "model has: name, hidden_sizes, conv_channels, block_convs, dropout, input_norm\n",
+        ),
+        (
+            ["-S", "+model.extra=1"],
+            "exp.py: error: -S +model.extra=1: params.yaml's keys are fixed; set an existing "
+            "one (key=value)\n",
+        ),
+        # One bad value in a grid: named before any experiment of it runs.
+        (
+            ["-S", "train.lr=0.01,-0.1", "--queue"],
+            "exp.py: error: params.yaml at HEAD with -S train.lr=-0.1: train.lr: must be > 0, "
+            "got -0.1\n",
+        ),
+        (
+            ["--set-param=evaluate.mc_samples=1"],
+            "exp.py: error: params.yaml at HEAD with -S evaluate.mc_samples=1: "
+            "evaluate.mc_samples: 1 pass has no spread; use 0 or >= 2\n",
+        ),
+    ],
+)
+def test_exp_py_checks_the_set_params_it_will_run_before_dvc_starts(checkout, args, stderr):
+    result = exp_py(checkout, "cnn-fast", "--dry-run", "--", *args)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == stderr
+
+
+def test_exp_py_passes_a_valid_grid_on_to_dvc(checkout):
+    grid = ["-S", "train.lr=0.01,0.02", "-S", "params.yaml:model.dropout=0.1,0.2", "--queue"]
+    result = exp_py(checkout, "tutorial", "--dry-run", "--", *grid)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith(shlex.join(grid))

@@ -21,6 +21,8 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.experiments.presets import combined_overrides
 
 SHOWN_CHANGES = 6  # workspace changes named one by one; the rest are counted
+MAX_RUNS = 1000  # experiments one command may ask for (-S 'a=1,2' -S 'b=3,4' makes 4)
+PARAMS_FILE = "params.yaml"
 
 
 @dataclass(frozen=True)
@@ -113,3 +115,74 @@ def _short(value: Any) -> str:
     text = " ".join(repr(value).split()) if isinstance(value, str) else str(value)
     text = "".join(char if char.isprintable() else "?" for char in text)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def set_param_values(dvc_args: Sequence[str]) -> list[str]:
+    """The values of `-S` / `--set-param` in `dvc exp run` arguments, in order."""
+    values = []
+    index = 0
+    while index < len(dvc_args):
+        arg = dvc_args[index]
+        if arg in ("-S", "--set-param") and index + 1 < len(dvc_args):
+            values.append(dvc_args[index + 1])
+            index += 2
+            continue
+        if arg.startswith("--set-param="):
+            values.append(arg.split("=", 1)[1])
+        elif arg.startswith("-S") and len(arg) > 2:
+            values.append(arg[2:])
+        index += 1
+    return values
+
+
+def check_runs(start: Start, set_params: Sequence[str], workdir: Path) -> int:
+    """Validate, as the stages will, the params of every experiment that `dvc exp run`
+    makes of HEAD's params, the presets and `set_params` (-S values, a grid included);
+    returns how many there are. A key that params.yaml lacks, or an override that adds
+    or deletes keys, is refused with params.yaml's own keys named: DVC would suggest
+    `+key=value`, which adds the typo. `workdir` takes the temporary files."""
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.hydra import apply_overrides, get_hydra_sweeps, to_hydra_overrides
+    from hydra.errors import HydraException
+
+    from mnist_pipeline.config.params import load_params
+    from mnist_pipeline.experiments.presets import overrides, set_arguments
+
+    head = yaml.safe_load(start.text)
+    given = [value.removeprefix(f"{PARAMS_FILE}:") for value in set_params]
+    for value in given:
+        try:
+            (parsed,) = to_hydra_overrides([value])
+        except HydraException as exc:
+            reason = " ".join(str(exc).split())[:200]
+            raise PipelineError(f"-S {value}: not a valid override ({reason})") from None
+        key = parsed.key_or_group
+        if parsed.is_add() or parsed.is_force_add() or parsed.is_delete():
+            raise PipelineError(
+                f"-S {value}: params.yaml's keys are fixed; set an existing one (key=value)"
+            )
+        placeholder: dict[str, Any] = {}
+        for part in reversed(key.split(".")):
+            placeholder = {part: placeholder or None}
+        overrides(placeholder, head, f"-S {value}")
+    preset_values = set_arguments(start.overrides)[1::2]
+    try:
+        sweeps = get_hydra_sweeps({PARAMS_FILE: [*preset_values, *given]})
+    except (HydraException, InvalidArgumentError) as exc:
+        raise PipelineError(f"-S: {' '.join(str(exc).split())[:200]}") from None
+    if len(sweeps) > MAX_RUNS:
+        raise PipelineError(f"-S: {len(sweeps)} experiments; at most {MAX_RUNS} per command")
+    path = workdir / PARAMS_FILE
+    for sweep in sweeps:
+        path.write_text(start.text)
+        try:
+            apply_overrides(path, sweep[PARAMS_FILE])
+            load_params(path)
+        except (HydraException, InvalidArgumentError) as exc:
+            raise PipelineError(f"-S: {' '.join(str(exc).split())[:200]}") from None
+        except PipelineError as exc:
+            chosen = " ".join(value for value in sweep[PARAMS_FILE] if value not in preset_values)
+            where = f" with -S {chosen}" if chosen else ""
+            message = str(exc).removeprefix(f"{path}: ")
+            raise PipelineError(f"params.yaml at HEAD{where}: {message}") from None
+    return len(sweeps)
