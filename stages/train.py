@@ -114,4 +114,11 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main, parser, on_error=worker_errors.record))
+    sys.exit(
+        run_stage(
+            main,
+            parser,
+            on_error=worker_errors.record,
+            on_interrupt=lambda args: resume.interrupted_note(args.state_dir),
+        )
+    )

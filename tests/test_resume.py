@@ -323,6 +323,43 @@ def test_two_processes_killed_after_an_epoch_resume_bit_for_bit(tmp_path, prepar
     assert _tsv_values(a / "log") == _tsv_values(b / "log")
 
 
+# Runs the stage and holds it right after the line of epoch 2 (reading stdin, which the
+# test never writes), so that the test's signal lands there: an event, not a delay.
+HOLD_AFTER_EPOCH_2 = """
+import runpy, sys
+from mnist_pipeline.train import training_log
+print_epoch = training_log.print_epoch
+def hold(log):
+    print_epoch(log)
+    if log["epoch"] == 2:
+        sys.stdin.readline()
+training_log.print_epoch = hold
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_train_says_where_the_progress_is_and_the_next_run_resumes(tmp_path, prepared):
+    argv = _stage_argv(tmp_path, prepared, "interrupted", manual=True)
+    cmd = [sys.executable, "-c", HOLD_AFTER_EPOCH_2, *argv]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(cmd, env=_env(), text=True, **pipes) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("epoch   2:"):
+                proc.send_signal(signal.SIGINT)
+                break
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert stderr == (
+        f"train.py: interrupted; the last complete epoch is saved in {tmp_path / 'state'}/; "
+        "the next `dvc repro` resumes from it (changed train params, data or code start "
+        "afresh)\n"
+    )
+    assert "train: resuming after epoch 2 from" in _run(argv).stdout
+
+
 @pytest.mark.slow
 def test_the_train_stage_starts_fresh_after_a_params_change(tmp_path, prepared):
     argv = _stage_argv(tmp_path, prepared, "killed", manual=True)

@@ -54,6 +54,8 @@ def require_own_library(script: str) -> None:
 
 # Given the one-line message and the traceback, returns the line to print.
 ErrorHook = Callable[[str, str], str]
+# Given the stage's arguments, what to add to the line of an interrupted stage, if anything.
+InterruptNote = Callable[[argparse.Namespace], str | None]
 SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
 
 
@@ -86,20 +88,22 @@ def run_stage(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None = None,
     on_error: ErrorHook | None = None,
+    on_interrupt: InterruptNote | None = None,
 ) -> int:
     """Parse args and run `main`; turn any failure into one line on stderr and exit 1.
-    `on_error` may pass the message on elsewhere first (a torchrun worker's error file)."""
+    `on_error` may pass the message on elsewhere first (a torchrun worker's error file);
+    `on_interrupt` may add to the line of a stopped stage (where its progress is)."""
     args = parser.parse_args(argv)
     verbose = args.verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
     try:
         with _sigterm_unwinds():
             main(args)
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
-    except Terminated:
-        print(f"{parser.prog}: interrupted (SIGTERM)", file=sys.stderr)
-        return SIGTERM_EXIT_STATUS
+    except (KeyboardInterrupt, Terminated) as exc:
+        sigterm = isinstance(exc, Terminated)
+        note = on_interrupt(args) if on_interrupt is not None else None
+        line = f"{parser.prog}: interrupted" + (" (SIGTERM)" if sigterm else "")
+        print(line + (f"; {note}" if note else ""), file=sys.stderr)
+        return SIGTERM_EXIT_STATUS if sigterm else 130
     except Exception as exc:
         if verbose:
             traceback.print_exc()

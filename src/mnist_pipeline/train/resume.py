@@ -167,6 +167,18 @@ def read_state(
     return state, extra, ""
 
 
+def interrupted_note(state_dir: Path | None) -> str | None:
+    """What a train run stopped part-way should tell its user: where its progress is and
+    that the next run resumes it; None when nothing is saved (no state dir or no epoch yet:
+    `prepare` removed any other run's state)."""
+    if state_dir is None or not (Path(state_dir) / STATE_FILE).is_file():
+        return None
+    return (
+        f"the last complete epoch is saved in {state_dir}/; the next `dvc repro` resumes "
+        "from it (changed train params, data or code start afresh)"
+    )
+
+
 def remove_state(state_dir: Path) -> None:
     """Delete the state file (a completed run needs it no more), and the folder if empty."""
     path = Path(state_dir) / STATE_FILE
@@ -204,6 +216,10 @@ def prepare(
     key = run_key(sections, manifest_file, device, torch.get_num_threads())
     state, extra, why = read_state(state_dir, key)
     earlier_s = float(extra.get("train_seconds", 0.0))
+    if state is None and why and rank.is_main:
+        # Never resumable by this run, which starts fresh: it goes, so that what the state
+        # folder holds is always this run's progress (an interrupted run says so).
+        remove_state(state_dir)
     if state is not None:
         state = for_rank(state, extra, rank)
         why = f"resuming after epoch {state.epoch} from {state_dir}"
