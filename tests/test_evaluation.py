@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mnist_pipeline.evaluate import metrics as ev
+from mnist_pipeline.evaluate.run import confusion_rows
 from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.testing.configs import model_config
 
@@ -115,3 +116,15 @@ def test_mc_dropout_keeps_batch_norm_in_eval_mode():
     ev.enable_mc_dropout(model)
     kinds = {type(m).__name__: m.training for m in model.modules() if m is not model}
     assert kinds["Dropout"] is True and kinds["BatchNorm2d"] is False
+
+
+def test_confusion_rows_name_the_classes_in_class_order():
+    confusion = torch.tensor([[5, 1, 0], [0, 7, 2], [1, 0, 9]])
+    rows = confusion_rows(confusion, ["T-shirt/top", "Trouser", "Bag"])
+    assert rows[:2] == [("0 T-shirt/top", "0 T-shirt/top", 5), ("0 T-shirt/top", "1 Trouser", 1)]
+    assert rows[-1] == ("2 Bag", "2 Bag", 9) and len(rows) == 9
+    assert sorted(rows) == rows  # text order is class order: DVC's plot sorts labels so
+    digits = confusion_rows(torch.eye(11, dtype=torch.long), [str(d) for d in range(11)])
+    assert {row[0] for row in digits} == {str(d) for d in range(11)}  # digits name themselves
+    wide = confusion_rows(torch.eye(11, dtype=torch.long), [f"c{d}" for d in range(11)])
+    assert wide[0][0] == "00 c0" and sorted(wide) == wide  # zero-padded past 10 classes

@@ -99,7 +99,12 @@ def test_train_then_evaluate_round_trip(tmp_path, prepared):
         "mc_mutual_info_mean",
     } <= set(values["test"])
     assert all(isinstance(v, float) for split in values.values() for v in split.values())
-    tables = ["predictions_test.csv", "per_class_test.csv", "per_class_valid.csv"]
+    tables = [
+        "predictions_test.csv",
+        "confusion_test.csv",
+        "per_class_test.csv",
+        "per_class_valid.csv",
+    ]
     assert sorted(p.name for p in plots.iterdir()) == sorted(tables)
     splits = ("test", "valid")
     pngs = [f"{name}_{split}.png" for name in FIGURE_KINDS for split in splits]

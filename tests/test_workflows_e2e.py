@@ -216,12 +216,19 @@ def _assert_plots_diff_html(repo, out, old_rev, new_rev):
     specs = re.findall(r"var spec = (\{.*?\});\n", html, re.S)
     by_title = {json.loads(s)["title"]["text"]: json.loads(s) for s in specs}
     # The curves hold train and valid columns per epoch (the legend says train / valid).
-    fields = {"Loss": "valid", "Accuracy": "valid", "Confusion matrix (test)": "label"}
+    fields = {"Loss": "valid", "Accuracy": "valid", "Confusion matrix (test)": "actual"}
     assert set(fields) <= set(by_title)
     for title, field in fields.items():
         rows = by_title[title]["data"]["values"]
         assert {row["rev"] for row in rows} == {old_rev, new_rev}
         assert all(field in row for row in rows)
+    # The confusion matrix names the classes, in class order (the synthetic data's are
+    # the digits' names), from counts: 10 x 10 cells per revision.
+    confusion = by_title["Confusion matrix (test)"]
+    cells = [row for row in confusion["data"]["values"] if row["rev"] == new_rev]
+    assert len(cells) == 100 and cells[0]["actual"] == "0" and cells[-1]["predicted"] == "9"
+    assert sum(int(row["count"]) for row in cells) == 200  # every test image once
+    assert confusion["spec"]["encoding"]["y"]["field"] == "actual"  # our template, not DVC's
     for rev in (old_rev, new_rev):
         image = f"static/{rev}_figures_evaluate_confusion_test.png"
         assert f'<img src="{image}">' in html and (out / image).stat().st_size > 0

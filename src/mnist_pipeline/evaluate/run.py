@@ -2,10 +2,12 @@
 
 Tables (small, tracked by git: DVC's plots and the review report read them at any
 revision, in any clone):
-    predictions_test.csv           label,predicted,confidence per test image (test only: it
-                                   grows with the split): DVC's `confusion` template reads
-                                   it, and the review report compares two revisions image by
-                                   image with it
+    predictions_test.csv           label,predicted,confidence per test image, labels as
+                                   class indices (test only: it grows with the split): the
+                                   review report and `make exps` compare two revisions image
+                                   by image with it
+    confusion_test.csv             actual, predicted, count for every pair of classes, by
+                                   name: DVC's confusion plot of the counts
     per_class_<split>.csv          precision, recall, F1, support per class
 Figures (PNGs, each a DVC-cached output rather than committed: ~60 KB each would make
 every result commit ~650 KB; `dvc pull` or `dvc repro` brings them back):
@@ -140,6 +142,11 @@ def write_split_outputs(
             ["label", "predicted", "confidence"],
             prediction_rows(result.labels, result.probs),
         )
+        _write_csv(
+            tables_dir / f"confusion_{split}.csv",
+            ["actual", "predicted", "count"],
+            confusion_rows(confusion, class_names),
+        )
     scores = ev.per_class_scores(confusion)
     score_rows = [
         (
@@ -161,9 +168,26 @@ def write_split_outputs(
     _write_uncertainty_figures(result, split, images, class_names, cfg, figures_dir)
 
 
+def confusion_rows(confusion: torch.Tensor, class_names: list[str]) -> list[tuple[str, str, int]]:
+    """(actual, predicted, count) for every pair of classes, classes as "index name"
+    (zero-padded: they sort in class order), for DVC's plot of the counts
+    (.dvc/plots/confusion_counts.json), which shows names where the per-image table has
+    indices."""
+    width = len(str(len(class_names) - 1))
+    labels = [
+        name if name == str(index) else f"{index:0{width}d} {name}"  # digits name themselves
+        for index, name in enumerate(class_names)
+    ]
+    return [
+        (labels[actual], labels[predicted], int(confusion[actual, predicted]))
+        for actual in range(len(labels))
+        for predicted in range(len(labels))
+    ]
+
+
 def prediction_rows(labels: torch.Tensor, probs: torch.Tensor) -> list[tuple[int, int, str]]:
-    """(label, predicted, confidence) per image; labels are class indices, which DVC's
-    confusion template sorts in class order (it sorts values as text: fine up to 10 classes)."""
+    """(label, predicted, confidence) per image; labels are class indices (names would
+    double the bytes a result commit adds to git)."""
     confidence, predicted = probs.max(dim=1)
     rows = zip(labels.tolist(), predicted.tolist(), confidence.tolist(), strict=True)
     return [(label, guess, f"{p:.{CONFIDENCE_DECIMALS}f}") for label, guess, p in rows]

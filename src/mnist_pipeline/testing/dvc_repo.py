@@ -33,6 +33,7 @@ PIPELINE_FILES = (
     ".dvcignore",
     ".dvc/config",
     ".dvc/.gitignore",
+    ".dvc/plots",
     "stages",
     "src/mnist_pipeline",
 )
