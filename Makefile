@@ -25,7 +25,7 @@ PYTORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 # Stage commands in dvc.yaml say `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro exp exps reset test test-fast lint format bench gpu-check report seeds plots lock lock-cuda clean
+.PHONY: install repro exp exps reset release test test-fast lint format bench gpu-check report seeds plots lock lock-cuda clean
 
 # Last, the offline Vega template for plain `dvc plots show/diff` (see `plots` below);
 # without npm or its registry the install still succeeds, and says so in one line.
@@ -79,6 +79,16 @@ exps: $(STAMP)
 # other files stay as they are. `dvc status` is clean afterwards.
 reset: $(STAMP)
 	$(BIN)/python scripts/reset.py
+
+# The models as DVC artifacts: push their files to the default remote and tag HEAD once per
+# artifact (`make release VERSION=v1.0.0`; then `git push origin` the tags it names).
+ifneq ($(filter release,$(MAKECMDGOALS)),)
+ifeq ($(VERSION),)
+$(error VERSION is required, e.g. make release VERSION=v1.0.0)
+endif
+endif
+release: $(STAMP)
+	$(BIN)/python scripts/release.py --version "$$VERSION"
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

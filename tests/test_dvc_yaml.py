@@ -115,3 +115,10 @@ def test_evaluate_declares_each_figure_it_writes_as_a_cached_output():
 
     outs = [out for out in STAGES["evaluate"]["outs"] if isinstance(out, str)]
     assert outs == [f"figures/evaluate/{name}" for name in figure_files(("test", "valid"))]
+
+
+def test_the_released_checkpoint_says_its_format():
+    from mnist_pipeline.model.checkpoint import FORMAT_VERSION
+
+    meta = DVC["artifacts"]["mnist-classifier"]["meta"]
+    assert meta["checkpoint_format"] == FORMAT_VERSION

@@ -16,6 +16,7 @@ import yaml
 from mnist_pipeline.testing.dvc_repo import (
     SMALL_PARAMS,
     commit_all,
+    copy_into,
     make_repo,
     run,
     set_params,
@@ -39,6 +40,7 @@ OUTPUTS = (
     "figures/evaluate/confusion_test.png",
 )
 EXPERIMENT = "e2e-two-epochs"
+MODEL = "models/model.pt"
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +104,35 @@ def test_an_experiment_travels_through_a_git_remote_with_its_outputs(repo, tmp_p
     for path in OUTPUTS:
         assert (clone / path).read_bytes() == (repo / path).read_bytes(), path
     commit_all(repo, f"apply {EXPERIMENT}")  # leave a committed workspace behind
+
+
+def test_a_release_tags_each_artifact_and_dvc_artifacts_get_fetches_them(repo, tmp_path):
+    copy_into(repo, REPO, "scripts/release.py")
+    commit_all(repo, "the release script")
+    bad = run(repo, "python", "scripts/release.py", "--version", "1.0", check=False)
+    assert bad.returncode == 1 and bad.stderr == (
+        "release.py: error: VERSION '1.0': expected a semantic version with a leading v, "
+        "e.g. v1.0.0\n"
+    )
+    done = run(repo, "python", "scripts/release.py", "--version", "v1.0.0").stdout
+    tags = ["mnist-classifier@v1.0.0", "mnist-classifier-onnx@v1.0.0"]
+    assert done.strip().endswith(f"share them: git push origin {' '.join(tags)}")
+    assert sorted(run(repo, "git", "tag", "--list").stdout.split()) == sorted(tags)
+    again = run(repo, "python", "scripts/release.py", "--version", "v1.0.0", check=False)
+    assert again.returncode == 1 and "already released; choose another VERSION" in again.stderr
+
+    # As the README says: push the commit and the tags; anywhere, get each by version.
+    origin = tmp_path / "shared.git"
+    run(repo, "git", "init", "-q", "--bare", "-b", "main", str(origin))
+    run(repo, "git", "push", "-q", str(origin), "HEAD:main", *tags)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    for name, path in (("mnist-classifier", MODEL), ("mnist-classifier-onnx", "models/model.onnx")):
+        got = outside / Path(path).name
+        run(
+            outside, "dvc", "artifacts", "get", str(origin), name, "--rev", "v1.0.0", "-o", str(got)
+        )
+        assert got.read_bytes() == (repo / path).read_bytes(), name
+    latest = outside / "latest.pt"
+    run(outside, "dvc", "artifacts", "get", str(origin), "mnist-classifier", "-o", str(latest))
+    assert latest.read_bytes() == (repo / MODEL).read_bytes()

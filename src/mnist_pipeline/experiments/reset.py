@@ -15,8 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mnist_pipeline.dvc_cli import read_dvc_yaml
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.gitrepo import git
 
@@ -37,16 +36,6 @@ def git_tracked_outputs(dvc_yaml: dict[str, Any]) -> list[str]:
                 if (options or {}).get("cache", True) is False:
                     paths.append(str(path))
     return paths
-
-
-def read_dvc_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise PipelineError(f"{path}: cannot read the pipeline: {exc}") from None
-    if not isinstance(data, dict):
-        raise PipelineError(f"{path}: expected a mapping at the top level")
-    return data
 
 
 def reset_to_head(repo: Path, dvc: Runner, params: str = "params.yaml") -> str:
