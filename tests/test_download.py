@@ -169,7 +169,8 @@ def test_missing_local_source_says_how_to_fix_it(tmp_path, out):
     with pytest.raises(PipelineError) as info:
         fetch_dataset(make_config(source=str(missing)), out)
     message = str(info.value)
-    assert str(missing) in message and "not found" in message and "fetch.source" in message
+    assert str(missing) in message and "no such file or folder" in message
+    assert "fetch.source" in message
     assert listing(out) == []
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnist_pipeline.experiments.start import changed_leaves
 from mnist_pipeline.testing.dvc_repo import (
     SMALL_PARAMS,
-    changed_leaves,
     commit_all,
     copy_into,
     head_experiments,

@@ -141,6 +141,8 @@ def check_runs(start: Start, set_params: Sequence[str], workdir: Path) -> int:
     returns how many there are. A key that params.yaml lacks, or an override that adds
     or deletes keys, is refused with params.yaml's own keys named: DVC would suggest
     `+key=value`, which adds the typo. `workdir` takes the temporary files."""
+    # DVC's own override parser and sweep split, so the check reads -S as DVC will; imported
+    # here, as only exp.py needs them and they take a second to import.
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.hydra import apply_overrides, get_hydra_sweeps, to_hydra_overrides
     from hydra.errors import HydraException

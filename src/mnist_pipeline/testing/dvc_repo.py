@@ -223,20 +223,6 @@ def head_experiments(repo: Path) -> dict[str, tuple[dict[str, Any], dict[str, An
     return found
 
 
-def changed_leaves(
-    old: dict[str, Any], new: dict[str, Any], prefix: str = ""
-) -> dict[str, tuple[Any, Any]]:
-    """Dotted name -> (old, new) for every leaf that differs between two nested dicts."""
-    changed = {}
-    for key in old.keys() | new.keys():
-        a, b, name = old.get(key), new.get(key), f"{prefix}{key}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed.update(changed_leaves(a, b, f"{name}."))
-        elif a != b:
-            changed[name] = (a, b)
-    return changed
-
-
 def lock_out_md5(repo: Path, stage: str, path: str) -> str:
     """The md5 that dvc.lock records for one output of `stage`."""
     outs = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]["outs"]
