@@ -440,7 +440,7 @@ def test_manifest_over_its_size_limit_is_not_parsed(data):
             {"class_names": [f"c{i}" for i in range(1001)]},
             "class_names must be a list of 2 to 1000",
         ),
-        ({"class_names": ["x" * 101, "y"]}, "class_names must be strings of at most 100"),
+        ({"class_names": ["x" * 101, "y"]}, "class_names[0] must be a string of at most 100"),
         ({"image_shape": [2800, 2800]}, "image_shape is [2800, 2800], expected [28, 28]"),
         ({"train_pixel_std": float("nan")}, "train_pixel_std must be a number in (0, 1], got nan"),
         ({"train_pixel_std": 0}, "train_pixel_std must be a number in (0, 1], got 0"),
@@ -492,7 +492,7 @@ def small_checkpoint(path: Path) -> dict[str, Any]:
 def test_checkpoint_claiming_huge_layers_fails_before_allocating(tmp_path):
     path = tmp_path / "model.pt"
     payload = small_checkpoint(path)
-    payload["model_config"]["hidden_sizes"] = [65_536] * 8  # 30 G values, 120 GB as float32
+    payload["model_config"]["hidden_sizes"] = [2048] * 8  # 31 M values, 124 MB as float32
     torch.save(payload, path)
     process = psutil.Process()
     rss_before = process.memory_info().rss
@@ -503,9 +503,21 @@ def test_checkpoint_claiming_huge_layers_fails_before_allocating(tmp_path):
     assert process.memory_info().rss - rss_before < 100 * MB
     assert str(info.value) == (
         f"{path}: weights do not match the model config (2.weight is [4, 784], the config "
-        "needs [65536, 784]; 30,117,330,954 values implied, 3,190 held)"
+        "needs [2048, 784]; 31,002,634 values implied, 3,190 held)"
     )
     assert "\n" not in str(info.value)
+
+
+def test_checkpoint_config_past_the_parameter_limit_is_refused_as_params_are(tmp_path):
+    path = tmp_path / "model.pt"
+    payload = small_checkpoint(path)
+    payload["model_config"]["hidden_sizes"] = [65_536] * 8  # 30 G values, 120 GB as float32
+    torch.save(payload, path)
+    error = fails_within(lambda: load_checkpoint(path), max_seconds=10, max_traced_bytes=10 * MB)
+    assert str(error) == (
+        f"{path}: model_config.hidden_sizes: the model would have 30,117,330,954 parameters, "
+        "over the limit of 100,000,000; use smaller layers"
+    )
 
 
 @pytest.mark.parametrize(
@@ -560,7 +572,7 @@ def test_evaluate_stage_refuses_a_checkpoint_claiming_huge_layers(tmp_path, prep
         "--figures",
         str(tmp_path / "figures"),
     )
-    assert_one_line_failure(run, "evaluate", "weights do not match the model config")
+    assert_one_line_failure(run, "evaluate", "parameters, over the limit of 100,000,000")
     assert run.peak_rss_kb < STAGE_BASE_RSS_KB and run.seconds < 60
     assert not metrics.exists() and not plots.exists() and leftovers(tmp_path) == []
     assert not (tmp_path / "figures").exists()

@@ -116,8 +116,18 @@ def run_stage(
 
 
 def one_line(exc: BaseException) -> str:
-    """The exception as a single line; unexpected types keep their class name."""
-    text = " ".join(str(exc).split()) or "(no message)"
+    """The exception as a single line a terminal shows as text (file names in messages
+    may hold escape sequences: see `printable`); unexpected types keep their class name."""
+    text = printable(" ".join(str(exc).split())) or "(no message)"
     if isinstance(exc, PipelineError):
         return text
     return f"{type(exc).__name__}: {text}"
+
+
+def printable(text: str) -> str:
+    """`text` with every character a terminal would not print as itself (control
+    characters such as ESC, which starts escape sequences; line breaks; bidirectional
+    overrides and other format characters) written as a Python escape (\\x1b, \\u202e)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,8 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     it was (DVC has usually removed it already before running the stage).
     """
     dest = Path(dest)
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        check_replaceable(dest)  # a link or a device is an error; a regular file is replaced
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(dest)
     tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(dest), dir=dest.parent))
@@ -49,10 +52,19 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_file(dest: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `dest`; it is renamed onto `dest` on success."""
+def atomic_file(dest: Path, *, make_parents: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to `dest`; it is renamed onto `dest` on success.
+
+    Only a regular file is ever replaced: a link, a device, a FIFO or a folder at `dest`
+    was not made here (the rename would put a file in place of /dev/null or of a link's
+    target's name), so it is an error before anything is written. `make_parents=False`
+    (a path a user typed) makes a missing parent folder an error too."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(dest)
+    if make_parents:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    elif not dest.parent.is_dir():
+        raise PipelineError(f"{dest}: its folder {dest.parent} does not exist")
     remove_stale_temporaries(dest)
     fd, name = tempfile.mkstemp(prefix=_temporary_prefix(dest), dir=dest.parent)
     os.close(fd)
@@ -63,6 +75,54 @@ def atomic_file(dest: Path) -> Iterator[Path]:
         tmp.replace(dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_replaceable(dest: Path) -> None:
+    """Raise unless `dest` is missing or a regular file (not a link to one)."""
+    try:
+        mode = os.lstat(dest).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise PipelineError(f"{dest}: cannot write ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise PipelineError(f"{dest}: is {kind}; refusing to replace it with the output")
+
+
+_KINDS = {
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFDIR: "a folder",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def read_regular_file(path: Path, max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of `path`, which must be a regular file (links followed) of at most
+    `max_bytes`. Opened without blocking and checked on the open file, so a FIFO or a
+    device (or a link to one) is refused without reading from it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot open ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise PipelineError(f"{path}: is {kind}, not a {what}")
+        if info.st_size > max_bytes:
+            raise PipelineError(
+                f"{path}: {info.st_size} bytes, over the limit of {max_bytes} for a {what}"
+            )
+        data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew since fstat
+        raise PipelineError(f"{path}: over the limit of {max_bytes} bytes for a {what}")
+    return data
 
 
 def _temporary_prefix(dest: Path) -> str:

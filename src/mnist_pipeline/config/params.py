@@ -10,6 +10,7 @@ not silently change the run, and DVC tracks only keys that are in the file).
 """
 
 import dataclasses
+import itertools
 import os
 import re
 import urllib.parse
@@ -40,6 +41,12 @@ MAX_HIDDEN_WIDTH = 65_536  # model.hidden_sizes: units of one hidden layer
 MAX_HIDDEN_LAYERS = 8
 MAX_CONV_CHANNELS = 4096  # model.conv_channels: output channels of one block
 MAX_BLOCK_CONVS = 4  # model.block_convs
+# The model's weights: 400 MB of float32, which training holds ~4 times (weights, gradients,
+# Adam's two moments); every preset is under 2 million. Also bounds what a checkpoint may ask
+# `evaluate`, `export` and `predict` to allocate.
+MAX_MODEL_PARAMETERS = 100_000_000
+CLASSES_FOR_SIZE = 10  # the registered data sets' classes, for the size check at load
+IMAGE_SIDE_PX = 28  # MNIST's and Fashion-MNIST's images are 28x28 (data.registry.IMAGE_SHAPE)
 MAX_SHIFT_PX = 8  # train.augment.shift_px: a third of a 28-pixel image
 MAX_BATCH_SIZE = 65_536  # train.batch_size and evaluate.batch_size: images per batch
 MAX_EPOCHS = 10_000  # also train.step_epochs and train.early_stopping_patience
@@ -201,6 +208,31 @@ class ModelConfig:
             "block_convs",
             f"must be in [1, {MAX_BLOCK_CONVS}]",
         )
+        count = self.parameter_count(CLASSES_FOR_SIZE)
+        check(
+            count <= MAX_MODEL_PARAMETERS,
+            "hidden_sizes" if self.name == "mlp" else "conv_channels",
+            f"the model would have {count:,} parameters, over the limit of "
+            f"{MAX_MODEL_PARAMETERS:,}; use smaller layers",
+        )
+
+    def parameter_count(self, num_classes: int) -> int:
+        """Trainable parameters of the model `build_model` makes for 28x28 images (the
+        formula, so params are checked without building anything; a test compares it with
+        the built models)."""
+        if self.name == "mlp":
+            return _dense_count(IMAGE_SIDE_PX * IMAGE_SIDE_PX, self.hidden_sizes, num_classes)
+        count, channels, side = 0, 1, IMAGE_SIDE_PX
+        for out in self.conv_channels:  # bias-free 3x3 convs, each with a batch norm
+            count += 9 * channels * out + 2 * out
+            count += (self.block_convs - 1) * (9 * out * out + 2 * out)
+            channels, side = out, side // 2
+        return count + _dense_count(channels * side * side, self.hidden_sizes, num_classes)
+
+
+def _dense_count(in_features: int, hidden: tuple[int, ...], num_classes: int) -> int:
+    widths = (in_features, *hidden, num_classes)
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
 
 
 @dataclass(frozen=True)

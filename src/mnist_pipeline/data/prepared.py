@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from mnist_pipeline.data.raw_formats import MAX_IDX_ROWS
-from mnist_pipeline.data.registry import IMAGE_SHAPE, SPLITS
+from mnist_pipeline.data.registry import IMAGE_SHAPE, SPLITS, class_names_problem
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import read_json, write_json
 
@@ -49,8 +49,6 @@ MANIFEST_KEYS = (
 )
 REBUILD = "re-run `dvc repro prepare`"
 MAX_MANIFEST_BYTES = 1_000_000  # ours is ~4 kB; parsed JSON takes ~10x its size in memory
-MAX_CLASSES = 1000
-MAX_CLASS_NAME_CHARS = 100
 # torch.save's zip container around the two tensors: ~1.5 kB; generous, as its layout may
 # change between torch versions.
 SHARD_OVERHEAD_BYTES = 65_536
@@ -149,12 +147,9 @@ def read_manifest(prepared_dir: Path) -> dict[str, Any]:
 
 def _manifest_problem(manifest: dict[str, Any]) -> str | None:
     """What is wrong with the manifest's values, if anything (one phrase)."""
-    names = manifest["class_names"]
-    if not isinstance(names, list) or not 2 <= len(names) <= MAX_CLASSES:
-        count = len(names) if isinstance(names, list) else type(names).__name__
-        return f"class_names must be a list of 2 to {MAX_CLASSES} names, got {count}"
-    if not all(isinstance(n, str) and len(n) <= MAX_CLASS_NAME_CHARS for n in names):
-        return f"class_names must be strings of at most {MAX_CLASS_NAME_CHARS} characters"
+    names_problem = class_names_problem(manifest["class_names"])
+    if names_problem:
+        return names_problem
     if manifest["image_shape"] != list(IMAGE_SHAPE):
         return f"image_shape is {manifest['image_shape']!r}, expected {list(IMAGE_SHAPE)}"
     mean, std = manifest["train_pixel_mean"], manifest["train_pixel_std"]

@@ -12,6 +12,7 @@ as Debian's `dataset-fashion-mnist` are recompressed, so only the content
 matches upstream.
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -46,6 +47,34 @@ FASHION_NAMES = (
     "Bag",
     "Ankle boot",
 )
+MAX_CLASSES = 1000  # a prepared manifest's or a checkpoint's classes
+MAX_CLASS_NAME_CHARS = 100
+# Class names reach CSV files that DVC's plot pages embed in a <script>, Markdown reports
+# posted as PR comments, figures and terminals: letters and digits (any script), spaces
+# and the punctuation of ordinary names only; no markup, quotes, @ or control characters.
+CLASS_NAME_PATTERN = re.compile(r"\w(?:[\w .,'()&+/-]*[\w.)])?")
+
+
+def class_names_problem(names: object) -> str | None:
+    """What is wrong with a list of class names from a file, if anything (one phrase that
+    shows the offending name escaped)."""
+    if not isinstance(names, list) or not 2 <= len(names) <= MAX_CLASSES:
+        count = len(names) if isinstance(names, list) else type(names).__name__
+        return f"class_names must be a list of 2 to {MAX_CLASSES} names, got {count}"
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or len(name) > MAX_CLASS_NAME_CHARS:
+            return (
+                f"class_names[{index}] must be a string of at most {MAX_CLASS_NAME_CHARS} "
+                "characters"
+            )
+        if not CLASS_NAME_PATTERN.fullmatch(name):
+            return (
+                f"class_names[{index}] is {ascii(name)[:60]}: only letters, digits, spaces and "
+                ".,'()&+/- are allowed"
+            )
+    if len(set(names)) != len(names):
+        return "class_names must be distinct"
+    return None
 
 
 MB = 1_000_000

@@ -11,10 +11,15 @@ can read it back without executing code. Layout (all keys required):
     params:         the params training depended on (seed, model, train sections)
     run:            torch version, device, threads, epochs run, seconds
 
-Loading is bounded: the file size is capped before torch.load, and the model the
-config describes is built on the meta device (no memory) and compared, tensor by
-tensor, with the weights the file holds before the real one is allocated; so a
-small file whose config claims huge layers fails at once.
+Loading is bounded: before torch.load, the file's size and its zip entries are checked
+(`archive.check_archive`: nothing compressed, a small object tree); the model config is
+validated like params (at most MAX_MODEL_PARAMETERS); the model it describes is built on
+the meta device (no memory) and compared, tensor by tensor (shape and dtype), with the
+weights the file holds, each of which must really be stored (no stride-0 views) and
+finite, before the real model is allocated. So a small file whose config claims huge
+layers fails at once, and what loading allocates is bounded by what the file holds.
+Class names are validated as a manifest's are (`registry.class_names_problem`): they
+reach CSV, HTML, Markdown and terminals downstream.
 """
 
 import dataclasses
@@ -27,17 +32,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnist_pipeline.config.params import ModelConfig, to_dict
+from mnist_pipeline.config.params import MAX_MODEL_PARAMETERS, ModelConfig, to_dict
 from mnist_pipeline.config.strict import parse
-from mnist_pipeline.data.registry import IMAGE_SHAPE
+from mnist_pipeline.data.registry import IMAGE_SHAPE, MAX_CLASSES, class_names_problem
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import atomic_file
+from mnist_pipeline.model.archive import MAX_PICKLE_BYTES, check_archive, check_tensors
 from mnist_pipeline.model.networks import InputSpec, build_model
 
 FORMAT_VERSION = 2  # 2: CNN blocks pool before batch norm; MLPs are as in format 1
 TRAIN_PARAMS = ("seed", "model", "train")  # the params sections of the train stage
-MAX_CHECKPOINT_BYTES = 2_000_000_000  # the largest model.* allows is far smaller in practice
-MAX_CLASSES = 1000  # as a prepared manifest may have
+# The largest model params allow, in float32 (batch-norm buffers are a rounding error
+# beside it), plus the object tree.
+MAX_CHECKPOINT_BYTES = 4 * MAX_MODEL_PARAMETERS + MAX_PICKLE_BYTES + 1_000_000
 KEYS = (
     "format_version",
     "state_dict",
@@ -94,12 +101,15 @@ def load_checkpoint(
         raise PipelineError(
             f"{path}: {info.st_size} bytes, over the checkpoint limit of {MAX_CHECKPOINT_BYTES}"
         )
+    check_archive(path, MAX_CHECKPOINT_BYTES, "checkpoint")
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        # On the CPU first: the checks below run before anything reaches a device.
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip errors, unpickling refusals, truncation
         raise PipelineError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
     if not isinstance(payload, dict) or set(KEYS) - set(payload):
         raise PipelineError(f"{path}: not a checkpoint of this pipeline (missing keys)")
+    check_tensors(path, payload["state_dict"])
     version = payload["format_version"]
     if version not in (1, FORMAT_VERSION):
         raise PipelineError(f"{path}: checkpoint format {version} unsupported")
@@ -108,6 +118,11 @@ def load_checkpoint(
         spec = _input_spec(payload["input_spec"])
     except PipelineError as exc:
         raise PipelineError(f"{path}: {exc}") from None
+    names_problem = class_names_problem(payload["class_names"])
+    if names_problem is None and len(payload["class_names"]) != spec.num_classes:
+        names_problem = f"{len(payload['class_names'])} class_names for {spec.num_classes} classes"
+    if names_problem:
+        raise PipelineError(f"{path}: {names_problem}")
     if version == 1 and config.name == "cnn":
         raise PipelineError(
             f"{path}: a format 1 CNN, whose blocks pool after the ReLU, which this version "
@@ -149,14 +164,27 @@ def _input_spec(data: Any) -> InputSpec:
 
 
 def _check_weights_fit(path: Path, config: ModelConfig, spec: InputSpec, state: Any) -> None:
-    """Every tensor the config implies is in `state` with its shape, and nothing else;
-    checked on a meta-device model, which allocates nothing however large it claims to be."""
+    """Every tensor the config implies is in `state` with its shape and dtype, and nothing
+    else; checked on a meta-device model, which allocates nothing however large it claims
+    to be."""
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in build_model(config, spec).state_dict().items()}
+        meta_state = build_model(config, spec).state_dict()
+    expected = {k: tuple(v.shape) for k, v in meta_state.items()}
+    implied = sum(math.prod(shape) for shape in expected.values())
+    if implied > MAX_MODEL_PARAMETERS:
+        raise PipelineError(
+            f"{path}: its model config implies {implied:,} values, over the limit of "
+            f"{MAX_MODEL_PARAMETERS:,}"
+        )
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PipelineError(f"{path}: state_dict must map names to tensors")
     found = {k: tuple(v.shape) for k, v in state.items()}
     if found == expected:
+        for key, tensor in state.items():
+            if tensor.dtype != meta_state[key].dtype:
+                raise PipelineError(
+                    f"{path}: {key} holds {tensor.dtype}, the model needs {meta_state[key].dtype}"
+                )
         return
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
@@ -168,7 +196,6 @@ def _check_weights_fit(path: Path, config: ModelConfig, spec: InputSpec, state: 
         problem = f"missing {', '.join(missing[:3])}"
     else:
         problem = f"unexpected {', '.join(unexpected[:3])}"
-    implied = sum(math.prod(shape) for shape in expected.values())
     raise PipelineError(
         f"{path}: weights do not match the model config ({problem}; {implied:,} values "
         f"implied, {sum(math.prod(s) for s in found.values()):,} held)"

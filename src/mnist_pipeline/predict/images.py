@@ -23,13 +23,21 @@ Preprocessing (`preprocess`), in this order, on float pixels in [0, 255]:
  4. Rounding: to the nearest integer, clipped to 0..255, as uint8 (the training data's
     dtype and range).
 
+Limits (each a one-line error naming the file): a file of at most MAX_FILE_BYTES, regular
+(a FIFO or a device, or a link to one, is refused before it is read); an image of at most
+MAX_IMAGE_PIXELS, checked from its header before any pixel is decoded (far below Pillow's
+own bomb limit of 89 million: a 28x28 classifier needs no more than a photo's worth); a
+gzipped idx file decompressed no further than what its header's size needs, within
+MAX_FILE_BYTES; at most MAX_IMAGES images per run, files found in folders included.
+
 Resizing can only approximate the original pixels (an image stretched to another aspect
 ratio keeps that aspect ratio here), so the model's answer on a resized copy can differ
 from its answer on the 28x28 original near a decision boundary.
 """
 
-import gzip
+import io
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +48,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mnist_pipeline.data.registry import IMAGE_SHAPE
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.fileio import read_regular_file
 
 Invert = Literal["auto", "always", "never"]
 INVERT_CHOICES: tuple[Invert, ...] = ("auto", "always", "never")
@@ -49,11 +58,15 @@ IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 GZIP_MAGIC = b"\x1f\x8b"
 BRIGHT_BORDER = 127.5  # auto inverts when the border's median pixel is above this
 MAX_PIXEL = 255.0
+MAX_FILE_BYTES = 100_000_000  # an idx file of 100,000 28x28 images is 78 MB
+MAX_IMAGE_PIXELS = 4096 * 4096  # one image; a 12-megapixel phone photo fits
+MAX_IMAGES = 100_000  # per run: every image is held, 28x28, until the batch is predicted
 
 
 @dataclass(frozen=True)
 class Loaded:
-    """One image as read: float64 pixels (H, W) in [0, 255], and its name for the output."""
+    """One image as read: pixels (H, W) in [0, 255] (float64; uint8 views of the file for
+    idx, converted one image at a time by `preprocess`), and its name for the output."""
 
     name: str
     pixels: np.ndarray
@@ -80,28 +93,39 @@ def is_image_name(path: Path) -> bool:
 
 
 def find_files(paths: list[Path]) -> Iterator[Path]:
-    """The given files, and the image files under the given folders (recursively, sorted).
-    A path that does not exist is yielded as is: reading it reports the error."""
+    """The given files, and the image files under the given folders (recursively, sorted),
+    at most MAX_IMAGES in all. A path that does not exist is yielded as is: reading it
+    reports the error."""
+    count = 0
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p))
+            found = []
+            for candidate in path.rglob("*"):
+                if candidate.is_file() and is_image_name(candidate):
+                    count += 1
+                    _check_count(count, path)
+                    found.append(candidate)
+            yield from sorted(found)
         else:
+            count += 1
+            _check_count(count, path)
             yield path
+
+
+def _check_count(count: int, where: Path) -> None:
+    if count > MAX_IMAGES:
+        raise PipelineError(f"{where}: more than {MAX_IMAGES} images in one run; split the input")
 
 
 def read_images(path: Path) -> list[Loaded]:
     """Every image in one file (one, or N for idx); any problem is a PipelineError."""
-    if not path.exists():
-        raise PipelineError(f"{path}: no such file")
+    data = read_regular_file(path, MAX_FILE_BYTES, "image file")
     if path.suffix.lower() == NPY_SUFFIX:
-        images = [Loaded(str(path), _read_npy(path))]
+        images = [Loaded(str(path), _read_npy(path, data))]
     elif is_idx_name(path):
-        images = [
-            Loaded(f"{path}[{i}]", image.astype(np.float64))
-            for i, image in enumerate(_read_idx(path))
-        ]
+        images = [Loaded(f"{path}[{i}]", image) for i, image in enumerate(_read_idx(path, data))]
     else:
-        images = [Loaded(str(path), _read_pillow(path))]
+        images = [Loaded(str(path), _read_pillow(path, data))]
     for image in images:
         if image.pixels.size == 0:
             height, width = image.pixels.shape
@@ -109,13 +133,23 @@ def read_images(path: Path) -> list[Loaded]:
     return images
 
 
-def _read_pillow(path: Path) -> np.ndarray:
+def _read_pillow(path: Path, data: bytes) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
+            _check_pixels(path, *image.size)
             image.load()
             return _pillow_grey(image)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise PipelineError(f"{path}: cannot read image ({_short(exc)})") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own, for a frame past the first
+        raise PipelineError(f"{path}: cannot read image ({_short(exc)})") from None
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise PipelineError(
+            f"{path}: {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,} per image"
+        )
 
 
 def _pillow_grey(image: Image.Image) -> np.ndarray:
@@ -132,14 +166,25 @@ def _pillow_grey(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float64)
 
 
-def _read_npy(path: Path) -> np.ndarray:
+def _read_npy(path: Path, data: bytes) -> np.ndarray:
     try:
-        array = np.load(path, allow_pickle=False)
+        stream = io.BytesIO(data)
+        version = np.lib.format.read_magic(stream)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(stream)
+        # numpy allocates what the header says before reading: check it against the file.
+        if len(shape) != 2:
+            raise PipelineError(f"{path}: expected one (H, W) image array, got shape {shape}")
+        _check_pixels(path, shape[1], shape[0])
+        if shape[0] * shape[1] * dtype.itemsize > len(data):
+            raise PipelineError(f"{path}: its header says {shape} but the file is shorter")
+        array = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise PipelineError(f"{path}: cannot read .npy array ({_short(exc)})") from None
-    if not isinstance(array, np.ndarray) or array.ndim != 2:
-        shape = getattr(array, "shape", "?")
-        raise PipelineError(f"{path}: expected one (H, W) image array, got shape {shape}")
     if array.dtype == np.uint8:
         return array.astype(np.float64)
     if not np.issubdtype(array.dtype, np.floating):
@@ -161,30 +206,53 @@ def _float_range(array: np.ndarray, where: str) -> np.ndarray:
     return array * MAX_PIXEL if high <= 1.0 else array
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """uint8 (N, H, W) of an idx3 ubyte file, gzipped or not (told by its first bytes)."""
+def _read_idx(path: Path, data: bytes) -> np.ndarray:
+    """uint8 (N, H, W) of an idx3 ubyte file, gzipped or not (told by its first bytes);
+    a gzipped one is decompressed only as far as its header's size needs."""
+    gzipped = data[:2] == GZIP_MAGIC
     try:
-        data = path.read_bytes()
-        if data[:2] == GZIP_MAGIC:
-            data = gzip.decompress(data)
-    except (OSError, EOFError) as exc:
+        if gzipped:
+            decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            header = decompressor.decompress(data, 16)
+        else:
+            header = data[:16]
+        if len(header) < 16 or struct.unpack(">i", header[:4])[0] != IDX_IMAGES_MAGIC:
+            raise PipelineError(f"{path}: not an idx image file (expected magic 0x00000803)")
+        rows, height, width = struct.unpack(">3i", header[4:16])
+        if min(rows, height, width) < 0:
+            raise PipelineError(f"{path}: negative sizes in its header")
+        if rows > MAX_IMAGES:
+            raise PipelineError(f"{path}: {rows} images, over the limit of {MAX_IMAGES} per run")
+        _check_pixels(path, width, height)
+        needed = rows * height * width
+        if 16 + needed > MAX_FILE_BYTES:
+            raise PipelineError(
+                f"{path}: {rows} images of {height}x{width} pixels, over the limit of "
+                f"{MAX_FILE_BYTES} bytes"
+            )
+        if gzipped:
+            # One byte more than needed: a longer content is then told from an exact one.
+            pixels = decompressor.decompress(decompressor.unconsumed_tail, needed + 1)
+        else:
+            pixels = data[16:]
+    except (zlib.error, EOFError) as exc:
         raise PipelineError(f"{path}: cannot read idx file ({_short(exc)})") from None
-    if len(data) < 16 or struct.unpack(">i", data[:4])[0] != IDX_IMAGES_MAGIC:
-        raise PipelineError(f"{path}: not an idx image file (expected magic 0x00000803)")
-    rows, height, width = struct.unpack(">3i", data[4:16])
-    if min(rows, height, width) < 0 or len(data) != 16 + rows * height * width:
+    if gzipped and len(pixels) <= needed and not decompressor.eof:
+        raise PipelineError(f"{path}: cannot read idx file (the gzip stream is cut short)")
+    if len(pixels) != needed:
+        held = len(pixels) if len(pixels) <= needed or not gzipped else "more"
         raise PipelineError(
             f"{path}: header says {rows} images of {height}x{width} pixels but the file "
-            f"holds {len(data) - 16} pixel bytes"
+            f"holds {held} pixel bytes"
         )
     if rows == 0:
         raise PipelineError(f"{path}: the idx file holds no images")
-    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(rows, height, width)
+    return np.frombuffer(pixels, dtype=np.uint8).reshape(rows, height, width)
 
 
 def preprocess(image: Loaded, invert: Invert = "auto") -> Prepared:
     """Steps 2-4 of the module docstring: light-on-dark uint8 (28, 28)."""
-    pixels = image.pixels
+    pixels = image.pixels.astype(np.float64, copy=False)
     flip = invert == "always" or (invert == "auto" and _border_median(pixels) > BRIGHT_BORDER)
     if flip:
         pixels = MAX_PIXEL - pixels
