@@ -22,7 +22,7 @@ from mnist_pipeline.model.networks import build_model, count_parameters, input_s
 from mnist_pipeline.runtime import configure_torch, resolve_device, run_info
 from mnist_pipeline.train import distributed, resume, worker_errors
 from mnist_pipeline.train.augment import make_augment
-from mnist_pipeline.train.loop import fit
+from mnist_pipeline.train.loop import fit, state_expectation
 from mnist_pipeline.train.training_log import (
     epoch_printer,
     learning_rates,
@@ -68,7 +68,10 @@ def main(args: argparse.Namespace) -> None:
         )
     started_s = time.perf_counter()
     manifest_file = args.data / MANIFEST_FILE
-    state = resume.prepare(args.state_dir, to_dict(params), manifest_file, device, rank, started_s)
+    expected = state_expectation(model, params.train, len(train[1]), rank.world_size)
+    state = resume.prepare(
+        args.state_dir, to_dict(params), manifest_file, device, rank, started_s, expected
+    )
     if state.message and rank.is_main:
         print(f"train: {state.message}")
     group = distributed.process_group(rank, device, params.distributed.timeout_s)

@@ -17,9 +17,7 @@ import struct
 import subprocess
 import sys
 import time
-import tracemalloc
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +44,14 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import atomic_dir, file_digest, remove_stale_temporaries
 from mnist_pipeline.model.checkpoint import load_checkpoint, save_checkpoint
 from mnist_pipeline.model.networks import InputSpec, build_model
-from mnist_pipeline.testing import synthetic
+from mnist_pipeline.testing import bounds, synthetic
+from mnist_pipeline.testing.bounds import (
+    MB,
+    STAGE_BASE_RSS_KB,
+    Run,
+    fails_within,
+    leftovers,
+)
 from mnist_pipeline.testing.configs import (
     complete_params,
     fetch_config,
@@ -56,77 +61,14 @@ from mnist_pipeline.testing.configs import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-MB = 1_000_000
-# Run a command, then print its peak resident memory (kB) and exit status as the last line.
-MEASURE = (
-    "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)"
-)
-# What a stage script peaks at anyway (Python, torch, numpy imported): the bounds below
-# are this plus what the case may legitimately need.
-STAGE_BASE_RSS_KB = 600_000
 
 
-def fails_within(
-    action: Callable[[], Any], *, max_seconds: float, max_traced_bytes: int
-) -> PipelineError:
-    """Run `action`, which must raise a one-line PipelineError in time and memory bounds
-    (peak of what Python allocates, tracemalloc); return the error."""
-    tracemalloc.start()
-    started = time.monotonic()
-    try:
-        with pytest.raises(PipelineError) as info:
-            action()
-        _, peak_bytes = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    elapsed_s = time.monotonic() - started
-    message = str(info.value)
-    assert "\n" not in message
-    assert elapsed_s < max_seconds, f"took {elapsed_s:.1f} s: {message}"
-    assert peak_bytes < max_traced_bytes, f"peak {peak_bytes / MB:.0f} MB: {message}"
-    return info.value
+def run_stage_script(stage: str, *args: str, timeout_s: float = 120) -> Run:
+    return bounds.run_stage_script(stage, *args, repo=REPO, timeout_s=timeout_s)
 
 
-@dataclass(frozen=True)
-class StageRun:
-    returncode: int
-    stderr: str
-    stdout: str
-    peak_rss_kb: int
-    seconds: float
-
-
-def run_stage_script(stage: str, *args: str, timeout_s: float = 120) -> StageRun:
-    """Run stages/<stage>.py in a fresh process; measure its wall time and peak memory."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    script = str(REPO / "stages" / f"{stage}.py")
-    command = [sys.executable, "-c", MEASURE, sys.executable, script, *args]
-    started = time.monotonic()
-    result = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
-    )
-    seconds = time.monotonic() - started
-    *output, last = result.stdout.splitlines()
-    peak_kb, returncode = map(int, last.split())
-    return StageRun(returncode, result.stderr, "\n".join(output), peak_kb, seconds)
-
-
-def assert_one_line_failure(run: StageRun, stage: str, problem: str) -> None:
-    """Exit 1 and one line on stderr, `<stage>.py: error: ...problem...`."""
-    assert run.returncode == 1, run.stderr
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1, run.stderr
-    assert lines[0].startswith(f"{stage}.py: error: ") and problem in lines[0], lines[0]
-
-
-def leftovers(directory: Path) -> list[str]:
-    """Temporary files and directories (.part downloads, .tmp- siblings) under `directory`."""
-    return sorted(
-        str(p.relative_to(directory))
-        for p in directory.rglob("*")
-        if p.name.endswith(".part") or ".tmp-" in p.name
-    )
+def assert_one_line_failure(run: Run, stage: str, problem: str) -> None:
+    bounds.assert_one_line_failure(run, f"{stage}.py", problem)
 
 
 # --- downloads -------------------------------------------------------------------------------

@@ -194,6 +194,7 @@ def test_csv_output_with_top_k_and_mc_dropout(tmp_path, capsys, trained):
     for i in range(3):
         _write_png(tmp_path / f"{i}.png", images[i].numpy())
     out_file = tmp_path / "out" / "predictions.csv"
+    out_file.parent.mkdir()  # predict makes no folders: a typo in --out is an error
     args = ["--model", str(checkpoint), "--top-k", "2", "--mc-samples", "5", "--format", "csv"]
     code, out, err = _predict(capsys, *args, "--out", str(out_file), str(tmp_path))
     assert (code, out, err) == (0, "", "")

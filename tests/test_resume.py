@@ -30,7 +30,7 @@ from mnist_pipeline.testing.dvc_repo import (
 from mnist_pipeline.testing.synthetic import make_images
 from mnist_pipeline.train import resume
 from mnist_pipeline.train.augment import Augment
-from mnist_pipeline.train.loop import fit
+from mnist_pipeline.train.loop import fit, state_expectation
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
@@ -89,6 +89,11 @@ def _fit(data, setting, resume_from=None, save_state=None):
     return model, result
 
 
+def _expected(data, setting):
+    model_cfg, cfg = SETTINGS[setting]
+    return state_expectation(build_model(model_cfg, SPEC), cfg, len(data[0][1]), 1)
+
+
 def _without_timings(history):
     return [{k: v for k, v in log.items() if k != "epoch_seconds"} for log in history]
 
@@ -117,7 +122,7 @@ def test_fit_resumed_after_any_epoch_ends_as_an_uninterrupted_run(data, setting,
     for state in states:
         # Through the file, as the stage does it (weights_only load of plain containers).
         resume.write_state(tmp_path, key, state, {"train_seconds": 1.5})
-        loaded, extra, why = resume.read_state(tmp_path, key)
+        loaded, extra, why = resume.read_state(tmp_path, key, _expected(data, setting))
         assert loaded is not None and why == "" and extra == {"train_seconds": 1.5}
         _assert_same(plain, _fit(data, setting, resume_from=loaded))
 
@@ -126,17 +131,19 @@ def test_a_state_of_another_run_is_never_resumed(data, tmp_path):
     states: list[resume.TrainState] = []
     _fit(data, "manual step", save_state=states.append)
     resume.write_state(tmp_path, {"params train": "a", "data": "d"}, states[0], {})
-    state, _, why = resume.read_state(tmp_path, {"params train": "b", "data": "d"})
+    expected = _expected(data, "manual step")
+    state, _, why = resume.read_state(tmp_path, {"params train": "b", "data": "d"}, expected)
     assert state is None
     assert (
         why == f"{tmp_path / 'state.pt'} is from another run (params train differ); starting fresh"
     )
     (tmp_path / "state.pt").write_bytes(b"truncated")
-    state, _, why = resume.read_state(tmp_path, {"params train": "b", "data": "d"})
-    assert state is None and "is unreadable" in why and why.endswith("starting fresh")
+    state, _, why = resume.read_state(tmp_path, {"params train": "b", "data": "d"}, expected)
+    assert state is None and "not a readable training state" in why
+    assert why.endswith("starting fresh")
     resume.remove_state(tmp_path)
     assert not tmp_path.exists()
-    assert resume.read_state(tmp_path, {}) == (None, {}, "")
+    assert resume.read_state(tmp_path, {}, expected) == (None, {}, "")
 
 
 def test_run_key_changes_with_params_data_and_runtime(tmp_path):

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnist_pipeline.cli import one_line
+from mnist_pipeline.cli import one_line, printable
+from mnist_pipeline.config.params import MAX_MC_SAMPLES
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.fileio import atomic_file
+from mnist_pipeline.fileio import atomic_file, check_replaceable
 from mnist_pipeline.model.checkpoint import load_checkpoint
 from mnist_pipeline.predict.images import (
     INVERT_CHOICES,
@@ -32,6 +33,9 @@ from mnist_pipeline.runtime import resolve_device
 
 PROG = "predict"
 DIGITS = 6  # probabilities and uncertainties are written rounded to this many decimals
+# MC dropout holds samples x images x classes probabilities: 10 million passes are 400 MB
+# with 10 classes (evaluate's limit is 1000 samples of its 10,000 test images).
+MAX_MC_PASSES = 10_000_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,28 +63,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Predict every image of `args.paths`; returns the exit status."""
-    if args.top_k < 1 or args.mc_samples < 0:
-        return _report("--top-k must be >= 1 and --mc-samples >= 0")
+    if args.top_k < 1:
+        return _report(f"--top-k must be >= 1, got {args.top_k}")
+    if not 0 <= args.mc_samples <= MAX_MC_SAMPLES:
+        return _report(f"--mc-samples must be in [0, {MAX_MC_SAMPLES}], got {args.mc_samples}")
     try:
+        if args.out is not None:  # before any work: an output that cannot be written
+            check_replaceable(args.out)
         device = resolve_device(args.device, "--device")
         model, checkpoint = load_checkpoint(args.model, device)
+        prepared, failures = load_all(args.paths, args.invert)
+        if args.mc_samples * len(prepared) > MAX_MC_PASSES:
+            raise PipelineError(
+                f"--mc-samples {args.mc_samples} x {len(prepared)} images is over the limit "
+                f"of {MAX_MC_PASSES:,} passes; use fewer samples or fewer images"
+            )
+        predictions: list[Prediction] = []
+        if prepared:
+            images = torch.from_numpy(np.stack([p.image_u8 for p in prepared])).to(device)
+            predictions, with_mc = predict(model, images, args.top_k, args.mc_samples, args.seed)
+            if args.mc_samples and not with_mc:
+                print(f"{PROG}: the model has no dropout; --mc-samples skipped", file=sys.stderr)
+        elif not failures:
+            failures = _report("no image files found")
+        text = format_predictions(prepared, predictions, checkpoint["class_names"], args.format)
+        if args.out is None:
+            sys.stdout.write(text)
+        else:
+            with atomic_file(args.out, make_parents=False) as tmp:
+                tmp.write_text(text)
     except PipelineError as exc:
         return _report(one_line(exc))
-    prepared, failures = load_all(args.paths, args.invert)
-    predictions: list[Prediction] = []
-    if prepared:
-        images = torch.from_numpy(np.stack([p.image_u8 for p in prepared])).to(device)
-        predictions, with_mc = predict(model, images, args.top_k, args.mc_samples, args.seed)
-        if args.mc_samples and not with_mc:
-            print(f"{PROG}: the model has no dropout; --mc-samples skipped", file=sys.stderr)
-    elif not failures:
-        failures = _report("no image files found")
-    text = format_predictions(prepared, predictions, checkpoint["class_names"], args.format)
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        with atomic_file(args.out) as tmp:
-            tmp.write_text(text)
     return 1 if failures else 0
 
 
@@ -101,8 +114,8 @@ def format_predictions(
     prepared: list[Prepared], predictions: list[Prediction], class_names: list[str], fmt: str
 ) -> str:
     records = [_record(p, pred, class_names) for p, pred in zip(prepared, predictions, strict=True)]
-    if fmt == "json":
-        return json.dumps(records, indent=2) + "\n"
+    if fmt == "json":  # ASCII only: every control or format character escaped
+        return json.dumps(records, indent=2, ensure_ascii=True, allow_nan=False) + "\n"
     return _csv(records)
 
 
@@ -134,7 +147,8 @@ def _csv(records: list[dict[str, Any]]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for r in records:
-        row = [r["file"], r["inverted"]]
+        # A file name may hold ESC (terminal escape sequences) or line breaks: escaped.
+        row = [printable(r["file"]), r["inverted"]]
         for top in r["top"]:
             row += [top["class"], top["name"], top["probability"]]
         row += [r["entropy"], r["mutual_information"]] if with_mc else []
@@ -144,5 +158,5 @@ def _csv(records: list[dict[str, Any]]) -> str:
 
 def _report(message: str) -> int:
     """One error line on stderr; returns 1 (one failure)."""
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {printable(message)}", file=sys.stderr)
     return 1

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.evaluate.metrics import entropy, mc_dropout_probs, predict_logits
 
 BATCH_SIZE = 1000
@@ -35,6 +36,8 @@ def predict(
     whether the MC figures were computed (False when the model has no dropout)."""
     model.eval()
     probs = predict_logits(model, images_u8, BATCH_SIZE).softmax(dim=1).cpu()
+    if not bool(torch.isfinite(probs).all()):  # weights so large that the logits overflow
+        raise PipelineError("the model gives NaN or infinite probabilities; retrain it")
     values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
     mc_probs = (
         mc_dropout_probs(model, images_u8, mc_samples, BATCH_SIZE, seed) if mc_samples else None

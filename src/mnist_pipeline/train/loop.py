@@ -32,7 +32,7 @@ from mnist_pipeline.runtime import autocast
 from mnist_pipeline.train.augment import Augment, EpochAugment, for_epoch
 from mnist_pipeline.train.distributed import SINGLE_PROCESS, Rank, all_reduce_sum
 from mnist_pipeline.train.optim import Scheduler, make_optimizer, make_scheduler
-from mnist_pipeline.train.resume import TrainState
+from mnist_pipeline.train.resume import Expected, TrainState
 from mnist_pipeline.train.step import Step, eval_module, make_step
 
 EpochLog = dict[str, float]
@@ -197,6 +197,18 @@ def _to_cpu(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_to_cpu(v) for v in value)
     return value
+
+
+def state_expectation(
+    model: nn.Module, cfg: TrainConfig, train_rows: int, world_size: int
+) -> Expected:
+    """What a state `fit` saves for this model, config and data holds: what a resumed
+    state is checked against (resume.check_state)."""
+    return Expected(
+        model={k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()},
+        epochs=cfg.epochs,
+        steps_per_epoch=len(batch_starts(train_rows, cfg.batch_size, world_size)),
+    )
 
 
 def batch_starts(num_rows: int, batch_size: int, world_size: int = 1) -> range:

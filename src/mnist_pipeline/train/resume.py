@@ -19,12 +19,19 @@ bit-exactness needs (torch version, device type, threads). A state is resumed on
 part of the key matches (`read_state` names the parts that differ), so a state of other
 params, data or code never leaks into a run. The file is written atomically: a kill
 leaves the previous epoch's state or this one's, never half of one.
+
+A state whose key matches is still checked before it is used (`check_state`): a file
+whose size, archive or tensors are out of bounds (`model.archive`), or whose contents do
+not fit this run (an epoch past the last, weights of other shapes, NaN values, a step
+count that is not the epochs' steps) would make every later run fail, or crash, the same
+way; it is removed, with one line saying why, and training starts fresh.
 """
 
 import dataclasses
 import hashlib
 import io
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,13 +42,17 @@ import torch
 import torch.distributed as dist
 
 import mnist_pipeline
+from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import atomic_file
+from mnist_pipeline.model.archive import MAX_PICKLE_BYTES, check_archive, check_tensors
 from mnist_pipeline.train.distributed import Rank
 
 STATE_FILE = "state.pt"
 TRAIN_SECTIONS = ("seed", "model", "train", "distributed")  # the train stage's params
 FORMAT_VERSION = 1
 EpochLog = dict[str, float]
+# Random generators' states, and the per-epoch logs, beside the weights and optimizer.
+STATE_SLACK_BYTES = 16_000_000
 
 
 @dataclass
@@ -59,6 +70,80 @@ class TrainState:
     best_epoch: int
     best_state: dict[str, torch.Tensor] | None
     history: list[EpochLog]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a state this run resumes must hold (see `check_state`)."""
+
+    model: dict[str, tuple[tuple[int, ...], torch.dtype]]  # state dict: shapes and dtypes
+    epochs: int
+    steps_per_epoch: int
+
+    def max_bytes(self) -> int:
+        """The largest state file this run could write: the weights four times (model,
+        best weights, two Adam moments), the object tree and the generators."""
+        weights = sum(
+            math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            for shape, dtype in self.model.values()
+        )
+        return 4 * weights + MAX_PICKLE_BYTES + STATE_SLACK_BYTES
+
+
+def check_state(state: TrainState, expected: Expected) -> str | None:
+    """What makes `state` unusable by this run, if anything (one phrase)."""
+    epoch = state.epoch
+    if not isinstance(epoch, int) or not 1 <= epoch <= expected.epochs:
+        return f"epoch {epoch!r} is not in 1..{expected.epochs}"
+    if not isinstance(state.history, list) or len(state.history) != epoch:
+        return f"its history does not have {epoch} epochs"
+    if not isinstance(state.best_epoch, int) or not 0 <= state.best_epoch <= epoch:
+        return f"best_epoch {state.best_epoch!r} is not in 0..{epoch}"
+    if not isinstance(state.best_loss, float) or math.isnan(state.best_loss):
+        return f"best_loss {state.best_loss!r} is not a number"
+    for name, weights in (("model", state.model), ("best_state", state.best_state)):
+        if weights is None and name == "best_state":
+            continue
+        tensors = isinstance(weights, dict) and all(
+            isinstance(v, torch.Tensor) for v in weights.values()
+        )
+        found = {k: (tuple(v.shape), v.dtype) for k, v in weights.items()} if tensors else None
+        if found != expected.model:
+            return f"its {name} weights are not this model's (names, shapes or dtypes differ)"
+    steps_done = epoch * expected.steps_per_epoch
+    problem = _optimizer_problem(state.optimizer, expected, steps_done)
+    if problem:
+        return problem
+    if state.scheduler is not None and (
+        not isinstance(state.scheduler, dict) or state.scheduler.get("last_epoch") != steps_done
+    ):
+        return f"its schedule is not at step {steps_done}"
+    for name, rng, reference in (
+        ("torch_rng", state.torch_rng, torch.get_rng_state()),
+        ("data_order_rng", state.data_order_rng, torch.Generator().get_state()),
+    ):
+        same = isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8
+        if not same or rng.shape != reference.shape:
+            return f"{name} is not a generator state"
+    return None
+
+
+def _optimizer_problem(optimizer: Any, expected: Expected, steps_done: int) -> str | None:
+    """Every optimizer tensor has a parameter's shape (or the hand-written MLP step's flat
+    vector of all of them, or none), and every step count is the epochs' steps."""
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict):
+        return "its optimizer state is not a state dict"
+    shapes = {shape for shape, dtype in expected.model.values() if dtype.is_floating_point}
+    shapes |= {(), (sum(math.prod(shape) for shape in shapes),)}
+    for slot in optimizer["state"].values():
+        if not isinstance(slot, dict):
+            return "its optimizer state is not a state dict"
+        for key, value in slot.items():
+            if isinstance(value, torch.Tensor) and tuple(value.shape) not in shapes:
+                return f"its optimizer's {key} has shape {list(value.shape)}, no parameter's"
+            if key == "step" and float(value) != steps_done:
+                return f"its optimizer has taken {float(value):g} steps, not {steps_done}"
+    return None
 
 
 def run_key(
@@ -139,7 +224,7 @@ def for_rank(state: TrainState, extra: dict[str, Any], rank: Rank) -> TrainState
 
 
 def read_state(
-    state_dir: Path, key: dict[str, str]
+    state_dir: Path, key: dict[str, str], expected: Expected
 ) -> tuple[TrainState | None, dict[str, Any], str]:
     """(state, extra, why) of the saved state if its key matches `key`; else (None, {},
     one line saying why training starts fresh; empty when there is no state at all)."""
@@ -147,6 +232,7 @@ def read_state(
     if not path.is_file():
         return None, {}, ""
     try:
+        check_archive(path, expected.max_bytes(), "training state")
         payload = torch.load(path, map_location="cpu", weights_only=True)
         saved_key, extra = payload["key"], payload["extra"]
         if payload["format_version"] != FORMAT_VERSION:
@@ -160,10 +246,17 @@ def read_state(
                 {},
                 f"{path} is from another run ({', '.join(differ)} differ); starting fresh",
             )
+        check_tensors(path, payload)
         state = TrainState(**payload["state"])
+    except PipelineError as exc:  # out of bounds: says which bound
+        reason = " ".join(str(exc).split())[:300]
+        return None, {}, f"{reason}; removed it, starting fresh"
     except Exception as exc:  # truncated, foreign or from an older layout: never fatal
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         return None, {}, f"{path} is unreadable ({reason}); starting fresh"
+    problem = check_state(state, expected)
+    if problem:
+        return None, {}, f"{path} does not fit this run ({problem}); removed it, starting fresh"
     return state, extra, ""
 
 
@@ -204,6 +297,7 @@ def prepare(
     device: torch.device,
     rank: Rank,
     started_s: float,
+    expected: Expected,
 ) -> Resume:
     """Read the state of an earlier killed run from `state_dir` if its key matches this
     run's, and build the hook that saves this run's state there. `params`: the params as
@@ -214,7 +308,7 @@ def prepare(
         return Resume(None, None, 0.0, "")
     sections = {name: value for name, value in params.items() if name in TRAIN_SECTIONS}
     key = run_key(sections, manifest_file, device, torch.get_num_threads())
-    state, extra, why = read_state(state_dir, key)
+    state, extra, why = read_state(state_dir, key, expected)
     earlier_s = float(extra.get("train_seconds", 0.0))
     if state is None and why and rank.is_main:
         # Never resumable by this run, which starts fresh: it goes, so that what the state
