@@ -158,6 +158,21 @@ def test_a_trickling_body_is_a_stall_long_before_the_deadline(out, http_server, 
     assert http_server.hits["/mnist.pkl.gz"] == 1  # a stalled source is not retried
 
 
+def test_trickling_headers_are_a_stall_long_before_the_deadline(out, http_server, monkeypatch):
+    # Headers at 10 bytes/s: the body's stall floor never starts; the headers' window ends it.
+    monkeypatch.setattr(download, "HEADERS_WITHIN_S", 0.5)
+    reply = http_server.Reply(200, bytes(1000), header_byte_delay_s=0.1)
+    url = http_server.add("/mnist.pkl.gz", reply)
+    config = quick_fetch_config(deadline_s=60.0, retries=3)
+    error = fails_within(
+        lambda: fetch_dataset(config, out, spec=small_spec(url), sleep=time.sleep),
+        max_seconds=30,
+        max_traced_bytes=20 * MB,
+    )
+    assert "stalled: no complete headers within 0.5 s" in str(error)
+    assert http_server.hits["/mnist.pkl.gz"] == 1  # a stalled source is not retried
+
+
 def test_redirect_to_ftp_is_refused(out, http_server):
     location = (("Location", "ftp://127.0.0.1/mnist.pkl.gz"),)
     url = http_server.add("/mnist.pkl.gz", http_server.Reply(302, b"", headers=location))

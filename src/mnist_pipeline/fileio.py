@@ -119,9 +119,10 @@ def read_regular_file(path: Path, max_bytes: int, what: str = "file") -> bytes:
             raise PipelineError(
                 f"{path}: {info.st_size} bytes, over the limit of {max_bytes} for a {what}"
             )
-        data = file.read(max_bytes + 1)
-    if len(data) > max_bytes:  # grew since fstat
-        raise PipelineError(f"{path}: over the limit of {max_bytes} bytes for a {what}")
+        # One byte past the size: a file that grew since fstat is seen (read(n) allocates n).
+        data = file.read(info.st_size + 1)
+    if len(data) > info.st_size:
+        raise PipelineError(f"{path}: grew while being read; is something writing it?")
     return data
 
 

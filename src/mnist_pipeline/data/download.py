@@ -59,6 +59,10 @@ MAX_REDIRECTS = 5
 # fetch.deadline_s, which must leave a slow but real mirror time to finish.
 STALL_WINDOW_S = 30.0
 MIN_BYTES_PER_S = 1024
+# The status line and headers of one response (redirects each get their own): a server
+# trickling them a byte at a time never trips the per-read timeout, and the body's stall
+# window only starts after them.
+HEADERS_WITHIN_S = 30.0
 USER_AGENT = "mnist-pipeline/0.1 (python urllib)"
 HINT = (
     "download the files yourself and set fetch.source in params.yaml to their path or URL "
@@ -368,34 +372,56 @@ def _download(url: str, dest: Path, config: FetchConfig, sleep: Sleep, limits: _
 
 
 class _Watchdog:
-    """Shuts the connection's socket down at the deadline. The socket timeout bounds one
-    read only: a server sending a byte every few seconds (headers or body) never trips
-    it, but a shut-down socket ends any read at once."""
+    """Shuts the connection's socket down at the deadline, or earlier while headers are
+    awaited: HEADERS_WITHIN_S after each request starts (`awaiting_headers`). The socket
+    timeout bounds one read only: a server sending a byte every few seconds (headers or
+    body) never trips it, but a shut-down socket ends any read at once."""
 
     def __init__(self, deadline: float) -> None:
         self.fired = False
+        self.headers_late = False
+        self._deadline = deadline
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
-        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-        self._timer.daemon = True
+        self._timer: threading.Timer | None = None
 
     def __enter__(self) -> "_Watchdog":
-        self._timer.start()
+        self.awaiting_headers()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._timer.cancel()
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def awaiting_headers(self) -> None:
+        """A request starts: its headers must arrive within HEADERS_WITHIN_S."""
+        self._arm(min(self._deadline, time.monotonic() + HEADERS_WITHIN_S))
+
+    def headers_received(self) -> None:
+        """The body may take until the deadline."""
+        self._arm(self._deadline)
+
+    def _arm(self, at: float) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(max(0.0, at - time.monotonic()), self._fire, (at,))
+            self._timer.daemon = True
+            self._timer.start()
 
     def watch(self, sock: socket.socket) -> None:
         """Called with each new connection's socket (redirects open new ones)."""
+        self.awaiting_headers()
         with self._lock:
             self._sock = sock
             if self.fired:
                 self._shutdown()
 
-    def _fire(self) -> None:
+    def _fire(self, at: float) -> None:
         with self._lock:
             self.fired = True
+            self.headers_late = at < self._deadline
             self._shutdown()
 
     def _shutdown(self) -> None:
@@ -461,13 +487,19 @@ def _download_once(url: str, dest: Path, timeout_s: float, limits: _Limits) -> N
             _HTTPHandler(watchdog), _HTTPSHandler(watchdog), _RedirectHandler()
         )
         try:
-            _request(opener, request, dest, timeout_s, limits.max_bytes)
-        except _SourceFailed:
+            _request(opener, request, dest, timeout_s, limits.max_bytes, watchdog)
+        except (_SourceFailed, _Transient):
             if watchdog.fired:
-                raise _deadline_failure(limits) from None
+                raise _watchdog_failure(watchdog, limits) from None
             raise
         if watchdog.fired:  # the shut-down socket may read as a short, complete-looking body
-            raise _deadline_failure(limits)
+            raise _watchdog_failure(watchdog, limits)
+
+
+def _watchdog_failure(watchdog: _Watchdog, limits: _Limits) -> _SourceFailed:
+    if watchdog.headers_late:
+        return _SourceFailed(f"stalled: no complete headers within {HEADERS_WITHIN_S:g} s")
+    return _deadline_failure(limits)
 
 
 def _request(
@@ -476,10 +508,12 @@ def _request(
     dest: Path,
     timeout_s: float,
     max_bytes: int,
+    watchdog: _Watchdog,
 ) -> None:
     url = request.full_url
     try:
         with opener.open(request, timeout=timeout_s) as response:
+            watchdog.headers_received()
             _save_body(response, dest, Path(urllib.parse.urlparse(url).path).name, max_bytes)
     except urllib.error.HTTPError as exc:
         exc.close()

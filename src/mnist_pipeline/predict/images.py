@@ -37,6 +37,7 @@ from its answer on the 28x28 original near a decision boundary.
 
 import io
 import struct
+import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -135,14 +136,22 @@ def read_images(path: Path) -> list[Loaded]:
 
 def _read_pillow(path: Path, data: bytes) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():
+            # Pillow warns past its own limit, far above ours, which is checked next.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        with image:
             _check_pixels(path, *image.size)
             image.load()
             return _pillow_grey(image)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError:  # its message names the in-memory stream, not the file
+        raise PipelineError(f"{path}: cannot read image (not an image Pillow knows)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise PipelineError(f"{path}: cannot read image ({_short(exc)})") from None
-    except Image.DecompressionBombError as exc:  # Pillow's own, for a frame past the first
-        raise PipelineError(f"{path}: cannot read image ({_short(exc)})") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own, past twice its limit
+        raise PipelineError(
+            f"{path}: over the limit of {MAX_IMAGE_PIXELS:,} pixels per image ({_short(exc)})"
+        ) from None
 
 
 def _check_pixels(path: Path, width: int, height: int) -> None:

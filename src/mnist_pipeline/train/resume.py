@@ -104,10 +104,9 @@ def check_state(state: TrainState, expected: Expected) -> str | None:
     for name, weights in (("model", state.model), ("best_state", state.best_state)):
         if weights is None and name == "best_state":
             continue
-        tensors = isinstance(weights, dict) and all(
-            isinstance(v, torch.Tensor) for v in weights.values()
-        )
-        found = {k: (tuple(v.shape), v.dtype) for k, v in weights.items()} if tensors else None
+        found = None
+        if isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values()):
+            found = {k: (tuple(v.shape), v.dtype) for k, v in weights.items()}
         if found != expected.model:
             return f"its {name} weights are not this model's (names, shapes or dtypes differ)"
     steps_done = epoch * expected.steps_per_epoch
