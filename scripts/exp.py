@@ -10,7 +10,11 @@ validated as the stages will before DVC starts: a typo in a key is one line nami
 keys params.yaml has.
 
 Example (what `make exp PRESET=tutorial ARGS="-S train.epochs=3 --name short"` runs):
+  python scripts/exp.py --presets=tutorial --args="-S train.epochs=3 --name short"
+which is the same as:
   python scripts/exp.py tutorial -- -S train.epochs=3 --name short
+(--presets: names separated by whitespace; --args: split as a shell would, quotes included,
+but nothing in it runs.)
 """
 
 import argparse
@@ -38,7 +42,21 @@ from mnist_pipeline.gitrepo import file_at
 REPO = Path(__file__).resolve().parents[1]
 
 parser = stage_parser(__doc__.split("\n\n")[0])
-parser.add_argument("presets", nargs="+", metavar="PRESET", help="a file presets/PRESET.yaml")
+parser.add_argument("presets", nargs="*", metavar="PRESET", help="a file presets/PRESET.yaml")
+parser.add_argument(
+    "--presets",
+    dest="preset_list",
+    default="",
+    metavar="'NAME ...'",
+    help="presets as one string, separated by whitespace (after the PRESET arguments)",
+)
+parser.add_argument(
+    "--args",
+    dest="args_text",
+    default="",
+    metavar="'ARGS'",
+    help="`dvc exp run` arguments as one string, split as a shell would (before those after --)",
+)
 parser.add_argument(
     "--presets-dir", type=Path, default=REPO / "presets", help="(default: %(default)s)"
 )
@@ -56,7 +74,20 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv[:cut], argv[cut + 1 :]
 
 
+def split_args_text(text: str) -> list[str]:
+    """--args: `dvc exp run` arguments as a shell would split them (quotes group words);
+    nothing in them is run or expanded."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:  # an unclosed quote, a trailing backslash
+        raise PipelineError(f"--args {text!r}: cannot split it as a shell would: {exc}") from None
+
+
 def main(args: argparse.Namespace, dvc_args: list[str]) -> None:
+    args.presets = [*args.presets, *args.preset_list.split()]
+    if not args.presets:
+        raise PipelineError("no preset given (PRESET, or --presets 'NAME ...'), e.g. tutorial")
+    dvc_args = [*split_args_text(args.args_text), *dvc_args]
     params_path = Path(args.params)
     head_text = file_at(Path.cwd(), "HEAD", params_path.as_posix())
     if head_text is None:

@@ -236,6 +236,36 @@ def test_exp_py_dry_run_prints_the_dvc_command(checkout):
     assert result.stdout.count("\n") == 1
 
 
+def test_exp_py_takes_presets_and_args_as_one_string_each_as_make_exp_passes_them(checkout):
+    """`make exp PRESET="cnn-fast gpu" ARGS=...`: each a single argument, split by the script
+    (ARGS as a shell would, quotes included), nothing in them run."""
+    args = ("--presets= cnn-fast  tutorial ", "--args=-S 'model.hidden_sizes=[64, 32]' -n t")
+    result = exp_py(checkout, *args, "--dry-run", "--", "-S", "train.epochs=2")
+    assert result.returncode == 0, result.stderr
+    # Both presets (cnn-fast's channels; tutorial's model, the later one, wins), then ARGS.
+    assert result.stdout.startswith("dvc exp run -S model.name=mlp -S 'model.conv_channels=")
+    assert result.stdout.endswith(" -S 'model.hidden_sizes=[64, 32]' -n t -S train.epochs=2\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "stderr"),
+    [
+        (
+            ["--presets=tutorial", "--args=-S 'train.epochs=3"],
+            'exp.py: error: --args "-S \'train.epochs=3": cannot split it as a shell would: '
+            "No closing quotation\n",
+        ),
+        (["--presets= ", "--args=-n x"], "exp.py: error: no preset given (PRESET, or --presets"),
+        (["--presets=tutorial; touch pwned"], "exp.py: error: unknown preset 'tutorial;'"),
+    ],
+)
+def test_exp_py_bad_presets_or_args_strings_are_one_line(checkout, args, stderr):
+    result = exp_py(checkout, *args, "--dry-run")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(stderr) and result.stderr.count("\n") == 1
+    assert not (checkout / "pwned").exists()
+
+
 def test_exp_py_starts_from_the_committed_params_and_names_what_it_sets_aside(checkout):
     # What the last experiment left in the workspace (the tutorial's input scaling, a
     # dropout typed by hand) is not where the next one starts.

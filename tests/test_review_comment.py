@@ -9,6 +9,7 @@ import pytest
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.review.comment import (
     GITHUB_COMMENT_LIMIT,
+    MARKER,
     build_comment,
     check_url,
     fit,
@@ -54,7 +55,7 @@ def test_the_comment_has_the_verdict_and_tables_and_links_only_to_the_run():
     assert "significant at 0.05 (new is better)**" in comment
     assert "| test.accuracy | 0.75 | 0.95 | +0.2 |" in comment
     assert "| model.dropout | 0.2 | 0.3 |" in comment
-    assert comment.startswith("## Workspace against `abc1234` (abc1234 baseline)\n")
+    assert comment.startswith(f"{MARKER}\n## Workspace against `abc1234` (abc1234 baseline)\n")
     assert comment.endswith(
         "the `review-report` artifact (report.md, report/, metrics/, figures/) of "
         f"[this workflow run]({URL}).\n"
@@ -122,7 +123,9 @@ def test_text_from_files_stays_text_in_the_comment_and_the_report():
         build_comment(_sections(metrics, params, title), URL),
         build_report("abc`1|<b>", title, params, {}, {"m.json": metrics}, []),
     ):
-        # No live HTML (a tag or a comment), link, image or mention outside code spans.
+        # No live HTML (a tag or a comment), link, image or mention outside code spans,
+        # but the comment's own hidden marker, its first line.
+        text = text.removeprefix(MARKER + "\n")
         text = re.sub(r"(`+).*?\1", "", text)
         assert not re.search(r"<[a-z!/]", text)
         assert not re.search(r"(?<!\\)\[(x|t)\]\(", text)

@@ -115,6 +115,15 @@ def run_stage(
     return 0
 
 
+def whole_number(option: str, text: str) -> int:
+    """An option's value as an int, or one line naming the option (argparse's own error is
+    a usage block)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise PipelineError(f"{option} {text!r}: expected a whole number") from None
+
+
 def one_line(exc: BaseException) -> str:
     """The exception as a single line a terminal shows as text (file names in messages
     may hold escape sequences: see `printable`); unexpected types keep their class name."""

@@ -10,16 +10,23 @@ never fewer than characters or UTF-16 units, however GitHub counts; when the sec
 not fit, small ones stay whole and the large ones share what is left, losing table rows
 (whole lines) from their end, with a line that says what was cut and where the full
 report is.
+
+The comment's first line is a hidden marker (MARKER): the review workflow finds the
+comment it wrote before by it (comment_to_update) and edits that one, so a pull request
+has one review comment however often it is pushed to.
 """
 
+import json
 import urllib.parse
 from collections.abc import Sequence
+from typing import Any
 
 from mnist_pipeline.errors import PipelineError
 
 GITHUB_COMMENT_LIMIT = 65_536
 SEPARATOR = "\n\n"
 ARTIFACT = "review-report"
+MARKER = "<!-- mnist-pipeline-review -->"
 
 
 def size(text: str) -> int:
@@ -122,8 +129,39 @@ def build_comment(
     """The comment: `sections` (review.report.report_sections), then the line linking to
     the workflow run at `figures_url`; at most `limit` bytes."""
     url = check_url(figures_url)
+    header = MARKER + "\n"
     footer = figures_line(url) + "\n"
-    budget = limit - size(footer)
+    budget = limit - size(header) - size(footer)
     if budget < 0:
         raise PipelineError(f"a comment limit of {limit} bytes leaves no room for the report")
-    return "".join(section + SEPARATOR for section in fit(sections, budget, url)) + footer
+    body = "".join(section + SEPARATOR for section in fit(sections, budget, url))
+    return header + body + footer
+
+
+def comment_to_update(listing: str, author: str, marker: str = MARKER) -> int | None:
+    """The id of the comment to edit: the first one by `author` whose body starts with
+    `marker`, from `listing`, the output of `gh api --paginate .../issues/N/comments` (one
+    JSON list per page, one after another); None if there is none (create one then).
+    Another user's comment with the marker is never chosen: the token could not edit it."""
+    decoder = json.JSONDecoder()
+    comments: list[Any] = []
+    position, text = 0, listing.strip()
+    while position < len(text):
+        try:
+            page, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as exc:
+            raise PipelineError(f"the comments listing is not JSON: {exc}") from None
+        if not isinstance(page, list):
+            raise PipelineError("the comments listing is not a JSON list of comments")
+        comments += page
+        position = end
+        while position < len(text) and text[position].isspace():
+            position += 1
+    for comment in comments:
+        if not isinstance(comment, dict):
+            continue
+        user = comment.get("user") or {}
+        body = comment.get("body") or ""
+        if user.get("login") == author and body.lstrip().startswith(marker):
+            return int(comment["id"])
+    return None

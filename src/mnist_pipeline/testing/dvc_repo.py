@@ -200,6 +200,13 @@ def stop_queue_workers(repo: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def queue_worker_pids(repo: Path) -> list[int]:
+    """The pids of the copy's DVC queue workers alive now (found in /proc: a worker that
+    was stopped may have removed its pid file already)."""
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return [pid for pid in pids if _is_our_worker(pid, repo)]
+
+
 def _is_our_worker(pid: int, repo: Path) -> bool:
     proc = Path(f"/proc/{pid}")
     try:
