@@ -5,6 +5,9 @@ crashing). The size and archive bounds apply before torch.load."""
 
 import dataclasses
 import io
+import os
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -16,7 +19,7 @@ import torch
 from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.runtime import configure_torch
 from mnist_pipeline.testing.bounds import MB
-from mnist_pipeline.testing.configs import model_config, train_config
+from mnist_pipeline.testing.configs import complete_params, model_config, train_config
 from mnist_pipeline.testing.synthetic import make_images
 from mnist_pipeline.train import resume
 from mnist_pipeline.train.distributed import SINGLE_PROCESS
@@ -26,6 +29,7 @@ SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std
 MODEL = model_config(hidden_sizes=(16,), dropout=0.0)
 CONFIG = train_config(device="cpu", epochs=3, batch_size=32, lr=3e-3, manual_mlp_step=False)
 KEY = {"params train": "p", "data": "d"}
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +182,61 @@ def _prepare(state_dir: Path, data, monkeypatch) -> resume.Resume:
         0.0,
         expected(data),
     )
+
+
+# --- the train stage, stopped after its first epoch, then given a broken state --------------
+
+# Runs the train stage, but after the first epoch's line (its state is saved before the line
+# is printed) waits until it is killed: the kill lands after epoch 1 however fast training is.
+STOP_AFTER_FIRST_EPOCH = """
+import runpy, sys, threading
+from mnist_pipeline.train import training_log
+print_epoch = training_log.print_epoch
+def stop(log):
+    print_epoch(log)
+    sys.stdout.flush()
+    threading.Event().wait()
+training_log.print_epoch = stop
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+STAGE_PARAMS = """
+model: {name: mlp, hidden_sizes: [16], dropout: 0.0}
+train: {device: cpu, epochs: 3, batch_size: 50, threads: 1, optimizer: adam,
+        manual_mlp_step: false}
+"""
+
+
+@pytest.mark.slow
+def test_the_train_stage_replaces_a_broken_state_instead_of_crashing(tmp_path, prepared):
+    """Stride-0 optimizer tensors crashed torch's Adam step (SIGSEGV) on every later run."""
+    params = tmp_path / "params.yaml"
+    params.write_text(complete_params(STAGE_PARAMS))
+    argv = [
+        str(REPO / "stages" / "train.py"),
+        *("--params", str(params), "--data", str(prepared)),
+        *("--model", str(tmp_path / "model.pt"), "--log-dir", str(tmp_path / "log")),
+        *("--state-dir", str(tmp_path / "state")),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-c", STOP_AFTER_FIRST_EPOCH, *argv]
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("epoch   1:"):
+                process.kill()
+                break
+        process.wait(timeout=120)
+    state_file = tmp_path / "state" / resume.STATE_FILE
+    payload = torch.load(state_file, weights_only=True)  # the key stays this run's
+    for slot in payload["state"]["optimizer"]["state"].values():
+        slot["exp_avg"] = torch.zeros(1).expand(slot["exp_avg"].shape)
+    torch.save(payload, state_file)
+
+    result = subprocess.run(
+        [sys.executable, *argv], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stdout.splitlines() if "removed it, starting fresh" in line]
+    assert len(notes) == 1 and "is a view of 4 stored bytes" in notes[0], result.stdout
+    assert (tmp_path / "model.pt").is_file() and not state_file.exists()
