@@ -16,6 +16,12 @@ Without --rev the base is chosen (and named at the top of the report), first mat
 figures or relative links, one line linking to --figures-url (the workflow run, whose
 artifact holds the report and the figures), cut to GitHub's comment size limit.
 
+Every file is read within a limit of its kind (review/inputs.py: 1 MB for metrics,
+params, seeds, per-class and curves, 2 MB for predictions; a revision's file is sized by
+git before it is read), and parsed within limits of depth, values, names and classes;
+past one, a one-line error names the file, the revision or the workspace, and the limit.
+report.md is at most 1 MB, the per-class table its 20 largest changes.
+
 Example (what `make report` runs; the review workflow adds --comment-out, --figures-url):
   python scripts/report.py --params params.yaml \
       --metrics metrics/evaluate.json metrics/train/metrics.json \
@@ -24,21 +30,19 @@ Example (what `make report` runs; the review workflow adds --comment-out, --figu
 """
 
 import argparse
-import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from mnist_pipeline.cli import run_stage, stage_parser
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import atomic_file
-from mnist_pipeline.review import report_figures
+from mnist_pipeline.review import inputs, report_figures
 from mnist_pipeline.review.comment import build_comment, check_url
-from mnist_pipeline.review.git import choose_base, describe, inspect_checkout, text_at
+from mnist_pipeline.review.git import choose_base, describe, inspect_checkout
 from mnist_pipeline.review.markdown import inline_code
 from mnist_pipeline.review.report import figure_sections, join_sections, report_sections
 
@@ -75,44 +79,30 @@ parser.add_argument(
 )
 
 
-def read_workspace(path: Path) -> str:
-    if not path.is_file():
+def read_workspace(path: Path, limit: int) -> dict[str, Any]:
+    """A metrics or params file the workspace must have, parsed (within `limit` bytes)."""
+    text = inputs.workspace_text(path, limit)
+    if text is None:
         raise PipelineError(f"{path}: no such file in the workspace (run `dvc repro` first?)")
-    return path.read_text()
+    return inputs.parse(text, path, None)
 
 
-def parse(text: str, path: Path) -> Any:
-    try:
-        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise PipelineError(f"{path}: not valid {path.suffix[1:]}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise PipelineError(f"{path}: expected a mapping at the top level")
-    return data
+def parse_at(rev: str, path: Path, limit: int) -> dict[str, Any] | None:
+    text = inputs.text_at(rev, path, limit)
+    return None if text is None else inputs.parse(text, path, rev)
 
 
-def texts(rev: str, path: Path) -> tuple[str, str | None, str | None]:
-    """(path, text at rev, text in the workspace); None where the file is not there."""
-    workspace = path.read_text() if path.is_file() else None
-    return path.as_posix(), text_at(rev, path), workspace
-
-
-def both_sides(rev: str, path: Path | None) -> tuple[str | None, str | None]:
-    """(text at rev, text in the workspace) of an optional file."""
-    return (None, None) if path is None else texts(rev, path)[1:]
-
-
-def parsed(rev: str, path: Path) -> tuple[str, Any, Any]:
-    """`texts`, parsed."""
-    name, old, new = texts(rev, path)
-    old_data = None if old is None else parse(old, path)
-    new_data = None if new is None else parse(new, path)
-    return name, old_data, new_data
-
-
-def parse_at(rev: str, path: Path) -> Any:
-    text = text_at(rev, path)
-    return None if text is None else parse(text, path)
+def checked_texts(
+    rev: str, path: Path | None, limit: int, check: Callable[[str, Path, str | None], None]
+) -> tuple[str | None, str | None]:
+    """(text at rev, text in the workspace) of an optional file, each within `limit`
+    bytes and passed by `check`; None where it is not there."""
+    sides = inputs.both_texts(rev, path, limit)
+    if path is not None:
+        for side_rev, text in zip((rev, None), sides, strict=True):
+            if text is not None:
+                check(text, path, side_rev)
+    return sides
 
 
 def figure_links(folders: list[Path], out: Path | None) -> tuple[list[str], list[str]]:
@@ -126,13 +116,18 @@ def figure_links(folders: list[Path], out: Path | None) -> tuple[list[str], list
     return links, missing
 
 
-def render_images(args: argparse.Namespace) -> list[tuple[str, str]]:
+def render_images(
+    args: argparse.Namespace,
+    predictions: tuple[str | None, str | None],
+    per_class: tuple[str | None, str | None],
+) -> list[tuple[str, str]]:
     """The embedded PNGs into --images; (title, path relative to the report) of each."""
     if args.images is None:
         return []
-    curves = {path.stem: both_sides(args.rev, path) for path in args.curves}
-    predictions = both_sides(args.rev, args.predictions)
-    per_class = both_sides(args.rev, args.per_class)
+    curves = {
+        path.stem: checked_texts(args.rev, path, inputs.MAX_CURVE_BYTES, inputs.check_curve)
+        for path in args.curves
+    }
     labels = (args.rev, "workspace")
     written = report_figures.render_all(args.images, labels, curves, predictions, per_class)
     base = args.out.parent if args.out is not None else Path()
@@ -155,18 +150,38 @@ def main(args: argparse.Namespace) -> None:
             args.rev = title.split(" ", 1)[0]
         why = f"{inline_code(args.rev)}, as given (--rev)"
     params_path = Path(args.params)
-    new_params = parse(read_workspace(params_path), params_path)
-    new_metrics = {p.as_posix(): parse(read_workspace(p), p) for p in args.metrics}
-    old_metrics = {p.as_posix(): parse_at(args.rev, p) for p in args.metrics}
-    params = (params_path.as_posix(), parse_at(args.rev, params_path), new_params)
+    new_params = read_workspace(params_path, inputs.MAX_PARAMS_BYTES)
+    metrics_limit = inputs.MAX_METRICS_BYTES
+    new_metrics = {p.as_posix(): read_workspace(p, metrics_limit) for p in args.metrics}
+    old_metrics = {p.as_posix(): parse_at(args.rev, p, metrics_limit) for p in args.metrics}
+    old_params = parse_at(args.rev, params_path, inputs.MAX_PARAMS_BYTES)
+    params = (params_path.as_posix(), old_params, new_params)
     figures, missing_figures = figure_links(args.figures, args.out)
-    predictions = None if args.predictions is None else texts(args.rev, args.predictions)
-    seeds = None if args.seeds is None else parsed(args.rev, args.seeds)
-    try:
-        images = render_images(args)
-        sections = report_sections(
-            args.rev, title, params, old_metrics, new_metrics, predictions, seeds, why
+    predicted = checked_texts(
+        args.rev, args.predictions, inputs.MAX_PREDICTIONS_BYTES, inputs.check_predictions
+    )
+    per_class = checked_texts(
+        args.rev, args.per_class, inputs.MAX_PER_CLASS_BYTES, inputs.check_per_class
+    )
+    seeds = None
+    if args.seeds is not None:
+        seeds = (
+            args.seeds.as_posix(),
+            *inputs.parse_both(args.rev, args.seeds, inputs.MAX_SEEDS_BYTES),
         )
+    try:  # the sections first: the figures are files, not to be left by a failure
+        sections = report_sections(
+            args.rev,
+            title,
+            params,
+            old_metrics,
+            new_metrics,
+            None if args.predictions is None else (args.predictions.as_posix(), *predicted),
+            seeds,
+            why,
+            None if args.per_class is None else (args.per_class.as_posix(), *per_class),
+        )
+        images = render_images(args, predicted, per_class)
     except ValueError as exc:  # a predictions or seeds file of an unknown layout
         raise PipelineError(str(exc)) from exc
     report = join_sections([*sections, *figure_sections(figures, images, missing_figures)])

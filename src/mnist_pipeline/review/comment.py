@@ -18,7 +18,7 @@ has one review comment however often it is pushed to.
 
 import json
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mnist_pipeline.errors import PipelineError
@@ -27,6 +27,9 @@ GITHUB_COMMENT_LIMIT = 65_536
 SEPARATOR = "\n\n"
 ARTIFACT = "review-report"
 MARKER = "<!-- mnist-pipeline-review -->"
+
+# The line that replaces what `shorten` cut: (table rows cut, other lines cut) -> Markdown.
+CutNotice = Callable[[int, int], str]
 
 
 def size(text: str) -> int:
@@ -72,9 +75,10 @@ def _cut_notice(rows: int, other: int, url: str) -> str:
     )
 
 
-def shorten(section: str, budget: int, url: str) -> str:
+def shorten(section: str, budget: int, url: str, cut_notice: CutNotice | None = None) -> str:
     """`section` if it fits in `budget` bytes; else its first lines (never ending in a
-    table's header) and a line saying what was cut; "" if not even that fits."""
+    table's header) and a line saying what was cut (`cut_notice`, by default the
+    comment's, which links to `url`); "" if not even that fits."""
     if size(section) <= budget:
         return section
     lines = section.split("\n")
@@ -85,7 +89,9 @@ def shorten(section: str, budget: int, url: str) -> str:
 
     def notice(keep: int) -> str:
         rows = rows_after[keep]
-        return _cut_notice(rows, len(lines) - keep - rows, url)
+        if cut_notice is None:
+            return _cut_notice(rows, len(lines) - keep - rows, url)
+        return cut_notice(rows, len(lines) - keep - rows)
 
     used, keep = 0, 0
     for line in lines:  # as many whole lines as fit with the notice for the rest
@@ -105,9 +111,12 @@ def shorten(section: str, budget: int, url: str) -> str:
         keep -= 1
 
 
-def fit(sections: Sequence[str], budget: int, url: str) -> list[str]:
+def fit(
+    sections: Sequence[str], budget: int, url: str, cut_notice: CutNotice | None = None
+) -> list[str]:
     """The sections, shortened so that they and a separator after each take at most
-    `budget` bytes: each gets an equal share of what the smaller ones leave over."""
+    `budget` bytes: each gets an equal share of what the smaller ones leave over
+    (`url`, `cut_notice`: as `shorten`'s)."""
     sizes = [size(section) + size(SEPARATOR) for section in sections]
     if sum(sizes) <= budget:
         return list(sections)
@@ -118,7 +127,8 @@ def fit(sections: Sequence[str], budget: int, url: str) -> list[str]:
         shares[i] = min(sizes[i], remaining // (len(sections) - done))
         remaining -= shares[i]
     fitted = [
-        shorten(s, share - size(SEPARATOR), url) for s, share in zip(sections, shares, strict=True)
+        shorten(s, share - size(SEPARATOR), url, cut_notice)
+        for s, share in zip(sections, shares, strict=True)
     ]
     return [section for section in fitted if section]
 

@@ -1,5 +1,5 @@
-"""What the review report asks git: which revision to compare with, its title, and a
-file's text there.
+"""What the review report asks git: which revision to compare with and its title (a
+file's text there: review/inputs.py, bounded).
 
 The base choice (`choose_base`) is plain data in, (revision, reason) out; `inspect_checkout`
 gathers that data from git. Every function runs git in the current directory (where the
@@ -13,6 +13,10 @@ from pathlib import Path
 from mnist_pipeline import gitrepo
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.review.markdown import inline_code
+
+# A commit subject in the report's heading: git cuts it to this many characters (ending
+# in ".."), so a megabyte-long one is never read whole. Ours are under 72.
+MAX_SUBJECT_CHARS = 200
 
 
 def git(*args: str) -> subprocess.CompletedProcess[str]:
@@ -115,17 +119,13 @@ def inspect_checkout(main_branch: str, compared: list[Path]) -> Checkout:
 
 
 def describe(rev: str) -> str:
-    """The short sha and subject of the commit `rev` names; fails on an unknown revision."""
+    """The short sha and subject (at most MAX_SUBJECT_CHARS) of the commit `rev` names;
+    fails on an unknown revision."""
     require_git()
     if rev.startswith("-"):  # git would read it as an option
         raise PipelineError(f"--rev {rev}: a revision cannot start with '-'")
-    shown = git("log", "-1", "--format=%h %s", f"{rev}^{{commit}}", "--")
+    subject = f"%<({MAX_SUBJECT_CHARS},trunc)%s"  # padded with spaces to it, stripped below
+    shown = git("log", "-1", f"--format=%h {subject}", f"{rev}^{{commit}}", "--")
     if shown.returncode != 0:
         raise PipelineError(f"--rev {rev}: not a git revision in this repository")
     return shown.stdout.strip()
-
-
-def text_at(rev: str, path: Path) -> str | None:
-    """The file's text at `rev`, or None if it did not exist there. `./` makes the path
-    relative to the current directory, as the user typed it, not to the git root."""
-    return gitrepo.file_at(Path.cwd(), rev, path.as_posix())

@@ -2,7 +2,8 @@
 revisions, commit subjects): such text must reach the page as text, not as markup.
 
 GitHub renders raw HTML, links, images and @mentions (which notify people) in comments,
-so text outside code spans has those characters escaped (`escape_text`); paths and
+and links bare URLs (`https://...`, `www.`...), so text outside code spans has those
+characters escaped or broken up by a zero-width space (`escape_text`); paths and
 revisions go into code spans, where GitHub renders nothing (`inline_code`).
 """
 
@@ -14,6 +15,7 @@ import urllib.parse
 _ESCAPES = (
     ("\\", "\\\\"),
     ("`", "\\`"),
+    ("$", "\\$"),  # $...$ and $$...$$ are math on GitHub
     ("[", "\\["),
     ("]", "\\]"),
     ("&", "&amp;"),
@@ -23,6 +25,10 @@ _ESCAPES = (
     # backslash would not, as mentions are found in the rendered text.
     ("@", "@&#8203;"),
 )
+ZERO_WIDTH_SPACE = "&#8203;"
+# Where GitHub would start a link of its own (a bare URL): between a scheme's `:` and
+# `//`, and after a `www` before its dot. A zero-width space there keeps it text.
+_AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=(?<![0-9A-Za-z])[wW]{3})(?=\.)")
 
 
 def one_line(text: str) -> str:
@@ -35,7 +41,7 @@ def escape_text(text: str) -> str:
     text = one_line(text)
     for char, escaped in _ESCAPES:
         text = text.replace(char, escaped)
-    return text
+    return _AUTOLINK.sub(ZERO_WIDTH_SPACE, text)
 
 
 def inline_code(text: str) -> str:

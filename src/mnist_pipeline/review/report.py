@@ -8,6 +8,7 @@ the Markdown (review/markdown.py): a report is pasted into, or posted as, a PR c
 """
 
 import csv
+import heapq
 import io
 import json
 import math
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from mnist_pipeline.review.comment import fit
 from mnist_pipeline.review.markdown import escape_text, inline_code, link_target, one_line
 from mnist_pipeline.review.significance import (
     BoolArray,
@@ -26,6 +28,21 @@ from mnist_pipeline.review.significance import (
 
 MISSING = "—"  # a value one side does not have (a new or a removed metric or param)
 NEW_LABEL = "workspace"
+# A per-class CSV has at most the classes a model may have, and names as long as a
+# prepared manifest's: model.checkpoint.MAX_CLASSES and data.prepared.MAX_CLASS_NAME_CHARS
+# (a test keeps them equal; importing them would import torch, seconds and ~180 MB).
+MAX_CLASSES = 1000
+MAX_CLASS_NAME_CHARS = 100
+# A table cell shows at most this many characters of its text (a long list param, a
+# name): a row stays readable and a table's size follows from its number of rows.
+MAX_CELL_CHARS = 200
+# The per-class table shows the classes whose F1 changed most, and says how many more
+# there are: 20 rows read at a glance, while a model may have up to MAX_CLASSES (1000).
+MAX_CLASS_ROWS = 20
+# report.md past this is cut like the comment (whole table rows, with a line saying so).
+# The largest inputs the limits of review/inputs.py let through make ~3 MB of tables
+# (5,000 metric rows of 200-character names, per metrics file); ours make ~5 kB.
+MAX_REPORT_BYTES = 1_000_000
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -78,12 +95,18 @@ def _cell(text: str) -> str:
     return one_line(text).replace("|", "\\|")
 
 
+def shortened(text: str, limit: int = MAX_CELL_CHARS) -> str:
+    """`text` on one line, cut to `limit` characters (the last one an ellipsis)."""
+    text = one_line(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: int) -> str:
     """A GitHub table; the last `numeric` columns are right-aligned. The header is
     Markdown as given (code spans); the rows are text, escaped."""
     align = ["---"] * (len(header) - numeric) + ["---:"] * numeric
     lines = [[_cell(c) for c in header], align]
-    lines += [[_cell(escape_text(c)) for c in row] for row in rows]
+    lines += [[_cell(escape_text(shortened(c))) for c in row] for row in rows]
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
@@ -217,6 +240,99 @@ def significance_section(rev: str, path: str, old: str | None, new: str | None) 
     return f"{title}\n\n{intro}\n\n{table}\n\n**{comparison.verdict()}**"
 
 
+def per_class_scores(text: str) -> list[tuple[str, float]]:
+    """(class, F1) of each row of per-class CSV text (evaluate's per_class_test.csv:
+    class, precision, recall, f1, support), in order. ValueError unless every row has a
+    class name of at most MAX_CLASS_NAME_CHARS, given once, and an F1 in [0, 1], and
+    there are at most MAX_CLASSES rows."""
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:  # a field over csv's own limit (128 kB) too
+        raise ValueError(f"not valid CSV: {exc}") from None
+    header = rows[0] if rows else []
+    if "class" not in header or "f1" not in header:
+        raise ValueError(f"expected class and f1 columns, got {header[:10]}")
+    if len(rows) - 1 > MAX_CLASSES:
+        raise ValueError(f"{len(rows) - 1:,} classes, over the limit of {MAX_CLASSES}")
+    name_at, f1_at = header.index("class"), header.index("f1")
+    scores: list[tuple[str, float]] = []
+    seen: set[str] = set()
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ValueError(f"line {line}: {len(row)} fields, expected {len(header)}")
+        name, f1_text = row[name_at], row[f1_at]
+        if len(name) > MAX_CLASS_NAME_CHARS:
+            raise ValueError(
+                f"line {line}: a class name of {len(name):,} characters, over the limit "
+                f"of {MAX_CLASS_NAME_CHARS}"
+            )
+        if name in seen:
+            raise ValueError(f"line {line}: class {shortened(name, 40)!r} is there twice")
+        seen.add(name)
+        try:
+            f1 = float(f1_text)
+        except ValueError:
+            f1 = math.nan
+        if not 0 <= f1 <= 1:
+            raise ValueError(f"line {line}: f1 {shortened(f1_text, 20)!r} is not in [0, 1]")
+        scores.append((name, f1))
+    return scores
+
+
+def largest_changes(
+    old: Sequence[tuple[str, float]] | None,
+    new: Sequence[tuple[str, float]],
+    limit: int = MAX_CLASS_ROWS,
+) -> tuple[list[tuple[str, float | None, float | None]], int]:
+    """The `limit` classes whose F1 changed most as (class, F1 in old, F1 in new), a
+    class on one side only first, then by the size of the change, ties in the order of
+    `new` (then of `old`); and how many classes are left out. O(n log limit)."""
+    old_f1 = dict(old or ())
+    new_f1 = dict(new)
+    names = list(new_f1) + [name for name in old_f1 if name not in new_f1]
+
+    def change(name: str) -> float:
+        before, after = old_f1.get(name), new_f1.get(name)
+        return math.inf if before is None or after is None else abs(after - before)
+
+    shown = heapq.nlargest(limit, names, key=change)  # stable: ties keep their order
+    return [(name, old_f1.get(name), new_f1.get(name)) for name in shown], len(names) - len(shown)
+
+
+def per_class_section(rev: str, path: str, old: str | None, new: str | None) -> str:
+    """Test F1 per class at `rev` and in the workspace (per-class CSV texts, None where a
+    side lacks the file): the MAX_CLASS_ROWS classes that changed most, and a line for
+    the rest; a line for each side without the file."""
+    title = "### Per class"
+    missing = [
+        f"{inline_code(path)} is not in {where}: no per-class comparison."
+        for where, text in ((inline_code(rev), old), (f"the {NEW_LABEL}", new))
+        if text is None
+    ]
+    if old is None or new is None:
+        return "\n\n".join([title, *missing])
+    try:
+        old_scores, new_scores = per_class_scores(old), per_class_scores(new)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    shown, left_out = largest_changes(old_scores, new_scores)
+    rows = [
+        [name, format_value(before), format_value(after), format_delta(before, after)]
+        for name, before, after in shown
+    ]
+    table = markdown_table(["class", inline_code(rev), NEW_LABEL, "change"], rows, numeric=3)
+    total = len(shown) + left_out
+    intro = (
+        f"Test F1 ({inline_code(path)}) of the {len(shown)} classes of {total:,} that changed most:"
+        if left_out
+        else f"Test F1 ({inline_code(path)}):"
+    )
+    parts = [title, intro, table]
+    if left_out:
+        parts.append(f"{left_out:,} more classes changed less; {inline_code(path)} has them all.")
+    return "\n\n".join(parts)
+
+
 def seed_stats(document: Mapping[str, Any]) -> dict[str, SeedStat]:
     """The `metrics` of a seeds.json (see review/seeds.py) as SeedStats; ValueError if
     it does not have that layout."""
@@ -267,10 +383,12 @@ def report_sections(
     predictions: tuple[str, str | None, str | None] | None = None,
     seeds: tuple[str, Mapping[str, Any] | None, Mapping[str, Any] | None] | None = None,
     base_reason: str | None = None,
+    per_class: tuple[str, str | None, str | None] | None = None,
 ) -> list[str]:
     """The sections the report and the PR comment share, in order: the heading, the base,
-    "Is it real?", "Over seeds", metrics and params (see `build_report`). `base_reason`
-    is Markdown (revisions already in code spans)."""
+    "Is it real?", "Over seeds", metrics, "Per class" and params (see `build_report`;
+    `per_class`: path, CSV text at rev, in the workspace). `base_reason` is Markdown
+    (revisions already in code spans)."""
     path, old_params, new_params = params
     sections = [f"## Workspace against {inline_code(rev)} ({escape_text(rev_title)})"]
     if base_reason is not None:
@@ -279,10 +397,10 @@ def report_sections(
         sections.append(significance_section(rev, *predictions))
     if seeds is not None:
         sections.append(seeds_section(rev, *seeds))
-    sections += [
-        metrics_section(rev, old_metrics, new_metrics),
-        params_section(rev, path, old_params, new_params),
-    ]
+    sections.append(metrics_section(rev, old_metrics, new_metrics))
+    if per_class is not None:
+        sections.append(per_class_section(rev, *per_class))
+    sections.append(params_section(rev, path, old_params, new_params))
     return sections
 
 
@@ -297,14 +415,24 @@ def build_report(
     seeds: tuple[str, Mapping[str, Any] | None, Mapping[str, Any] | None] | None = None,
     base_reason: str | None = None,
     images: Sequence[tuple[str, str]] = (),
+    per_class: tuple[str, str | None, str | None] | None = None,
 ) -> str:
     """The whole report. `params` is (path, data at rev or None, workspace data);
     `rev_title` says which commit `rev` named (e.g. "1a2b3c4 Tune lr"). `predictions`
     (path, CSV text at rev, in the workspace) and `seeds` (path, seeds.json data at rev,
     in the workspace), None where not there, add their sections; `base_reason` says why
-    `rev` is the base; `images` (title, path) are embedded before the figure links."""
+    `rev` is the base; `images` (title, path) are embedded before the figure links;
+    `per_class` (path, CSV text at rev, in the workspace) adds the per-class table."""
     sections = report_sections(
-        rev, rev_title, params, old_metrics, new_metrics, predictions, seeds, base_reason
+        rev,
+        rev_title,
+        params,
+        old_metrics,
+        new_metrics,
+        predictions,
+        seeds,
+        base_reason,
+        per_class,
     )
     return join_sections([*sections, *figure_sections(figures, images)])
 
@@ -318,5 +446,17 @@ def figure_sections(
     return ([images_section(images)] if images else []) + [figures_section(figures, missing)]
 
 
-def join_sections(sections: Sequence[str]) -> str:
-    return "\n\n".join(sections) + "\n"
+def _report_cut_notice(rows: int, other: int) -> str:
+    what = [f"{rows:,} table rows"] if rows else []
+    what += [f"{other:,} other lines"] if other else []
+    return (
+        f"*Cut here to keep the report under {MAX_REPORT_BYTES:,} bytes: this section's "
+        f"last {' and '.join(what)}. The files compared hold everything.*"
+    )
+
+
+def join_sections(sections: Sequence[str], limit: int = MAX_REPORT_BYTES) -> str:
+    """The report: the sections, at most `limit` bytes in all (the large ones lose whole
+    table rows from their end, with a line saying so, as the PR comment does)."""
+    fitted = fit(sections, limit - 1, "", _report_cut_notice)  # 1: the final newline
+    return "\n\n".join(fitted) + "\n"

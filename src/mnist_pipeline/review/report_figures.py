@@ -14,10 +14,30 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mnist_pipeline.fileio import atomic_file
+from mnist_pipeline.review.markdown import one_line
+from mnist_pipeline.review.report import (
+    MAX_CLASS_ROWS,
+    MAX_CLASSES,
+    largest_changes,
+    per_class_scores,
+)
 
 DPI = 100
 SIDE_STYLES = (("tab:gray", "base"), ("tab:blue", "workspace"))  # colour per side
 SPLIT_DASHES = {"train": "-", "valid": "--"}
+# Past this many classes a confusion matrix's cells are too small for their numbers and
+# its axes for the class names: it is drawn without them (each number was one text
+# object: 5,000 classes took minutes).
+MAX_LABELLED_CLASSES = 30
+MAX_LABEL_CHARS = 40  # of a class name on an axis
+
+
+def plain(text: str, limit: int = MAX_LABEL_CHARS) -> str:
+    """Text from a file as matplotlib shows it literally: on one line, at most `limit`
+    characters, `$` escaped (a pair of them starts mathtext, which fails on `$\\foo$`)."""
+    text = one_line(text)
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 def _rows(text: str) -> list[dict[str, str]]:
@@ -32,16 +52,21 @@ def _save(fig: Figure, path: Path) -> None:
 
 def curve(text: str | None, split: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(epochs, values) of one split's column in a training-log TSV (epoch, train, valid),
-    or None if the text is missing or has another layout (an older log)."""
+    or None if the text is missing or has another layout (an older log); ValueError
+    naming the line of a value that is not a number."""
     if text is None:
         return None
     rows = _rows(text)
     if not rows or "epoch" not in rows[0] or split not in rows[0]:
         return None
-    return (
-        np.array([float(row["epoch"]) for row in rows]),
-        np.array([float(row[split]) for row in rows]),
-    )
+    epochs, values = [], []
+    for line, row in enumerate(rows, start=2):
+        try:
+            epochs.append(float(row["epoch"]))
+            values.append(float(row[split]))
+        except (TypeError, ValueError):  # TypeError: a short row's missing field (None)
+            raise ValueError(f"line {line}: epoch or {split} is not a number") from None
+    return np.array(epochs), np.array(values)
 
 
 def training_curves(
@@ -61,7 +86,9 @@ def training_curves(
         for (color, _), label, side in zip(SIDE_STYLES, labels, sides, strict=True):
             for split, data in zip(SPLIT_DASHES, side, strict=True):
                 if data is not None:
-                    ax.plot(*data, SPLIT_DASHES[split], color=color, label=f"{label} {split}")
+                    ax.plot(
+                        *data, SPLIT_DASHES[split], color=color, label=f"{plain(label)} {split}"
+                    )
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.set_title(name)
@@ -72,10 +99,16 @@ def training_curves(
 
 
 def confusion_from_predictions(text: str, num_classes: int) -> np.ndarray:
-    """Counts (C, C), rows the label, from predictions CSV text (label, predicted, ...)."""
+    """Counts (C, C), rows the label, from predictions CSV text (label, predicted, ...);
+    ValueError for a class index outside 0..C-1 (C at most MAX_CLASSES)."""
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"{num_classes} classes: expected 1 to {MAX_CLASSES}")
     rows = _rows(text)
     labels = np.array([int(row["label"]) for row in rows], dtype=np.int64)
     predicted = np.array([int(row["predicted"]) for row in rows], dtype=np.int64)
+    for name, values in (("label", labels), ("predicted", predicted)):
+        if len(values) and not 0 <= values.min() <= values.max() < num_classes:
+            raise ValueError(f"a {name} outside the {num_classes} classes 0-{num_classes - 1}")
     flat = np.bincount(labels * num_classes + predicted, minlength=num_classes**2)
     return flat.reshape(num_classes, num_classes)
 
@@ -91,10 +124,11 @@ def confusion_side_by_side(
     if predictions == (None, None):
         return False
     count = len(class_names)
+    labelled = count <= MAX_LABELLED_CLASSES
     fig = Figure(figsize=(13, 6), layout="constrained")  # keeps the panels' labels apart
     axes = fig.subplots(1, 2)
     for ax, label, text in zip(axes, labels, predictions, strict=True):
-        ax.set_title(f"{label}: test confusion (row %)")
+        ax.set_title(f"{plain(label)}: test confusion (row %)")
         if text is None:
             ax.axis("off")
             ax.text(0.5, 0.5, "no predictions_test.csv", ha="center", va="center")
@@ -102,14 +136,15 @@ def confusion_side_by_side(
         counts = confusion_from_predictions(text, count)
         shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
         ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-        for (row, col), n in np.ndenumerate(counts):
-            if n:
+        if labelled:
+            for row, col in zip(*np.nonzero(counts), strict=True):
                 color = "white" if shares[row, col] > 0.5 else "black"
                 text_ = f"{100 * shares[row, col]:.1f}"
                 ax.text(col, row, text_, ha="center", va="center", color=color, fontsize=7)
-        ax.set_xticks(range(count), class_names, rotation=45, ha="right")
-        ax.set_yticks(range(count), class_names)
-        ax.set_xlabel("predicted")
+            names = [plain(name) for name in class_names]
+            ax.set_xticks(range(count), names, rotation=45, ha="right")
+            ax.set_yticks(range(count), names)
+        ax.set_xlabel("predicted" + ("" if labelled else f" (class index, {count} classes)"))
         ax.set_ylabel("actual")
     _save(fig, path)
     return True
@@ -118,12 +153,18 @@ def confusion_side_by_side(
 def per_class_f1(
     per_class: tuple[str | None, str | None], labels: tuple[str, str], path: Path
 ) -> bool:
-    """Grouped horizontal bars of per-class F1 (per_class_test.csv: class, ..., f1)."""
-    tables = [None if text is None else _rows(text) for text in per_class]
+    """Grouped horizontal bars of per-class F1 (per_class_test.csv: class, ..., f1) of
+    the MAX_CLASS_ROWS classes whose F1 changed most (all, if there are no more)."""
+    tables = [None if text is None else per_class_scores(text) for text in per_class]
     present = [table for table in tables if table]
     if not present:
         return False
-    classes = [row["class"] for row in present[-1]]
+    old, new = tables if tables[1] else (None, tables[0])
+    shown, left_out = largest_changes(old, new or [], MAX_CLASS_ROWS)
+    if not left_out:  # all of them: in the table's order
+        order = {name: i for i, (name, _) in enumerate(new or [])}
+        shown.sort(key=lambda row: order.get(row[0], len(order)))
+    classes = [name for name, _, _ in shown]
     fig = Figure(figsize=(7, 0.45 * len(classes) + 1.5))
     ax = fig.add_subplot()
     positions = np.arange(len(classes))
@@ -133,15 +174,17 @@ def per_class_f1(
     ):
         if not table:
             continue
-        f1 = {row["class"]: float(row["f1"]) for row in table}
+        f1 = dict(table)
         values = [f1.get(name, np.nan) for name in classes]
-        ax.barh(positions + offset, values, height, color=color, label=label)
-    ax.set_yticks(positions, classes)
+        ax.barh(positions + offset, values, height, color=color, label=plain(label))
+    ax.set_yticks(positions, [plain(name) for name in classes])
     ax.invert_yaxis()  # class 0 on top, as in the confusion matrices
-    low = min(float(row["f1"]) for table in present for row in table)
+    low = min(f1 for table in present for name, f1 in table if name in classes)
     ax.set_xlim(max(0.0, low - 0.05), 1.0)
     ax.set_xlabel("F1 (test)")
-    ax.set_title("per-class F1")
+    total = len(classes) + left_out
+    more = f": the {len(classes)} of {total} classes that changed most" if left_out else ""
+    ax.set_title("per-class F1" + more)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: bars reach 1.0
     _save(fig, path)
@@ -156,11 +199,11 @@ def render_all(
     per_class: tuple[str | None, str | None],
 ) -> list[tuple[str, Path]]:
     """Every figure that has data on some side into out_dir; (title, path) of each."""
-    tables = [_rows(text) for text in per_class if text is not None]
-    class_names = [row["class"] for row in tables[-1]] if tables else []
-    if not class_names and predictions != (None, None):
-        text = predictions[1] if predictions[1] is not None else predictions[0]
-        class_names = [str(i) for i in range(1 + max(_label_values(text or "")))]
+    tables = [per_class_scores(text) for text in per_class if text is not None]
+    class_names = [name for name, _ in tables[-1]] if tables else []
+    # Classes past the table's (or all, without one) are named by their index.
+    count = max((1 + _largest_class(text) for text in predictions if text is not None), default=0)
+    class_names += [str(i) for i in range(len(class_names), count)]
     written = [
         ("training curves", out_dir / "training_curves.png"),
         ("test confusion matrices", out_dir / "confusion_test.png"),
@@ -174,6 +217,11 @@ def render_all(
     return [figure for figure, wrote in zip(written, done, strict=True) if wrote]
 
 
-def _label_values(text: str) -> list[int]:
+def _largest_class(text: str) -> int:
+    """The largest class index in predictions CSV text (0 if none); ValueError past
+    MAX_CLASSES - 1, before anything the size of the classes is made."""
     rows = _rows(text)
-    return [int(row[key]) for row in rows for key in ("label", "predicted")] or [0]
+    largest = max((int(row[key]) for row in rows for key in ("label", "predicted")), default=0)
+    if not 0 <= largest < MAX_CLASSES:
+        raise ValueError(f"class index {largest}: expected 0 to {MAX_CLASSES - 1}")
+    return largest
