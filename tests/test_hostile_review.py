@@ -554,10 +554,10 @@ def test_the_largest_legitimate_inputs_keep_the_report_and_the_comment_bounded()
     assert size(per_class_section) < 30_000
 
 
-def test_review_limits_match_the_pipelines():
-    from mnist_pipeline.data.prepared import MAX_CLASS_NAME_CHARS
-    from mnist_pipeline.model.checkpoint import MAX_CLASSES as CHECKPOINT_MAX_CLASSES
+def test_review_limits_are_the_pipelines():
+    from mnist_pipeline.data import registry
     from mnist_pipeline.review import report
 
-    assert report.MAX_CLASSES == CHECKPOINT_MAX_CLASSES
-    assert report.MAX_CLASS_NAME_CHARS == MAX_CLASS_NAME_CHARS
+    # One source: what a checkpoint or a manifest may hold is what a report accepts.
+    assert report.MAX_CLASSES is registry.MAX_CLASSES
+    assert report.MAX_CLASS_NAME_CHARS is registry.MAX_CLASS_NAME_CHARS

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from mnist_pipeline.data.registry import MAX_CLASS_NAME_CHARS, MAX_CLASSES
 from mnist_pipeline.review.comment import fit
 from mnist_pipeline.review.markdown import escape_text, inline_code, link_target, one_line
 from mnist_pipeline.review.significance import (
@@ -28,11 +29,6 @@ from mnist_pipeline.review.significance import (
 
 MISSING = "—"  # a value one side does not have (a new or a removed metric or param)
 NEW_LABEL = "workspace"
-# A per-class CSV has at most the classes a model may have, and names as long as a
-# prepared manifest's: model.checkpoint.MAX_CLASSES and data.prepared.MAX_CLASS_NAME_CHARS
-# (a test keeps them equal; importing them would import torch, seconds and ~180 MB).
-MAX_CLASSES = 1000
-MAX_CLASS_NAME_CHARS = 100
 # A table cell shows at most this many characters of its text (a long list param, a
 # name): a row stays readable and a table's size follows from its number of rows.
 MAX_CELL_CHARS = 200
