@@ -129,7 +129,7 @@ release: $(STAMP) ## push the models to the DVC remote and tag HEAD (VERSION=v1.
 test: lint ## lint, then every test (PYTEST_ARGS=...)
 	$(BIN)/python -m pytest $$PYTEST_ARGS
 
-# Unit tests only: no dvc, torchrun or stage subprocesses (under a minute).
+# Unit tests only: no dvc, torchrun or stage subprocesses.
 test-fast: $(STAMP) ## unit tests only: no dvc, torchrun or stage subprocesses
 	$(BIN)/python -m pytest -m "not e2e and not slow" $$PYTEST_ARGS
 
