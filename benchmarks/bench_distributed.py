@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from benchmarks import train_support as ts
-from mnist_pipeline.data import prepared as shards
+from mnist_pipeline.data import prepared
 from mnist_pipeline.data.raw_formats import read_raw
 from mnist_pipeline.testing import synthetic
 from mnist_pipeline.testing.dvc_repo import committed_text
@@ -42,7 +42,7 @@ def prepare(raw: Path | None, tmp: Path, seed: int, rows: tuple[int, int, int]) 
         raw = synthetic.write_raw_dir(tmp / "raw", "pickle", synthetic.make_splits(rows, seed))
     parsed, description = read_raw(raw)
     names = description["class_names"]
-    shards.write_prepared(parsed, names, description["dataset"], 10_000, tmp / "prepared")
+    prepared.write_prepared(parsed, names, description["dataset"], 10_000, tmp / "prepared")
     return tmp / "prepared"
 
 

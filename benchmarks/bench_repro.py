@@ -1,6 +1,6 @@
 """Wall time of the whole pipeline: `dvc repro` with default params in a throwaway copy.
 
-The copy (git + DVC, made by tests/e2e_support.py) fetches from a local raw
+The copy (git + DVC, made by mnist_pipeline.testing.dvc_repo) fetches from a local raw
 directory (fetch.source, with its md5s as fetch.checksums): full-size
 synthetic MNIST by default, or `--raw DIR` (for Fashion-MNIST also set
 --dataset). After the repro the evaluate stage's command runs once more on

@@ -2,7 +2,7 @@
 
 Rounds alternate (tutorial, project, project, tutorial, ...) on the same data,
 threads and seed: (a) the tutorial's loop exactly as written (tutorial_loop.py:
-its MLP, SGD, DataLoader with shuffle, loss_batch), (b) `training.fit` with the
+its MLP, SGD, DataLoader with shuffle, loss_batch), (b) `mnist_pipeline.train.loop.fit` with the
 same model, optimizer and batch size. An epoch is a train pass plus a valid
 pass in both. Reports median seconds per epoch, train samples per second, the
 ratio b/a and the valid loss both reach, at batch 64 (target b/a <= 0.5) and,

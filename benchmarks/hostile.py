@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mnist_pipeline.data import prepared as shards
+from mnist_pipeline.data import prepared
 from mnist_pipeline.data.raw_formats import read_raw
 from mnist_pipeline.data.registry import DIGIT_NAMES
 from mnist_pipeline.model.checkpoint import save_checkpoint
@@ -79,7 +79,7 @@ def prepared_data(tmp: Path) -> Path:
     splits = synthetic.make_splits((300, 60, 60), seed=11)
     synthetic.write_raw_dir(tmp / "raw", "pickle", splits)
     parsed, description = read_raw(tmp / "raw")
-    shards.write_prepared(parsed, description["class_names"], "mnist", 100, tmp / "prepared")
+    prepared.write_prepared(parsed, description["class_names"], "mnist", 100, tmp / "prepared")
     return tmp / "prepared"
 
 

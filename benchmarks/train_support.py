@@ -125,10 +125,10 @@ def run_project(
     seed: int,
     stop_when: Callable[[EpochRecord], bool] = lambda record: False,
 ) -> list[EpochRecord]:
-    """The project's loop (`training.fit`) on CPU; per epoch: fit's epoch_seconds (train +
-    valid pass), valid loss/accuracy, `elapsed_s` since fit was called, and the process
-    CPU seconds since the previous epoch (`epoch_cpu_seconds`: less skewed by other
-    processes than wall time when running one thread)."""
+    """The project's loop (`mnist_pipeline.train.loop.fit`) on CPU; per epoch: fit's
+    epoch_seconds (train + valid pass), valid loss/accuracy, `elapsed_s` since fit was
+    called, and the process CPU seconds since the previous epoch (`epoch_cpu_seconds`:
+    less skewed by other processes than wall time when running one thread)."""
     cfg = dataclasses.replace(train_cfg, device="cpu", threads=torch.get_num_threads())
     seed_torch(seed)
     model = build_model(model_cfg, input_spec(data["train"][0]))

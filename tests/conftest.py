@@ -128,7 +128,7 @@ def committed_params(tmp_path):
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A tiny prepared data set (300/60/60 synthetic images) as the prepare stage writes it."""
-    from mnist_pipeline.data import prepared as shards
+    from mnist_pipeline.data import prepared
     from mnist_pipeline.data.raw_formats import read_raw
     from mnist_pipeline.testing import synthetic
 
@@ -136,5 +136,5 @@ def prepared(tmp_path_factory):
     splits = synthetic.make_splits((300, 60, 60), seed=11)
     synthetic.write_raw_dir(root / "raw", "pickle", splits)
     parsed, description = read_raw(root / "raw")
-    shards.write_prepared(parsed, description["class_names"], "mnist", 100, root / "prepared")
+    prepared.write_prepared(parsed, description["class_names"], "mnist", 100, root / "prepared")
     return root / "prepared"

@@ -1,5 +1,8 @@
 """params.yaml validation: unknown keys, wrong types and bad ranges are one-line errors."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,7 +54,8 @@ def _flat(data, prefix=""):
         ({"model": {"hidden_sizes": [128, "x"]}}, "model.hidden_sizes[1]: expected an integer"),
         ({"model": {"hidden_sizes": 128}}, "model.hidden_sizes: expected a list"),
         ({"model": {"extra": 1}}, "model: unknown key(s) extra"),
-        ({"fetch": {"dataset": "cifar"}}, "fetch.dataset: 'cifar' is not one of"),
+        ({"fetch": {"dataset": "cifar"}}, "fetch.dataset: 'cifar' is not one of: mnist, fashion"),
+        ({"fetch": {"dataset": 5}}, "fetch.dataset: expected a string, got 5"),
         ({"fetch": {"checksums": {"a.gz": "nothex"}}}, "fetch.checksums.a.gz: expected 32"),
         ({"fetch": {"source": "ftp://h/m.gz"}}, "fetch.source: ftp://h/m.gz: unsupported URL"),
         ({"fetch": {"source": "file://host/m.gz"}}, "file:// URLs must name a local path"),
@@ -131,6 +135,35 @@ def test_threads_beyond_the_cores_name_the_count(monkeypatch):
     with pytest.raises(PipelineError, match=r"^train.threads: 64 > the 2 CPU cores here"):
         parse(Params, params_data({"train": {"threads": 64}}), "")
     assert parse(Params, params_data({"train": {"threads": 2}}), "").train.threads == 2
+
+
+def test_the_allowed_data_sets_are_the_registry_keys(monkeypatch):
+    """A data set registered in data/registry.py is a valid fetch.dataset, with no second
+    list to edit; the error names the registry's keys."""
+    from mnist_pipeline.data import registry
+
+    monkeypatch.setitem(registry.DATASETS, "kmnist", registry.MNIST)
+    assert (
+        parse(Params, params_data({"fetch": {"dataset": "kmnist"}}), "").fetch.dataset == "kmnist"
+    )
+    allowed = ", ".join(registry.DATASETS)
+    with pytest.raises(
+        PipelineError, match=rf"^fetch\.dataset: 'emnist' is not one of: {allowed}$"
+    ):
+        parse(Params, params_data({"fetch": {"dataset": "emnist"}}), "")
+
+
+def test_config_imports_nothing_heavy_and_no_cycle():
+    """config/ imports the registry, which must stay plain Python: no torch, and nothing
+    that imports config back (a cycle would break whichever side loads first)."""
+    code = (
+        "import sys; import mnist_pipeline.data.registry; "
+        "assert not any(m.startswith('mnist_pipeline.config') for m in sys.modules); "
+        "import mnist_pipeline.config.params; "
+        "assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 def test_nan_in_the_yaml_file_is_refused(tmp_path):

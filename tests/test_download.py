@@ -345,7 +345,7 @@ def test_recompressed_copy_matches_by_content_md5(tmp_path, out):
     recompressed = gz(content, level=1, mtime=12345)
     assert md5(recompressed) != md5(gz(content))
     (tmp_path / PICKLE_FILE).write_bytes(recompressed)
-    # As datasets.py lists it: the upstream md5 of the decompressed content.
+    # As data/registry.py lists it: the upstream md5 of the decompressed content.
     spec = make_spec([str(tmp_path / PICKLE_FILE)], md5s={PICKLE_FILE: frozenset({md5(content)})})
 
     description = fetch_dataset(make_config(checksums={}), out, spec=spec)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mnist_pipeline.evaluate import metrics as ev
+from mnist_pipeline.evaluate import metrics
 from mnist_pipeline.evaluate.run import confusion_rows
 from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.testing.configs import model_config
@@ -15,12 +15,12 @@ PREDICTED = torch.tensor([0, 1, 1, 1, 2, 0])
 
 
 def test_confusion_counts():
-    confusion = ev.confusion_matrix(LABELS, PREDICTED, 3)
+    confusion = metrics.confusion_matrix(LABELS, PREDICTED, 3)
     assert confusion.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
 
 
 def test_per_class_precision_recall_f1():
-    scores = ev.per_class_scores(ev.confusion_matrix(LABELS, PREDICTED, 3))
+    scores = metrics.per_class_scores(metrics.confusion_matrix(LABELS, PREDICTED, 3))
     # tp / predicted / actual: class 0: 1/2/2; class 1: 2/3/2; class 2: 1/1/2
     assert scores["precision"].tolist() == pytest.approx([1 / 2, 2 / 3, 1.0])
     assert scores["recall"].tolist() == pytest.approx([1 / 2, 1.0, 1 / 2])
@@ -29,7 +29,9 @@ def test_per_class_precision_recall_f1():
 
 
 def test_a_class_never_predicted_scores_zero_not_nan():
-    scores = ev.per_class_scores(ev.confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 0]), 2))
+    scores = metrics.per_class_scores(
+        metrics.confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 0]), 2)
+    )
     assert scores["precision"].tolist() == [0.5, 0.0]
     assert scores["f1"].tolist() == pytest.approx([2 / 3, 0.0])
 
@@ -41,39 +43,39 @@ def test_classification_metrics_by_hand():
         dtype=torch.float64,
     )
     labels = torch.tensor([0, 2, 2, 1])
-    metrics = ev.classification_metrics(probs.log(), labels, bins=10)
-    assert metrics["accuracy"] == 0.5
-    assert metrics["top2_accuracy"] == 1.0
+    values = metrics.classification_metrics(probs.log(), labels, bins=10)
+    assert values["accuracy"] == 0.5
+    assert values["top2_accuracy"] == 1.0
     nll = -(math.log(0.72) + math.log(0.3) + math.log(0.55) + math.log(0.35)) / 4
-    assert metrics["loss"] == pytest.approx(nll) and "nll" not in metrics
+    assert values["loss"] == pytest.approx(nll) and "nll" not in values
     brier = (
         (0.28**2 + 0.18**2 + 0.1**2)
         + (0.07**2 + 0.63**2 + 0.7**2)
         + (0.2**2 + 0.25**2 + 0.45**2)
         + (0.55**2 + 0.65**2 + 0.1**2)
     ) / 4
-    assert metrics["brier"] == pytest.approx(brier)
+    assert values["brier"] == pytest.approx(brier)
     # confidences .72 (right), .63 (wrong), .55 (right), .55 (wrong); bins of width 0.1:
     # (0.7,0.8]: acc 1 conf .72; (0.6,0.7]: acc 0 conf .63; (0.5,0.6]: acc .5 conf .55
     ece = (abs(1 - 0.72) + abs(0 - 0.63) + 2 * abs(0.5 - 0.55)) / 4
-    assert metrics["ece"] == pytest.approx(ece)
+    assert values["ece"] == pytest.approx(ece)
     # predicted [0, 1, 2, 0]: class 0 p=1/2 r=1 f=2/3; class 1 f=0; class 2 p=1 r=1/2 f=2/3
-    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 0 + 2 / 3) / 3)
+    assert values["macro_f1"] == pytest.approx((2 / 3 + 0 + 2 / 3) / 3)
 
 
 def test_perfectly_calibrated_predictions_have_zero_ece():
     probs = torch.tensor([[1.0, 0.0]] * 4)
-    assert ev.expected_calibration_error(probs, torch.zeros(4, dtype=torch.long), 15) == 0.0
+    assert metrics.expected_calibration_error(probs, torch.zeros(4, dtype=torch.long), 15) == 0.0
 
 
 def test_entropy_and_accuracy_at_coverage():
     uniform = torch.full((1, 4), 0.25)
-    assert ev.entropy(uniform).item() == pytest.approx(math.log(4))
+    assert metrics.entropy(uniform).item() == pytest.approx(math.log(4))
     correct = torch.tensor([True, True, False, False])
     uncertainty = torch.tensor([0.1, 0.2, 0.9, 0.3])
-    assert ev.accuracy_at_coverage(correct, uncertainty, 0.5) == 1.0
-    assert ev.accuracy_at_coverage(correct, uncertainty, 0.75) == pytest.approx(2 / 3)
-    coverage, accuracy = ev.accuracy_coverage(correct, uncertainty)
+    assert metrics.accuracy_at_coverage(correct, uncertainty, 0.5) == 1.0
+    assert metrics.accuracy_at_coverage(correct, uncertainty, 0.75) == pytest.approx(2 / 3)
+    coverage, accuracy = metrics.accuracy_coverage(correct, uncertainty)
     assert coverage.tolist() == [0.25, 0.5, 0.75, 1.0]
     assert accuracy.tolist() == pytest.approx([1.0, 1.0, 2 / 3, 0.5])  # 0.1, 0.2, 0.3, 0.9
 
@@ -81,7 +83,7 @@ def test_entropy_and_accuracy_at_coverage():
 def test_most_confident_errors_come_first():
     probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.95, 0.05]])
     labels = torch.tensor([1, 1, 0, 1])
-    assert ev.most_confident_errors(probs, labels, 2).tolist() == [3, 0]
+    assert metrics.most_confident_errors(probs, labels, 2).tolist() == [3, 0]
 
 
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
@@ -90,7 +92,7 @@ IMAGES = torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8)
 
 def test_mc_dropout_without_dropout_reports_nothing():
     model = build_model(model_config(hidden_sizes=(16,), dropout=0.0), SPEC)
-    assert ev.mc_dropout_probs(model, IMAGES, samples=5, batch_size=16, seed=0) is None
+    assert metrics.mc_dropout_probs(model, IMAGES, samples=5, batch_size=16, seed=0) is None
 
 
 def test_mc_dropout_with_dropout_has_spread_and_leaves_eval_mode():
@@ -98,14 +100,14 @@ def test_mc_dropout_with_dropout_has_spread_and_leaves_eval_mode():
     model = build_model(
         model_config(name="cnn", conv_channels=(4,), hidden_sizes=(16,), dropout=0.5), SPEC
     ).eval()
-    mc = ev.mc_dropout_probs(model, IMAGES, samples=8, batch_size=16, seed=0)
+    mc = metrics.mc_dropout_probs(model, IMAGES, samples=8, batch_size=16, seed=0)
     assert mc.shape == (8, 50, 10)
     assert mc.std(dim=0).max() > 1e-3
     assert not model.training and not any(m.training for m in model.modules())
-    metrics = ev.mc_dropout_metrics(mc, torch.zeros(50, dtype=torch.long))
-    assert metrics["mc_mutual_info_mean"] > 0
-    assert metrics["mc_entropy_mean"] >= metrics["mc_mutual_info_mean"]
-    again = ev.mc_dropout_probs(model, IMAGES, samples=8, batch_size=16, seed=0)
+    values = metrics.mc_dropout_metrics(mc, torch.zeros(50, dtype=torch.long))
+    assert values["mc_mutual_info_mean"] > 0
+    assert values["mc_entropy_mean"] >= values["mc_mutual_info_mean"]
+    again = metrics.mc_dropout_probs(model, IMAGES, samples=8, batch_size=16, seed=0)
     assert torch.equal(mc, again)  # seeded: the same masks each time
 
 
@@ -113,7 +115,7 @@ def test_mc_dropout_keeps_batch_norm_in_eval_mode():
     model = build_model(
         model_config(name="cnn", conv_channels=(4,), hidden_sizes=(), dropout=0.5), SPEC
     )
-    ev.enable_mc_dropout(model)
+    metrics.enable_mc_dropout(model)
     kinds = {type(m).__name__: m.training for m in model.modules() if m is not model}
     assert kinds["Dropout"] is True and kinds["BatchNorm2d"] is False
 

@@ -29,8 +29,7 @@ import yaml
 
 from mnist_pipeline.config.params import FetchConfig
 from mnist_pipeline.config.preflight import check_params_file
-from mnist_pipeline.data import download, raw_formats
-from mnist_pipeline.data import prepared as shards
+from mnist_pipeline.data import download, prepared, raw_formats
 from mnist_pipeline.data.download import backoff_delay_s, fetch_dataset
 from mnist_pipeline.data.registry import (
     DIGIT_NAMES,
@@ -331,7 +330,7 @@ def data(tmp_path: Path, prepared: Path) -> Path:
 
 
 def edit_manifest(data: Path, **changes: Any) -> Path:
-    path = data / shards.MANIFEST_FILE
+    path = data / prepared.MANIFEST_FILE
     manifest = json.loads(path.read_text())
     manifest.update(changes)
     path.write_text(json.dumps(manifest))
@@ -347,7 +346,7 @@ def test_shard_must_be_a_regular_file(data, kind):
     else:
         os.mkfifo(shard)  # would wait for a writer without end
     error = fails_within(
-        lambda: shards.load_split(data, "valid"), max_seconds=10, max_traced_bytes=4 * MB
+        lambda: prepared.load_split(data, "valid"), max_seconds=10, max_traced_bytes=4 * MB
     )
     assert str(error) == f"{shard}: not a regular file; re-run `dvc repro prepare`"
 
@@ -357,7 +356,7 @@ def test_shard_larger_than_its_rows_allow_is_not_read(data):
     with open(shard, "r+b") as f:
         f.truncate(50 * MB)  # sparse: no disk, but 50 MB if read
     error = fails_within(
-        lambda: shards.load_split(data, "valid"), max_seconds=10, max_traced_bytes=4 * MB
+        lambda: prepared.load_split(data, "valid"), max_seconds=10, max_traced_bytes=4 * MB
     )
     assert f"{shard}: {50 * MB} bytes, more than its manifest rows allow" in str(error)
 
@@ -369,13 +368,13 @@ def test_shard_label_outside_the_classes_names_the_shard(data):
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     (data / file).write_bytes(buffer.getvalue())
-    manifest = json.loads((data / shards.MANIFEST_FILE).read_text())
+    manifest = json.loads((data / prepared.MANIFEST_FILE).read_text())
     manifest["splits"]["valid"]["shards"][0]["sha256"] = hashlib.sha256(
         buffer.getvalue()
     ).hexdigest()
-    (data / shards.MANIFEST_FILE).write_text(json.dumps(manifest))
+    (data / prepared.MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(PipelineError) as info:
-        shards.load_split(data, "valid")
+        prepared.load_split(data, "valid")
     assert str(info.value) == (
         f"{data / file}: labels outside 0-9 (min 0, max 10); re-run `dvc repro prepare`"
     )
@@ -385,7 +384,7 @@ def test_manifest_over_its_size_limit_is_not_parsed(data):
     # Millions of class names at full scale (4.3 GiB before); 200,000 here, 1.4 MB of JSON.
     path = edit_manifest(data, class_names=[f"c{i}" for i in range(200_000)])
     error = fails_within(
-        lambda: shards.read_manifest(data), max_seconds=10, max_traced_bytes=4 * MB
+        lambda: prepared.read_manifest(data), max_seconds=10, max_traced_bytes=4 * MB
     )
     assert str(error).startswith(f"{path}: larger than the limit of 1000000 bytes")
 
@@ -408,7 +407,7 @@ def test_manifest_over_its_size_limit_is_not_parsed(data):
 def test_manifest_values_are_checked_before_use(data, changes, problem):
     path = edit_manifest(data, **changes)
     with pytest.raises(PipelineError) as info:
-        shards.read_manifest(data)
+        prepared.read_manifest(data)
     message = str(info.value)
     assert message.startswith(f"{path}: {problem}") and message.endswith("`dvc repro prepare`")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_pipeline.data import raw_formats as parsers
+from mnist_pipeline.data import raw_formats
 from mnist_pipeline.data.registry import IDX_FILES, PICKLE_FILE, SPLITS
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.testing import synthetic
@@ -64,7 +64,7 @@ def test_make_images_is_deterministic_and_varied():
 def test_pickle_round_trip(tmp_path, splits):
     path = tmp_path / PICKLE_FILE
     synthetic.write_pickle(path, splits)
-    _assert_same(parsers.read_pickle(path), splits)
+    _assert_same(raw_formats.read_pickle(path), splits)
 
 
 def test_pickle_has_the_original_python2_layout(tmp_path, splits):
@@ -89,12 +89,12 @@ def test_pickle_has_the_original_python2_layout(tmp_path, splits):
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_reads_pickles_written_by_python3(tmp_path, splits, protocol):
     path = _pickle_file(tmp_path / PICKLE_FILE, _float_splits(splits), protocol)
-    _assert_same(parsers.read_pickle(path), splits)
+    _assert_same(raw_formats.read_pickle(path), splits)
 
 
 def test_idx_round_trip_valid_is_last_sixth(tmp_path, splits):
     synthetic.write_idx(tmp_path, splits)
-    parsed = parsers.read_idx(tmp_path)
+    parsed = raw_formats.read_idx(tmp_path)
     _assert_same(parsed, splits)
     assert len(parsed["valid"][1]) == (ROWS[0] + ROWS[1]) // 6
 
@@ -107,7 +107,7 @@ def test_write_idx_refuses_a_valid_split_it_cannot_round_trip(tmp_path, splits):
 @pytest.mark.parametrize("fmt", ["pickle", "idx"])
 def test_read_raw_dispatches_on_dataset_json(tmp_path, splits, fmt):
     synthetic.write_raw_dir(tmp_path, fmt, splits, dataset="fashion-mnist")
-    parsed, description = parsers.read_raw(tmp_path)
+    parsed, description = raw_formats.read_raw(tmp_path)
     _assert_same(parsed, splits)
     assert description["format"] == fmt and description["dataset"] == "fashion-mnist"
     assert description["class_names"][0] == "T-shirt/top"
@@ -141,7 +141,7 @@ def test_malicious_pickle_never_runs_code(tmp_path, splits, name, where):
     obj = evil if where == "top" else ((x[0][0], evil), x[1], x[2])
     path = _pickle_file(tmp_path / PICKLE_FILE, obj)
     with pytest.raises(PipelineError, match="refusing to load global"):
-        parsers.read_pickle(path)
+        raw_formats.read_pickle(path)
     assert not marker.exists()
 
 
@@ -149,7 +149,7 @@ def test_object_arrays_are_refused(tmp_path):
     labels = np.array([1, 2], dtype=object)  # needs no global beyond numpy's own
     path = _pickle_file(tmp_path / PICKLE_FILE, ((np.zeros((2, 784), np.float32), labels),) * 3)
     with pytest.raises(PipelineError, match="refusing object dtype"):
-        parsers.read_pickle(path)
+        raw_formats.read_pickle(path)
 
 
 # --- bad files, both formats -----------------------------------------------------------------
@@ -169,7 +169,7 @@ def test_bad_pickle_file(tmp_path, case):
     path = tmp_path / PICKLE_FILE
     path.write_bytes(content)
     with pytest.raises(PipelineError, match=message) as info:
-        parsers.read_pickle(path)
+        raw_formats.read_pickle(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
@@ -180,7 +180,7 @@ def test_bad_idx_file(tmp_path, splits, case):
     path = tmp_path / IDX_FILES["test_labels"]
     path.write_bytes(content)
     with pytest.raises(PipelineError, match=message) as info:
-        parsers.read_idx(tmp_path)
+        raw_formats.read_idx(tmp_path)
     assert str(path) in str(info.value)
 
 
@@ -191,16 +191,16 @@ def test_truncated_gzip(tmp_path, splits):
         data = (tmp_path / name).read_bytes()
         (tmp_path / name).write_bytes(data[: len(data) // 2])
     with pytest.raises(PipelineError, match="truncated"):
-        parsers.read_pickle(tmp_path / PICKLE_FILE)
+        raw_formats.read_pickle(tmp_path / PICKLE_FILE)
     with pytest.raises(PipelineError, match="truncated gzip"):
-        parsers.read_idx(tmp_path)
+        raw_formats.read_idx(tmp_path)
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(PipelineError, match="not found"):
-        parsers.read_pickle(tmp_path / PICKLE_FILE)
+        raw_formats.read_pickle(tmp_path / PICKLE_FILE)
     with pytest.raises(PipelineError, match="not found"):
-        parsers.read_idx(tmp_path)
+        raw_formats.read_idx(tmp_path)
 
 
 def _pickle_cases():
@@ -238,14 +238,14 @@ def test_bad_pickle_content(tmp_path, case):
     obj, message = _pickle_cases()[case]
     path = _pickle_file(tmp_path / PICKLE_FILE, obj)
     with pytest.raises(PipelineError, match=message) as info:
-        parsers.read_pickle(path)
+        raw_formats.read_pickle(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_not_a_pickle_inside_the_gzip(tmp_path):
     path = _gz(tmp_path / PICKLE_FILE, b"\x80\x02garbage that is no pickle")
     with pytest.raises(PipelineError, match="not a valid MNIST pickle"):
-        parsers.read_pickle(path)
+        raw_formats.read_pickle(path)
 
 
 def _idx_images(rows, height=28, width=28, magic=0x803, claimed_rows=None):
@@ -279,7 +279,7 @@ def test_bad_idx_content(tmp_path, splits, case):
     role, content, message = IDX_CASES[case]
     _gz(tmp_path / IDX_FILES[role], content)
     with pytest.raises(PipelineError, match=message) as info:
-        parsers.read_idx(tmp_path)
+        raw_formats.read_idx(tmp_path)
     assert "\n" not in str(info.value)
 
 
@@ -293,11 +293,11 @@ def test_idx_empty_split_and_too_few_rows(tmp_path):
     for role, content in files.items():
         _gz(tmp_path / IDX_FILES[role], content)
     with pytest.raises(PipelineError, match="the split is empty"):
-        parsers.read_idx(tmp_path)
+        raw_formats.read_idx(tmp_path)
     _gz(tmp_path / IDX_FILES["test_images"], _idx_images(1))
     _gz(tmp_path / IDX_FILES["test_labels"], _idx_labels([1]))
     with pytest.raises(PipelineError, match="5 rows; need at least 6"):
-        parsers.read_idx(tmp_path)
+        raw_formats.read_idx(tmp_path)
 
 
 # --- dataset.json ----------------------------------------------------------------------------
@@ -322,19 +322,19 @@ def test_bad_dataset_json(tmp_path, splits, changes, message):
     synthetic.write_raw_dir(tmp_path, "pickle", splits)
     _edit_description(tmp_path, **changes)
     with pytest.raises(PipelineError, match=message):
-        parsers.read_raw(tmp_path)
+        raw_formats.read_raw(tmp_path)
 
 
 def test_dataset_json_missing_invalid_or_size_mismatch(tmp_path, splits):
     with pytest.raises(PipelineError, match=r"dataset\.json: not found; run `dvc repro fetch`"):
-        parsers.read_raw(tmp_path)
+        raw_formats.read_raw(tmp_path)
     (tmp_path / "dataset.json").write_text("{not json")
     with pytest.raises(PipelineError, match="not valid JSON"):
-        parsers.read_raw(tmp_path)
+        raw_formats.read_raw(tmp_path)
     synthetic.write_raw_dir(tmp_path, "idx", splits)
     (tmp_path / IDX_FILES["test_labels"]).write_bytes(b"short")
     with pytest.raises(PipelineError, match=r"5 bytes, but dataset\.json records"):
-        parsers.read_raw(tmp_path)
+        raw_formats.read_raw(tmp_path)
     (tmp_path / IDX_FILES["test_labels"]).unlink()
     with pytest.raises(PipelineError, match=r"missing, but dataset\.json records"):
-        parsers.read_raw(tmp_path)
+        raw_formats.read_raw(tmp_path)

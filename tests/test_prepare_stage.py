@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mnist_pipeline.cli import run_stage
-from mnist_pipeline.data import prepared as shards
+from mnist_pipeline.data import prepared
 from mnist_pipeline.data.registry import PICKLE_FILE
 from mnist_pipeline.testing import synthetic
 from mnist_pipeline.testing.configs import complete_params
@@ -92,9 +92,9 @@ def test_script_runs_and_replaces_an_old_output(tmp_path, splits, params):
     assert result.returncode == 0, result.stderr
     assert "train 250, valid 50, test 40 images in 5 shards" in result.stdout
     assert not (out / "stale").exists()
-    manifest = shards.read_manifest(out)
+    manifest = prepared.read_manifest(out)
     assert manifest["dataset"] == "fashion-mnist" and manifest["class_names"][9] == "Ankle boot"
-    assert len(shards.load_split(out, "valid")[1]) == 50
+    assert len(prepared.load_split(out, "valid")[1]) == 50
 
 
 def test_corrupt_raw_dir_fails_with_one_line_and_no_output(tmp_path, splits, params):
@@ -130,7 +130,7 @@ def test_failures_leave_no_output(tmp_path, splits, params, problem, capsys, mon
     elif problem == "bad-params":
         params.write_text(complete_params("prepare:\n  shard_size: 0\n"))
     else:  # after the shards are written, inside the temporary directory
-        monkeypatch.setattr(shards, "write_json", _disk_full)
+        monkeypatch.setattr(prepared, "write_json", _disk_full)
     assert _run_in_process(raw, out, params) == 1
     message = {
         "no-dataset-json": "dataset.json: not found",

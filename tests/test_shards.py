@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_pipeline.data import prepared as shards
+from mnist_pipeline.data import prepared
 from mnist_pipeline.data.registry import DIGIT_NAMES, SPLITS
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.testing import synthetic
@@ -25,35 +25,35 @@ def splits():
 
 
 @pytest.fixture
-def prepared(tmp_path, splits):
-    shards.write_prepared(splits, list(DIGIT_NAMES), "mnist", SHARD_SIZE, tmp_path / "prepared")
+def prepared_dir(tmp_path, splits):
+    prepared.write_prepared(splits, list(DIGIT_NAMES), "mnist", SHARD_SIZE, tmp_path / "prepared")
     return tmp_path / "prepared"
 
 
 def _all_files(directory):
     return {
         p.relative_to(directory).as_posix(): p.read_bytes() for p in directory.rglob("*.pt")
-    } | {shards.MANIFEST_FILE: (directory / shards.MANIFEST_FILE).read_bytes()}
+    } | {prepared.MANIFEST_FILE: (directory / prepared.MANIFEST_FILE).read_bytes()}
 
 
-def test_round_trip(prepared, splits):
+def test_round_trip(prepared_dir, splits):
     for name in SPLITS:
-        images, labels = shards.load_split(prepared, name)
+        images, labels = prepared.load_split(prepared_dir, name)
         assert images.dtype == torch.uint8 and images.shape == (len(splits[name][1]), 28, 28)
         assert labels.dtype == torch.int64 and images.is_contiguous()
         np.testing.assert_array_equal(images.numpy(), splits[name][0])
         np.testing.assert_array_equal(labels.numpy(), splits[name][1])
 
 
-def test_load_splits(prepared, splits):
-    loaded = shards.load_splits(prepared, ("test", "valid"))
+def test_load_splits(prepared_dir, splits):
+    loaded = prepared.load_splits(prepared_dir, ("test", "valid"))
     assert list(loaded) == ["test", "valid"]
     np.testing.assert_array_equal(loaded["valid"][1].numpy(), splits["valid"][1])
 
 
-def test_manifest_contents(prepared, splits):
-    manifest = shards.read_manifest(prepared)
-    assert list(manifest) == list(shards.MANIFEST_KEYS)
+def test_manifest_contents(prepared_dir, splits):
+    manifest = prepared.read_manifest(prepared_dir)
+    assert list(manifest) == list(prepared.MANIFEST_KEYS)
     assert manifest["dataset"] == "mnist" and manifest["class_names"] == list(DIGIT_NAMES)
     assert manifest["image_shape"] == [28, 28] and manifest["dtype"] == "uint8"
     assert manifest["pixel_scale"] == 255
@@ -70,68 +70,68 @@ def test_manifest_contents(prepared, splits):
         ]
         for index, shard in enumerate(entry["shards"]):
             assert shard["file"] == f"{name}/shard-{index:05d}.pt"
-            data = (prepared / shard["file"]).read_bytes()
+            data = (prepared_dir / shard["file"]).read_bytes()
             assert shard["sha256"] == hashlib.sha256(data).hexdigest()
 
 
-def test_shards_hold_only_their_own_rows(prepared):
+def test_shards_hold_only_their_own_rows(prepared_dir):
     # torch.save of a view would write the whole split's storage into every shard.
-    size = (prepared / "train" / "shard-00000.pt").stat().st_size
+    size = (prepared_dir / "train" / "shard-00000.pt").stat().st_size
     assert size < SHARD_SIZE * 28 * 28 + SHARD_SIZE * 8 + 4096
 
 
-def test_output_is_byte_identical_for_the_same_input(tmp_path, prepared, splits):
+def test_output_is_byte_identical_for_the_same_input(tmp_path, prepared_dir, splits):
     again = tmp_path / "again"
-    shards.write_prepared(splits, list(DIGIT_NAMES), "mnist", SHARD_SIZE, again)
-    assert _all_files(again) == _all_files(prepared)
+    prepared.write_prepared(splits, list(DIGIT_NAMES), "mnist", SHARD_SIZE, again)
+    assert _all_files(again) == _all_files(prepared_dir)
 
 
 def test_pixel_mean_std_is_exact():
     images = np.random.default_rng(0).integers(0, 256, (3000, 28, 28), dtype=np.uint8)
-    mean, std = shards.pixel_mean_std(images)
+    mean, std = prepared.pixel_mean_std(images)
     reference = images.astype(np.float64) / 255
     assert mean == pytest.approx(reference.mean(), rel=1e-12)
     assert std == pytest.approx(reference.std(), rel=1e-12)
 
 
-def test_corrupt_shard_is_detected(prepared):
-    path = prepared / "valid" / "shard-00000.pt"
+def test_corrupt_shard_is_detected(prepared_dir):
+    path = prepared_dir / "valid" / "shard-00000.pt"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(PipelineError, match=r"sha256 differs.*corrupt.*`dvc repro prepare`"):
-        shards.load_split(prepared, "valid")
-    shards.load_split(prepared, "train")  # the other splits still load
+        prepared.load_split(prepared_dir, "valid")
+    prepared.load_split(prepared_dir, "train")  # the other splits still load
 
 
-def test_missing_shard_and_manifest(prepared):
-    (prepared / "test" / "shard-00000.pt").unlink()
+def test_missing_shard_and_manifest(prepared_dir):
+    (prepared_dir / "test" / "shard-00000.pt").unlink()
     with pytest.raises(PipelineError, match="missing shard; re-run `dvc repro prepare`"):
-        shards.load_split(prepared, "test")
+        prepared.load_split(prepared_dir, "test")
     with pytest.raises(PipelineError, match="no split 'extra'"):
-        shards.load_split(prepared, "extra")
-    (prepared / shards.MANIFEST_FILE).write_text("{}")
+        prepared.load_split(prepared_dir, "extra")
+    (prepared_dir / prepared.MANIFEST_FILE).write_text("{}")
     with pytest.raises(PipelineError, match="missing dataset, class_names"):
-        shards.read_manifest(prepared)
-    (prepared / shards.MANIFEST_FILE).write_text("[1, 2")
+        prepared.read_manifest(prepared_dir)
+    (prepared_dir / prepared.MANIFEST_FILE).write_text("[1, 2")
     with pytest.raises(PipelineError, match="not valid JSON"):
-        shards.read_manifest(prepared)
-    (prepared / shards.MANIFEST_FILE).unlink()
+        prepared.read_manifest(prepared_dir)
+    (prepared_dir / prepared.MANIFEST_FILE).unlink()
     with pytest.raises(PipelineError, match="not found; re-run `dvc repro prepare`"):
-        shards.load_split(prepared, "train")
+        prepared.load_split(prepared_dir, "train")
 
 
-def _replace_shard(prepared, file, payload):
+def _replace_shard(prepared_dir, file, payload):
     """Overwrite a shard and fix its sha256 in the manifest, so only the content is wrong."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    (prepared / file).write_bytes(buffer.getvalue())
-    manifest = json.loads((prepared / shards.MANIFEST_FILE).read_text())
+    (prepared_dir / file).write_bytes(buffer.getvalue())
+    manifest = json.loads((prepared_dir / prepared.MANIFEST_FILE).read_text())
     for entry in manifest["splits"].values():
         for shard in entry["shards"]:
             if shard["file"] == file:
                 shard["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
-    (prepared / shards.MANIFEST_FILE).write_text(json.dumps(manifest))
+    (prepared_dir / prepared.MANIFEST_FILE).write_text(json.dumps(manifest))
 
 
 @pytest.mark.parametrize(
@@ -155,10 +155,10 @@ def _replace_shard(prepared, file, payload):
         ({"images": torch.zeros(1)}, "expected a dict of images and labels"),
     ],
 )
-def test_wrong_shard_content(prepared, payload, message):
-    _replace_shard(prepared, "test/shard-00000.pt", payload)
+def test_wrong_shard_content(prepared_dir, payload, message):
+    _replace_shard(prepared_dir, "test/shard-00000.pt", payload)
     with pytest.raises(PipelineError, match=message):
-        shards.load_split(prepared, "test")
+        prepared.load_split(prepared_dir, "test")
 
 
 class _Marker:
@@ -169,17 +169,17 @@ class _Marker:
         return os.system, (f"touch {self.path}",)
 
 
-def test_shards_load_with_weights_only(tmp_path, prepared):
+def test_shards_load_with_weights_only(tmp_path, prepared_dir):
     marker = tmp_path / "pwned"
-    _replace_shard(prepared, "test/shard-00000.pt", {"images": _Marker(marker), "labels": 1})
+    _replace_shard(prepared_dir, "test/shard-00000.pt", {"images": _Marker(marker), "labels": 1})
     with pytest.raises(PipelineError, match="unreadable shard"):
-        shards.load_split(prepared, "test")
+        prepared.load_split(prepared_dir, "test")
     assert not marker.exists()
 
 
-def test_shard_paths_must_stay_inside(prepared):
-    manifest = json.loads((prepared / shards.MANIFEST_FILE).read_text())
+def test_shard_paths_must_stay_inside(prepared_dir):
+    manifest = json.loads((prepared_dir / prepared.MANIFEST_FILE).read_text())
     manifest["splits"]["test"]["shards"][0]["file"] = "../outside.pt"
-    (prepared / shards.MANIFEST_FILE).write_text(json.dumps(manifest))
+    (prepared_dir / prepared.MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(PipelineError, match="bad shard path"):
-        shards.load_split(prepared, "test")
+        prepared.load_split(prepared_dir, "test")

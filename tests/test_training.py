@@ -189,7 +189,7 @@ def test_bf16_autocast_trains_on_cpu(data):
     ids=["sgd-momentum-smoothing", "adamw-onecycle"],
 )
 def test_hand_written_gradients_train_like_autograd(data, cfg):
-    """The default MLP path (mlp_step) against autograd, dropout included: same masks,
+    """The default MLP path (manual_mlp_step) against autograd, dropout included: same masks,
     same maths, so the same run up to float rounding."""
     dropout_mlp = model_config(hidden_sizes=(32, 16), dropout=0.3)
     manual, manual_result = _train(data, dropout_mlp, cfg)

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mnist_pipeline.config.strict import check, load_yaml_mapping, parse
+from mnist_pipeline.data.registry import DATASETS  # plain Python: no torch, no cycle
 from mnist_pipeline.errors import PipelineError
 
-DatasetName = Literal["mnist", "fashion-mnist"]
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 # Upper bounds of the numeric params. Each is far above any sensible value; they exist
@@ -110,7 +110,7 @@ def parse_location(source: str) -> Location:
 
 @dataclass(frozen=True)
 class FetchConfig:
-    dataset: DatasetName
+    dataset: str  # a key of data/registry.py's DATASETS, checked at load
     # None: the data set's built-in mirrors. Otherwise an http(s):// or file:// URL,
     # or a local path, of the file (pickle) or the directory holding the files;
     # or a list of such sources, tried in order (your own mirrors).
@@ -130,6 +130,8 @@ class FetchConfig:
     max_bytes: int
 
     def __post_init__(self) -> None:
+        allowed = ", ".join(DATASETS)
+        check(self.dataset in DATASETS, "dataset", f"{self.dataset!r} is not one of: {allowed}")
         check(self.timeout_s > 0, "timeout_s", "must be > 0")
         check_at_most(self.timeout_s, MAX_FETCH_TIMEOUT_S, "timeout_s")
         check(self.deadline_s > 0, "deadline_s", "must be > 0")

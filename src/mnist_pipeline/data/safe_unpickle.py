@@ -143,7 +143,8 @@ def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
 
 
 def _dtype(*args: Any) -> np.dtype:
-    # encoding="bytes" (parsers.read_pickle) hands Python 2 strings over as bytes: b"f4" -> "f4".
+    # encoding="bytes" (raw_formats.read_pickle) hands Python 2 strings over as bytes:
+    # b"f4" -> "f4".
     decoded: list[Any] = [a.decode("latin1") if isinstance(a, bytes) else a for a in args]
     dtype = np.dtype(*decoded)
     if dtype.hasobject:  # object arrays would hold arbitrary pickled objects

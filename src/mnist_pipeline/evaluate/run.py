@@ -28,8 +28,7 @@ import torch
 from torch import nn
 
 from mnist_pipeline.config.params import EvaluateConfig
-from mnist_pipeline.evaluate import figures as plots
-from mnist_pipeline.evaluate import metrics as ev
+from mnist_pipeline.evaluate import figures, metrics
 from mnist_pipeline.fileio import atomic_dir, atomic_file, write_json
 
 PREDICTION_SPLITS = ("test",)
@@ -58,15 +57,15 @@ def evaluate_split(
     model.eval()
     device = next(model.parameters()).device
     images, labels = images.to(device), labels.to(device)
-    logits = ev.predict_logits(model, images, cfg.batch_size, hflip)
-    metrics = ev.classification_metrics(logits, labels, cfg.calibration_bins)
+    logits = metrics.predict_logits(model, images, cfg.batch_size, hflip)
+    values = metrics.classification_metrics(logits, labels, cfg.calibration_bins)
     mc_probs = None
     if cfg.mc_samples > 0:
-        mc_probs = ev.mc_dropout_probs(model, images, cfg.mc_samples, cfg.batch_size, seed)
+        mc_probs = metrics.mc_dropout_probs(model, images, cfg.mc_samples, cfg.batch_size, seed)
         if mc_probs is not None:
-            metrics.update(ev.mc_dropout_metrics(mc_probs, labels))
+            values.update(metrics.mc_dropout_metrics(mc_probs, labels))
     return SplitResult(
-        metrics,
+        values,
         labels.cpu(),
         logits.softmax(dim=1).cpu(),
         None if mc_probs is None else mc_probs.cpu(),
@@ -135,7 +134,7 @@ def write_split_outputs(
 ) -> None:
     """The CSV tables and PNG figures of one split (file names in the module docstring)."""
     predicted = result.probs.argmax(dim=1)
-    confusion = ev.confusion_matrix(result.labels, predicted, len(class_names))
+    confusion = metrics.confusion_matrix(result.labels, predicted, len(class_names))
     if split in PREDICTION_SPLITS:
         _write_csv(
             tables_dir / f"predictions_{split}.csv",
@@ -147,7 +146,7 @@ def write_split_outputs(
             ["actual", "predicted", "count"],
             confusion_rows(confusion, class_names),
         )
-    scores = ev.per_class_scores(confusion)
+    scores = metrics.per_class_scores(confusion)
     score_rows = [
         (
             name,
@@ -164,7 +163,7 @@ def write_split_outputs(
     for normalize, suffix in ((False, ""), (True, "_normalized")):
         title = f"{split}: confusion matrix" + (" (% of each actual class)" if normalize else "")
         path = figures_dir / f"confusion_{split}{suffix}.png"
-        plots.confusion_heatmap(confusion.numpy(), class_names, path, normalize, title)
+        figures.confusion_heatmap(confusion.numpy(), class_names, path, normalize, title)
     _write_uncertainty_figures(result, split, images, class_names, cfg, figures_dir)
 
 
@@ -203,25 +202,25 @@ def _write_uncertainty_figures(
 ) -> None:
     """Reliability diagram, rejection curve and the most confidently wrong images."""
     labels, probs = result.labels, result.probs
-    table = ev.reliability_table(probs, labels, cfg.calibration_bins)
-    plots.reliability_diagram(
+    table = metrics.reliability_table(probs, labels, cfg.calibration_bins)
+    figures.reliability_diagram(
         {k: v.numpy() for k, v in table.items()},
         result.metrics["ece"],
         out_dir / f"reliability_{split}.png",
         f"{split}: reliability",
     )
-    plots.coverage_plot(
+    figures.coverage_plot(
         coverage_curves(result),
         out_dir / f"uncertainty_{split}.png",
         _uncertainty_title(split, result, cfg),
     )
-    worst = ev.most_confident_errors(probs, labels, cfg.worst_examples)
+    worst = metrics.most_confident_errors(probs, labels, cfg.worst_examples)
     predicted = probs.argmax(dim=1)
     captions = [
         f"true {class_names[labels[i]]}\npred {class_names[predicted[i]]} ({probs[i].max():.2%})"
         for i in worst.tolist()
     ]
-    plots.image_grid(
+    figures.image_grid(
         images[worst].cpu().numpy(),
         captions,
         out_dir / f"worst_{split}.png",
@@ -229,25 +228,25 @@ def _write_uncertainty_figures(
     )
 
 
-def coverage_curves(result: SplitResult) -> list[plots.CoverageCurve]:
+def coverage_curves(result: SplitResult) -> list[figures.CoverageCurve]:
     """Accuracy–coverage curves of each uncertainty measure: max softmax probability and
     softmax entropy of the deterministic pass; with MC dropout, the predictive entropy and
     the mutual information of the mean prediction (which they then rank)."""
     correct = result.probs.argmax(dim=1) == result.labels
     measures = [
         ("max softmax", correct, -result.probs.max(dim=1).values),
-        ("softmax entropy", correct, ev.entropy(result.probs)),
+        ("softmax entropy", correct, metrics.entropy(result.probs)),
     ]
     if result.mc_probs is not None:
         mean_probs = result.mc_probs.mean(dim=0)
         mc_correct = mean_probs.argmax(dim=1) == result.labels
         measures += [
-            ("MC predictive entropy", mc_correct, ev.entropy(mean_probs)),
-            ("MC mutual information", mc_correct, ev.mutual_information(result.mc_probs)),
+            ("MC predictive entropy", mc_correct, metrics.entropy(mean_probs)),
+            ("MC mutual information", mc_correct, metrics.mutual_information(result.mc_probs)),
         ]
     curves = []
     for label, right, uncertainty in measures:
-        coverage, accuracy = ev.accuracy_coverage(right, uncertainty)
+        coverage, accuracy = metrics.accuracy_coverage(right, uncertainty)
         curves.append((label, coverage.numpy(), accuracy.numpy(), float(accuracy.mean())))
     return curves
 

@@ -26,7 +26,7 @@ class InputSpec:
 
 
 def input_spec_from_manifest(manifest: dict[str, Any]) -> InputSpec:
-    """The model's input description from `data/prepared/manifest.json` (see shards.py)."""
+    """The model's input description from `data/prepared/manifest.json` (see data/prepared.py)."""
     height, width = manifest["image_shape"]
     return InputSpec(
         image_shape=(height, width),
@@ -54,7 +54,7 @@ class InputNorm(nn.Module):
 
     def normalize_(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalize float32 `pixels` (values 0..255) in place; returns them. The one
-        formula for `forward` and mlp_step's reused buffer, so both give the same floats."""
+        formula for `forward` and manual_mlp_step's reused buffer, so both give the same floats."""
         return torch.add(self.shift_tensor, pixels, alpha=self.scale, out=pixels)
 
     def extra_repr(self) -> str:
