@@ -18,8 +18,9 @@ from typing import Any
 
 from mnist_pipeline import gitrepo
 from mnist_pipeline.config import preflight
+from mnist_pipeline.data.registry import MAX_CLASSES
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.review.report import MAX_CLASSES, per_class_scores
+from mnist_pipeline.review.report import per_class_scores
 from mnist_pipeline.review.report_figures import SPLIT_DASHES, curve
 
 # Bytes per file kind. Parsed JSON or YAML takes ~10x its size in memory, so 1 MB each.

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from mnist_pipeline.data.registry import MAX_CLASSES
 from mnist_pipeline.fileio import atomic_file
 from mnist_pipeline.review.markdown import one_line
 from mnist_pipeline.review.report import (
     MAX_CLASS_ROWS,
-    MAX_CLASSES,
     largest_changes,
     per_class_scores,
 )
