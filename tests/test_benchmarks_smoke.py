@@ -164,11 +164,13 @@ def test_benchmarks_take_their_settings_from_the_committed_params_and_presets(
 
 
 @pytest.mark.slow
-def test_bench_cnn_quick_runs_both_presets_through_dvc_repro(tmp_path):
+def test_bench_cnn_quick_runs_a_preset_through_dvc_repro(tmp_path):
     from benchmarks import bench_cnn
 
-    results = bench_cnn.run(None, tmp_path, 0, TINY_ROWS, quick=True)
-    assert [r["preset"] for r in results] == list(bench_cnn.TARGETS)
+    # One preset: the other goes through the same code, and each is a whole pipeline.
+    assert list(bench_cnn.TARGETS) == ["cnn-fast", "cnn-best"]
+    results = bench_cnn.run(None, tmp_path, 0, TINY_ROWS, quick=True, presets=("cnn-fast",))
+    assert [r["preset"] for r in results] == ["cnn-fast"]
     for r in results:
         assert r["epochs"] == 1
         assert r["stages_run"] == ["fetch", "prepare", "train", "evaluate", "export"]
@@ -176,5 +178,5 @@ def test_bench_cnn_quick_runs_both_presets_through_dvc_repro(tmp_path):
         assert r["train_stage_wall_s"] > r["train_seconds"] > 0  # the stage's own clock
         assert r["met"] is False  # one epoch on 600 synthetic images misses 92.5%
     lines = bench_cnn.summary_lines(results)
-    assert [what.split(" ")[0] for what, _, _ in lines] == ["cnn-fast", "cnn-best"]
+    assert [what.split(" ")[0] for what, _, _ in lines] == ["cnn-fast"]
     assert all("(target missed)" in measured for _, measured, _ in lines)

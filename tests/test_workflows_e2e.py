@@ -102,9 +102,11 @@ def test_repro_reruns_exactly_the_stages_whose_inputs_changed(repo, change):
     commit_all(repo, f"change {change}")
 
 
-def test_queued_grid_runs_four_experiments_and_the_best_one_is_committed(repo):
-    dropouts, lrs = (0.1, 0.3), (0.01, 0.03)
-    grid = ["-S", "model.dropout=0.1,0.3", "-S", "train.lr=0.01,0.03"]
+def test_queued_grid_runs_its_experiments_and_the_best_one_is_committed(repo):
+    # A 2 x 1 grid: two values of one key, and a second key with one, each experiment a
+    # full pipeline (a 2 x 2 grid checked nothing more for two more pipelines).
+    dropouts, lrs = (0.1, 0.3), (0.03,)
+    grid = ["-S", "model.dropout=0.1,0.3", "-S", "train.lr=0.03"]
     run(repo, "dvc", "exp", "run", *grid, "--queue")
     # The workspace's library breaks after the grid is queued: each experiment must run
     # the code it was queued with (DVC's copy), not the workspace's, which `run` puts on
@@ -121,7 +123,7 @@ def test_queued_grid_runs_four_experiments_and_the_best_one_is_committed(repo):
         workspace_module.write_text(queued_text)
     logs = "".join(run(repo, "dvc", "queue", "logs", name).stdout for name in statuses)
     assert "the workspace library ran" not in logs
-    assert sorted(statuses.values()) == ["Success"] * 4, statuses
+    assert sorted(statuses.values()) == ["Success"] * 2, statuses
 
     experiments = head_experiments(repo)
     grid_points = {(p["model"]["dropout"], p["train"]["lr"]) for p, _ in experiments.values()}
