@@ -32,22 +32,24 @@ parser.add_argument(
 )
 
 
-# What the run did with its queued tasks when it was stopped: the interrupted line says it.
-NOTES: list[str] = []
-
-
 def main(args: argparse.Namespace) -> None:
+    # What the run did with its queued tasks if it is stopped: the interrupted line says it.
+    args.notes = []
     args.k = whole_number("--k", args.k)
     check_seed_count(args.k)  # before any work
     for option, value in (("--timeout-min", args.timeout_min), ("--poll-s", args.poll_s)):
         if not (math.isfinite(value) and value > 0):
             raise PipelineError(f"{option} {value:g}: must be a positive number")
     summary = run_seeds(
-        args.k, run_dvc, timeout_s=60 * args.timeout_min, poll_s=args.poll_s, notes=NOTES
+        args.k, run_dvc, timeout_s=60 * args.timeout_min, poll_s=args.poll_s, notes=args.notes
     )
     write_json(args.out, summary)
     print(f"seeds: wrote {args.out} ({args.k} seeds)")
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main, parser, on_interrupt=lambda args: "; ".join(NOTES) or None))
+    sys.exit(
+        run_stage(
+            main, parser, on_interrupt=lambda args: "; ".join(getattr(args, "notes", [])) or None
+        )
+    )

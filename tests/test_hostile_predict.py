@@ -118,7 +118,7 @@ def test_a_link_to_a_device_is_refused_without_reading(tmp_path):
     path = tmp_path / "zero-ubyte"
     path.symlink_to("/dev/zero")
     error = fails_within(lambda: read_images(path), max_seconds=5, max_traced_bytes=1 * MB)
-    assert str(error) == f"{path}: is a character device, not a image file"
+    assert str(error) == f"{path}: is a character device, not an image file"
 
 
 def test_a_fifo_given_directly_does_not_hang(tmp_path, capsys, checkpoint):
@@ -136,7 +136,7 @@ def test_a_fifo_given_directly_does_not_hang(tmp_path, capsys, checkpoint):
     assert not worker.is_alive(), "predict blocked on a FIFO"
     code, out, err = result["out"]
     assert code == 1 and out.strip() == "[]"
-    assert one_error(err).endswith(f"{fifo}: is a FIFO, not a image file")
+    assert one_error(err).endswith(f"{fifo}: is a FIFO, not an image file")
 
 
 def jpeg_claiming(width: int, height: int) -> bytes:
@@ -187,7 +187,7 @@ def test_a_file_over_the_byte_limit_is_refused_from_its_size(tmp_path, monkeypat
     monkeypatch.setattr(image_files, "MAX_FILE_BYTES", 1000)
     path = png(tmp_path / "noise.png")
     path.write_bytes(path.read_bytes() + bytes(2000))
-    with pytest.raises(PipelineError, match=r"bytes, over the limit of 1000 for a image file$"):
+    with pytest.raises(PipelineError, match=r"bytes, over the limit of 1000 for an image file$"):
         read_images(path)
 
 

@@ -100,10 +100,11 @@ _KINDS = {
 }
 
 
-def read_regular_file(path: Path, max_bytes: int, what: str = "file") -> bytes:
+def read_regular_file(path: Path, max_bytes: int, what: str = "a file") -> bytes:
     """The bytes of `path`, which must be a regular file (links followed) of at most
-    `max_bytes`. Opened without blocking and checked on the open file, so a FIFO or a
-    device (or a link to one) is refused without reading from it."""
+    `max_bytes`; `what` (with its article) names it in errors. Opened without blocking and
+    checked on the open file, so a FIFO or a device (or a link to one) is refused without
+    reading from it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -114,10 +115,10 @@ def read_regular_file(path: Path, max_bytes: int, what: str = "file") -> bytes:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):
             kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
-            raise PipelineError(f"{path}: is {kind}, not a {what}")
+            raise PipelineError(f"{path}: is {kind}, not {what}")
         if info.st_size > max_bytes:
             raise PipelineError(
-                f"{path}: {info.st_size} bytes, over the limit of {max_bytes} for a {what}"
+                f"{path}: {info.st_size} bytes, over the limit of {max_bytes} for {what}"
             )
         # One byte past the size: a file that grew since fstat is seen (read(n) allocates n).
         data = file.read(info.st_size + 1)

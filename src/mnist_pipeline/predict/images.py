@@ -120,7 +120,7 @@ def _check_count(count: int, where: Path) -> None:
 
 def read_images(path: Path) -> list[Loaded]:
     """Every image in one file (one, or N for idx); any problem is a PipelineError."""
-    data = read_regular_file(path, MAX_FILE_BYTES, "image file")
+    data = read_regular_file(path, MAX_FILE_BYTES, "an image file")
     if path.suffix.lower() == NPY_SUFFIX:
         images = [Loaded(str(path), _read_npy(path, data))]
     elif is_idx_name(path):
