@@ -351,7 +351,11 @@ def test_ctrl_c_in_train_says_where_the_progress_is_and_the_next_run_resumes(tmp
     argv = _stage_argv(tmp_path, prepared, "interrupted", manual=True)
     cmd = [sys.executable, "-c", HOLD_AFTER_EPOCH_2, *argv]
     pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    with subprocess.Popen(cmd, env=_env(), text=True, **pipes) as proc:
+    # A shell without job control starts background commands (a CI script run with `&`)
+    # with SIGINT ignored, and children inherit that: Python then installs no Ctrl-C
+    # handler. The stage must see SIGINT as a terminal's Ctrl-C delivers it.
+    restore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    with subprocess.Popen(cmd, env=_env(), text=True, preexec_fn=restore_sigint, **pipes) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("epoch   2:"):
