@@ -197,11 +197,12 @@ def test_a_bad_key_is_a_one_line_error_naming_the_valid_keys(preset, message):
     assert text.startswith(message) and "\n" not in text
 
 
-@pytest.mark.parametrize("text", ["", "- a list\n", "train: [unclosed\n"])
+@pytest.mark.parametrize("text", ["", "{}\n", "- a list\n", "train: [unclosed\n"])
 def test_a_preset_file_that_is_not_a_mapping_is_an_error(text, tmp_path):
     (tmp_path / "bad.yaml").write_text(text)
-    with pytest.raises(PipelineError, match=r"bad\.yaml: (expected a mapping|not valid YAML)"):
+    with pytest.raises(PipelineError, match=r"bad\.yaml: (expected a mapping|not valid YAML)") as e:
         load_preset(tmp_path, "bad")
+    assert "\n" not in str(e.value)  # config/strict.py's loader: the YAML error's first line
 
 
 def test_a_value_yaml_cannot_pass_to_dvc_is_an_error():

@@ -10,8 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mnist_pipeline.config.strict import load_yaml_mapping
 from mnist_pipeline.errors import PipelineError
 
 SUFFIX = ".yaml"
@@ -35,11 +34,8 @@ def load_preset(folder: Path, name: str) -> dict[str, Any]:
         valid = ", ".join(names) or f"none: {folder} has no *{SUFFIX} files"
         raise PipelineError(f"unknown preset {name!r}; valid presets: {valid}")
     path = Path(folder) / f"{name}{SUFFIX}"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise PipelineError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
-    if not isinstance(data, dict) or not data:
+    data = load_yaml_mapping(path)
+    if not data:
         raise PipelineError(f"{path}: expected a mapping of params.yaml sections to overrides")
     return data
 

@@ -6,6 +6,7 @@ gathers that data from git. Every function runs git in the current directory (wh
 report is run; paths are relative to it).
 """
 
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from mnist_pipeline.review.markdown import inline_code
 # A commit subject in the report's heading: git cuts it to this many characters (ending
 # in ".."), so a megabyte-long one is never read whole. Ours are under 72.
 MAX_SUBJECT_CHARS = 200
+FULL_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 def git(*args: str) -> subprocess.CompletedProcess[str]:
@@ -129,3 +131,16 @@ def describe(rev: str) -> str:
     if shown.returncode != 0:
         raise PipelineError(f"--rev {rev}: not a git revision in this repository")
     return shown.stdout.strip()
+
+
+def resolve_base(rev: str | None, main_branch: str, compared: list[Path]) -> tuple[str, str, str]:
+    """(revision, title, why) of the report's base: `rev` as given (a full sha shortened,
+    as CI passes one and the short one reads better), else the one `choose_base` picks
+    for this checkout and the `compared` files. `why` is Markdown."""
+    if rev is None:
+        rev, why = choose_base(inspect_checkout(main_branch, compared), main_branch)
+        return rev, describe(rev), why
+    title = describe(rev)
+    if FULL_SHA.fullmatch(rev):
+        rev = title.split(" ", 1)[0]
+    return rev, title, f"{inline_code(rev)}, as given (--rev)"

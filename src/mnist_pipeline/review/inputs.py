@@ -12,7 +12,7 @@ workspace) and the limit. A 36 MB metrics file at the base once took 1.2 GB and 
 import csv
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -147,11 +147,38 @@ def parse_both(
     )
 
 
+def parse_workspace(path: Path, limit: int) -> dict[str, Any]:
+    """A metrics or params file the workspace must have, parsed (within `limit` bytes)."""
+    text = workspace_text(path, limit)
+    if text is None:
+        raise PipelineError(f"{path}: no such file in the workspace (run `dvc repro` first?)")
+    return parse(text, path, None)
+
+
+def parse_at(rev: str, path: Path, limit: int) -> dict[str, Any] | None:
+    """The file at `rev`, parsed (within `limit` bytes); None if it is not there."""
+    text = text_at(rev, path, limit)
+    return None if text is None else parse(text, path, rev)
+
+
 def both_texts(rev: str, path: Path | None, limit: int) -> tuple[str | None, str | None]:
     """(text at rev, text in the workspace) of an optional file; None where not there."""
     if path is None:
         return None, None
     return text_at(rev, path, limit), workspace_text(path, limit)
+
+
+def checked_texts(
+    rev: str, path: Path | None, limit: int, check: Callable[[str, Path, str | None], None]
+) -> tuple[str | None, str | None]:
+    """(text at rev, text in the workspace) of an optional file, each within `limit`
+    bytes and passed by `check` (`check_predictions`, ...); None where it is not there."""
+    sides = both_texts(rev, path, limit)
+    if path is not None:
+        for side_rev, text in zip((rev, None), sides, strict=True):
+            if text is not None:
+                check(text, path, side_rev)
+    return sides
 
 
 def _csv_rows(text: str, place: str) -> list[list[str]]:

@@ -2,7 +2,7 @@
 git revision, ready to paste into a pull request.
 
 Every function takes plain data (parsed JSON/YAML, file names) and returns text;
-reading files and asking git is `scripts/report.py`'s job, so this stays easy to test.
+reading files and asking git is review/assemble.py's job, so this stays easy to test.
 Text from files (metric keys, param values, paths, revisions) is escaped where it enters
 the Markdown (review/markdown.py): a report is pasted into, or posted as, a PR comment.
 """
