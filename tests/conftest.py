@@ -18,10 +18,14 @@ class Reply:
     body: bytes = b""
     # Send only this many body bytes, still announcing the full Content-Length.
     truncate_to: int | None = None
-    delay_s: float = 0.0  # wait before answering (to trip the client's timeout)
+    # Never answer (until the test ends): the client's timeout trips however fast or
+    # slow the machine is, unlike a delay that the timeout must be shorter than.
+    hang: bool = False
     headers: tuple[tuple[str, str], ...] = ()  # extra headers (Location for redirects)
     # Hostile servers: send the body byte by byte, this far apart; or the status line
     # and headers so; or repeat the body without end (and without Content-Length).
+    # These delays are the attack itself (a trickle), not waits for something: the tests
+    # assert only that the client gives up, never how many bytes came in a given time.
     body_byte_delay_s: float = 0.0
     header_byte_delay_s: float = 0.0
     endless: bool = False
@@ -40,6 +44,7 @@ class ScriptedServer:
         self.routes: dict[str, list[Reply]] = {}
         self.hits: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self.released = threading.Event()  # set when the test ends: hanging replies return
 
     def add(self, path: str, *replies: Reply) -> str:
         """Script `path` and return its full URL."""
@@ -63,7 +68,9 @@ def _handler(scripted: ScriptedServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             reply = scripted.next_reply(self.path)
-            time.sleep(reply.delay_s)
+            if reply.hang:
+                scripted.released.wait()
+                return
             if reply.header_byte_delay_s:
                 return self._trickle(b"HTTP/1.1 200 OK\r\n" * 1000, reply.header_byte_delay_s)
             self.send_response(reply.status)
@@ -109,6 +116,7 @@ def http_server() -> Iterator[ScriptedServer]:
     try:
         yield scripted
     finally:
+        scripted.released.set()
         server.shutdown()
         server.server_close()
         thread.join()

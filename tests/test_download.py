@@ -226,10 +226,12 @@ def test_truncated_body_then_complete_one_succeeds(out, http_server):
 
 
 def test_timeout_is_retried_then_falls_through(out, http_server):
-    slow = http_server.add("/slow", http_server.Reply(200, PICKLE_BYTES, delay_s=0.3))
+    # A server that never answers: each attempt's 0.05 s timeout trips, however loaded
+    # the machine. The deadline only guards against a hang (it would fail the test).
+    slow = http_server.add("/slow", http_server.Reply(200, PICKLE_BYTES, hang=True))
     ok = http_server.add("/ok", http_server.Reply(200, PICKLE_BYTES))
     sleeps = []
-    config = make_config(retries=2, timeout_s=0.05)
+    config = make_config(retries=2, timeout_s=0.05, deadline_s=600.0)
     fetch_dataset(config, out, spec=make_spec([slow, ok]), sleep=sleeps.append)
     assert http_server.hits == {"/slow": 2, "/ok": 1}
     assert sleeps == [0.5]

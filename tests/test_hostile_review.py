@@ -492,7 +492,8 @@ def test_the_most_classes_a_model_may_have_make_a_small_report_in_bounded_time(t
         width, height = png_size(root / "report" / figure)
         assert width < 2000 and height < 2000, (figure, width, height)
     assert run.peak_rss_kb < REPORT_BASE_RSS_KB + 200_000, run.peak_rss_kb
-    assert run.seconds < 60  # ~2 s here; minutes before
+    # A hang guard, not a speed target: ~2 s here; minutes before the fix.
+    assert run.seconds < 60
 
 
 def test_largest_changes_puts_one_sided_classes_first_then_the_largest_change():

@@ -2,6 +2,7 @@
 exactly where an uninterrupted call ends, and the train stage killed at an epoch and
 started again writes the checkpoint of an uninterrupted run."""
 
+import contextlib
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from mnist_pipeline.testing.dvc_repo import (
     stages_run,
     write_local_source,
 )
+from mnist_pipeline.testing.holds import hold_after_epoch, hold_after_epoch_sitecustomize
 from mnist_pipeline.testing.synthetic import make_images
 from mnist_pipeline.train import resume
 from mnist_pipeline.train.augment import Augment
@@ -166,19 +168,6 @@ model: {{name: mlp, hidden_sizes: [16], dropout: 0.2}}
 train: {{device: cpu, epochs: 5, batch_size: 50, threads: 1, lr: 0.003,
          schedule: onecycle, manual_mlp_step: {manual}, early_stopping_patience: 3}}
 """
-# Runs the stage with each epoch line followed by a pause, so that the test's SIGKILL
-# lands right after the epoch it waited for, not some epochs later.
-SLOW_EPOCHS = """
-import runpy, sys, time
-from mnist_pipeline.train import training_log
-print_epoch = training_log.print_epoch
-def slow(log):
-    print_epoch(log)
-    time.sleep(1.0)
-training_log.print_epoch = slow
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
 
 
 def _stage_argv(tmp_path: Path, prepared: Path, out_name: str, manual: bool) -> list[str]:
@@ -204,16 +193,28 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
 
 
-def _run_until_epoch(argv: list[str], epoch: int) -> None:
-    """Start the stage and SIGKILL it once it has printed the line of `epoch`."""
-    cmd = [sys.executable, "-c", SLOW_EPOCHS, *argv]
-    with subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, text=True) as proc:
+def _kill_after_epoch(cmd: list[str], epoch: int, env: dict[str, str], cwd: Path | None = None):
+    """Start `cmd`, which holds after the line of `epoch` (mnist_pipeline.testing.holds),
+    and SIGKILL it and every process below it once that line is out; return it (ended).
+    Whatever happens, nothing is left running: a held process never goes on by itself."""
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith(f"epoch {epoch:>3}:"):
-                proc.send_signal(signal.SIGKILL)
-                break
-        proc.wait(timeout=60)
+        try:
+            for line in proc.stdout:
+                if line.startswith(f"epoch {epoch:>3}:"):
+                    break
+        finally:
+            for pid in [*_descendants(proc.pid), proc.pid]:  # torchrun's ranks first
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    return proc
+
+
+def _run_until_epoch(argv: list[str], epoch: int) -> None:
+    """Run the stage and SIGKILL it right after the line of `epoch`: its state is that
+    epoch's, however fast the machine is."""
+    proc = _kill_after_epoch([sys.executable, "-c", hold_after_epoch(epoch), *argv], epoch, _env())
     assert proc.returncode == -signal.SIGKILL
 
 
@@ -263,19 +264,6 @@ def test_the_train_stage_killed_after_an_epoch_resumes_bit_for_bit(
     assert _tsv_values(a / "log") == _tsv_values(b / "log")  # no step missing or twice
 
 
-# Every Python process started with this folder on its path (torchrun's workers too)
-# pauses after printing an epoch line, so that a SIGKILL lands right after that epoch.
-SLOW_PRINT = """
-import builtins, time
-_print = builtins.print
-def _slow_print(*args, **kwargs):
-    _print(*args, **kwargs)
-    if args and str(args[0]).startswith("epoch "):
-        time.sleep(1.0)
-builtins.print = _slow_print
-"""
-
-
 def _descendants(pid: int) -> list[int]:
     """Every process below `pid` (torchrun starts each rank in a session of its own, so a
     process group kill would miss them)."""
@@ -298,9 +286,10 @@ def _descendants(pid: int) -> list[int]:
 def test_two_processes_killed_after_an_epoch_resume_bit_for_bit(tmp_path, prepared):
     """torchrun with 2 ranks: each rank draws its own dropout masks, so each one's torch
     generator is saved. The launcher and both ranks are killed."""
-    (tmp_path / "slow").mkdir()
-    (tmp_path / "slow/sitecustomize.py").write_text(SLOW_PRINT)
-    env = {**_env(), "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{tmp_path / 'slow'}"}
+    # Every process (the launcher, both ranks) holds after the line of epoch 2.
+    (tmp_path / "hold").mkdir()
+    (tmp_path / "hold/sitecustomize.py").write_text(hold_after_epoch_sitecustomize(2))
+    env = {**_env(), "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{tmp_path / 'hold'}"}
     text = STAGE_PARAMS.format(manual="false") + "distributed: {nproc_per_node: 2}\n"
     runs = {}
     for name in ("uninterrupted", "killed"):
@@ -308,19 +297,7 @@ def test_two_processes_killed_after_an_epoch_resume_bit_for_bit(tmp_path, prepar
         (tmp_path / "params.yaml").write_text(complete_params(text))
         runs[name] = argv
     _run(runs["uninterrupted"])
-    with subprocess.Popen(
-        [sys.executable, *runs["killed"]],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("epoch   2:"):
-                for pid in [*_descendants(proc.pid), proc.pid]:  # the ranks first
-                    os.kill(pid, signal.SIGKILL)
-                break
-        proc.wait(timeout=60)
+    _kill_after_epoch([sys.executable, *runs["killed"]], 2, env)
     assert (tmp_path / "state/state.pt").is_file()
     resumed = _run(runs["killed"])
     assert "train: resuming after epoch 2 from " in resumed.stdout, resumed.stdout
@@ -392,21 +369,13 @@ def test_dvc_repro_after_a_killed_train_stage_resumes_it(tmp_path):
     repo = make_repo(tmp_path / "repo", REPO)
     set_params(repo, SMALL_PARAMS)
     set_params(repo, {"fetch": fetch, "train": {"epochs": 4}})
-    # The stages run with PYTHONPATH=src (dvc.yaml): the pause goes in as src's
+    # The stages run with PYTHONPATH=src (dvc.yaml): the hold goes in as src's
     # sitecustomize, which Python imports at start.
-    (repo / "src/sitecustomize.py").write_text(SLOW_PRINT)
+    (repo / "src/sitecustomize.py").write_text(hold_after_epoch_sitecustomize(2))
     env = env_for(repo)
     env["PYTHONUNBUFFERED"] = "1"
-    with subprocess.Popen(
-        ["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, text=True
-    ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("epoch   2:"):
-                for pid in [*_descendants(proc.pid), proc.pid]:
-                    os.kill(pid, signal.SIGKILL)
-                break
-        proc.wait(timeout=60)
+    _kill_after_epoch(["dvc", "repro"], 2, env, cwd=repo)
+    (repo / "src/sitecustomize.py").unlink()  # the next runs go on past epoch 2
     assert (repo / ".train_state/state.pt").is_file()
 
     resumed = run(repo, "dvc", "repro")

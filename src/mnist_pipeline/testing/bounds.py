@@ -23,14 +23,16 @@ MEASURE = (
 # What a stage script peaks at anyway (Python, torch, numpy imported): the bounds in the
 # tests are this plus what the case may legitimately need.
 STAGE_BASE_RSS_KB = 600_000
+# The wall time a hostile case may take in the tests: a hang guard, not a speed target
+# (each case takes well under a second unless the defence is missing, and then it runs
+# for minutes or without end); the README's timings come from benchmarks/hostile.py.
+HANG_GUARD_S = 60.0
 
 
-def fails_within(
-    action: Callable[[], Any], *, max_seconds: float, max_traced_bytes: int
-) -> PipelineError:
-    """Run `action`, which must raise a one-line PipelineError in time and memory bounds
-    (peak of what Python allocates, tracemalloc: numpy's and Python's allocations, not
-    torch's); return the error."""
+def fails_within(action: Callable[[], Any], *, max_traced_bytes: int) -> PipelineError:
+    """Run `action`, which must raise a one-line PipelineError within a memory bound (peak
+    of what Python allocates, tracemalloc: numpy's and Python's allocations, not torch's)
+    and HANG_GUARD_S; return the error."""
     tracemalloc.start()
     started = time.monotonic()
     try:
@@ -45,7 +47,7 @@ def fails_within(
     elapsed_s = time.monotonic() - started
     message = str(error)
     assert "\n" not in message, message
-    assert elapsed_s < max_seconds, f"took {elapsed_s:.1f} s: {message}"
+    assert elapsed_s < HANG_GUARD_S, f"took {elapsed_s:.1f} s: {message}"
     assert peak_bytes < max_traced_bytes, f"peak {peak_bytes / MB:.0f} MB: {message}"
     return error
 

@@ -1,0 +1,66 @@
+"""Holding a stage at a known point, so that a test's signal lands exactly there however
+fast or slow the machine is: the stage prints a line the test waits for, then waits on an
+event nobody sets until the signal kills it (SIGKILL) or unwinds it (SIGTERM, SIGINT: the
+wait is interruptible). An event, not a pause: a `sleep` after the line is a guess at how
+long the test takes to react, and a stage that is not held may finish meanwhile.
+
+A held process never goes on by itself: a test that starts one kills it whatever happens.
+"""
+
+# The hold: blocks until a signal ends or interrupts it.
+_HOLD = "threading.Event().wait()"
+
+# What hold_prepare_mid_write's stage prints before it holds.
+HELD_LINE = "held: waiting for a signal"
+
+
+def hold_after_epoch(epoch: int) -> str:
+    """Code for `python -c CODE stages/train.py ARGS...`: the train stage, held after the
+    line of `epoch` (rank 0 prints it; that epoch's state is saved before the line)."""
+    return f"""
+import runpy, sys, threading
+from mnist_pipeline.train import training_log
+print_epoch = training_log.print_epoch
+def hold(log):
+    print_epoch(log)
+    if log["epoch"] == {epoch}:
+        sys.stdout.flush()
+        {_HOLD}
+training_log.print_epoch = hold
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def hold_after_epoch_sitecustomize(epoch: int) -> str:
+    """A sitecustomize.py: every Python process started with its folder on the path
+    (torchrun's ranks, DVC's stages) holds after printing the line of `epoch`."""
+    return f"""
+import builtins, sys, threading
+_print = builtins.print
+def _held_print(*args, **kwargs):
+    _print(*args, **kwargs)
+    if args and str(args[0]).startswith("epoch {epoch:>3}:"):
+        sys.stdout.flush()
+        {_HOLD}
+builtins.print = _held_print
+"""
+
+
+def hold_prepare_mid_write() -> str:
+    """Code for `python -c CODE stages/prepare.py ARGS...`: the prepare stage, held once
+    the shards of its first split are written into its temporary directory (so that
+    directory provably exists), after printing HELD_LINE."""
+    return f"""
+import runpy, sys, threading
+from mnist_pipeline.data import prepared
+write_shards = prepared._write_shards
+def hold(*args, **kwargs):
+    shards = write_shards(*args, **kwargs)
+    print({HELD_LINE!r}, flush=True)
+    {_HOLD}
+    return shards
+prepared._write_shards = hold
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
