@@ -13,7 +13,7 @@
 # code.
 # (VENV and VEGA_DIR, set below, only from the command line.)
 USER_VARS := PRESET ARGS QUEUE K LIMIT REV VERSION FIGURES_URL PYTEST_ARGS BENCH_ARGS \
-  GPU_CHECK_ARGS TORCH
+  GPU_CHECK_ARGS TORCH SWEEP JOBS STORAGE
 define literal_var
 override $(1) := $$(value $(1))
 export $(1)
@@ -55,7 +55,7 @@ PYTORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 # Stage commands in dvc.yaml say `python`: make it the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro exp exps reset release test test-fast lint format bench gpu-check report seeds plots lock lock-cuda clean help
+.PHONY: install repro exp exps reset release test test-fast lint format bench gpu-check report seeds sweep sweep-worker sweep-report plots lock lock-cuda clean help
 
 # Last, the offline Vega template for plain `dvc plots show/diff` (see `plots` below);
 # without npm or its registry the install still succeeds, and says so in one line.
@@ -126,8 +126,8 @@ endif
 release: $(STAMP) ## push the models to the DVC remote and tag HEAD (VERSION=v1.0.0)
 	$(BIN)/python scripts/release.py --version "$$VERSION"
 
-test: lint ## lint, then every test (PYTEST_ARGS=...)
-	$(BIN)/python -m pytest $$PYTEST_ARGS
+test: lint ## lint, then every test, one worker per core (PYTEST_ARGS=...)
+	$(BIN)/python -m pytest -n auto --dist loadfile $$PYTEST_ARGS
 
 # Unit tests only: no dvc, torchrun or stage subprocesses.
 test-fast: $(STAMP) ## unit tests only: no dvc, torchrun or stage subprocesses
@@ -173,6 +173,25 @@ report: $(STAMP) ## report.md: the workspace against a base revision (REV=...)
 # write their mean ± std to metrics/seeds.json (commit it; `make report` compares it).
 seeds: $(STAMP) ## train the current params with K seeds (K=5), write metrics/seeds.json
 	$(BIN)/python scripts/seeds.py --k="$${K:-5}" --out metrics/seeds.json
+
+# Sweeps (sweeps/SWEEP.yaml: the space, the validation objective, the trials): Optuna
+# proposes, each trial is a DVC experiment SWEEP-<n>, JOBS at a time (default 1); then the
+# top trials and the baseline re-run with fresh seeds and the best mean wins. Run it again
+# after a crash: it resumes. PRESET adds presets after the sweep file's. The study is in
+# .sweeps/SWEEP.db unless STORAGE names another (postgresql://USER@HOST/DB: many machines,
+# each running `make sweep-worker`, which pushes its experiments to origin).
+sweep: $(STAMP) ## search params with Optuna, a DVC experiment per trial (SWEEP=mlp JOBS=2)
+	$(BIN)/python scripts/sweep.py run "$$SWEEP" --jobs="$${JOBS:-1}" --presets="$$PRESET" \
+	  $(if $(STORAGE),--storage="$$STORAGE")
+
+sweep-worker: $(STAMP) ## run a shared sweep's trials here (SWEEP=mlp STORAGE=postgresql://...)
+	$(BIN)/python scripts/sweep.py worker "$$SWEEP" --jobs="$${JOBS:-1}" --presets="$$PRESET" \
+	  --storage="$$STORAGE"
+
+# report/sweep-SWEEP/report.md with its figures (the study must be where `make sweep` left it).
+sweep-report: $(STAMP) ## the sweep's Markdown report: report/sweep-SWEEP/report.md
+	$(BIN)/python scripts/sweep.py report "$$SWEEP" --presets="$$PRESET" \
+	  --out="report/sweep-$$SWEEP" $(if $(STORAGE),--storage="$$STORAGE")
 
 # `dvc plots diff` (workspace against REV, default HEAD) as one page that works offline:
 # DVC's page loads Vega from a CDN, so this inlines pinned copies (npm tarballs fetched

@@ -18,7 +18,15 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent
 TORCH = (VENV / "torch").read_text().strip() if (VENV / "torch").is_file() else "cpu"
-SCRIPTS = ("exp.py", "exps.py", "seeds.py", "report.py", "release.py", "plots_template.py")
+SCRIPTS = (
+    "exp.py",
+    "exps.py",
+    "seeds.py",
+    "report.py",
+    "release.py",
+    "plots_template.py",
+    "sweep.py",
+)
 
 
 def payload(marker: Path) -> str:
@@ -33,6 +41,7 @@ def copy(tmp_path_factory):
     copy_into(repo, REPO, "Makefile", "requirements.lock", "pyproject.toml")
     copy_into(repo, REPO, *(f"scripts/{name}" for name in SCRIPTS))
     shutil.copytree(REPO / "presets", repo / "presets")
+    shutil.copytree(REPO / "sweeps", repo / "sweeps")
     commit_all(repo, "make")
     return repo
 
@@ -74,6 +83,16 @@ CASES = {
     "bench BENCH_ARGS": ("bench", "BENCH_ARGS", [], "No module named 'benchmarks'"),
     "gpu-check GPU_CHECK_ARGS": ("gpu-check", "GPU_CHECK_ARGS", [], "No module named 'benchmarks'"),
     "seeds TORCH": ("seeds", "TORCH", [], "TORCH=; touch "),
+    "sweep SWEEP": ("sweep", "SWEEP", [], "sweep.py: error: unknown sweep '; touch "),
+    "sweep JOBS": ("sweep", "JOBS", ["SWEEP=mlp"], "sweep.py: error: --jobs '; touch "),
+    "sweep PRESET": ("sweep", "PRESET", ["SWEEP=mlp"], "unknown preset ';'"),
+    "sweep-worker STORAGE": (
+        "sweep-worker",
+        "STORAGE",
+        ["SWEEP=mlp"],
+        "sweep.py: error: storage '; touch ",
+    ),
+    "sweep-report SWEEP": ("sweep-report", "SWEEP", [], "sweep.py: error: unknown sweep '; touch "),
     "seeds VEGA_DIR": ("seeds", "VEGA_DIR", [], "VEGA_DIR=; touch "),
 }
 

@@ -64,3 +64,35 @@ prepared._write_shards = hold
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
+
+
+def hold_matching_params_sitecustomize(epoch: int, variable: str) -> str:
+    """A sitecustomize.py that holds, as hold_after_epoch_sitecustomize does, only a
+    process whose params.yaml (in its working directory) has the value that the
+    environment variable `variable` names, as `dotted.key=JSON` (e.g.
+    `model.hidden_sizes=[17]`): one trial of a sweep is held while the others run. Without
+    the variable nothing is held, so a later run of the same code goes on."""
+    return f"""
+import os
+_wanted = os.environ.get({variable!r}, "")
+if _wanted:
+    import builtins, json, sys, threading
+    import yaml
+    _key, _, _value = _wanted.partition("=")
+    try:
+        with open("params.yaml") as _f:
+            _node = yaml.safe_load(_f)
+        for _part in _key.split("."):
+            _node = _node[_part]
+        _match = _node == json.loads(_value)
+    except (OSError, KeyError, TypeError, ValueError):
+        _match = False
+    if _match:
+        _print = builtins.print
+        def _held_print(*args, **kwargs):
+            _print(*args, **kwargs)
+            if args and str(args[0]).startswith("epoch {epoch:>3}:"):
+                sys.stdout.flush()
+                {_HOLD}
+        builtins.print = _held_print
+"""
