@@ -38,6 +38,7 @@ from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.testing import synthetic
 from mnist_pipeline.testing.bounds import Run, run_measured
 from mnist_pipeline.testing.configs import complete_params, make_params, model_config
+from mnist_pipeline.testing.holds import hold_after_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.1, pixel_std=0.3)
@@ -228,21 +229,6 @@ def real_checkpoint_path(tmp: Path) -> Path:
     return path
 
 
-# Stops the train stage after its first epoch's line (its state is saved by then) until killed.
-STOP_AFTER_FIRST_EPOCH = """
-import runpy, sys, threading
-from mnist_pipeline.train import training_log
-print_epoch = training_log.print_epoch
-def stop(log):
-    print_epoch(log)
-    sys.stdout.flush()
-    threading.Event().wait()
-training_log.print_epoch = stop
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
 def broken_state(change: Callable[[dict], None]) -> Callable[[Path], Run]:
     def run(tmp: Path) -> Run:
         params = tmp / "params.yaml"
@@ -260,7 +246,7 @@ def broken_state(change: Callable[[dict], None]) -> Callable[[Path], Run]:
             *("--state-dir", str(tmp / "state")),
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-c", STOP_AFTER_FIRST_EPOCH, *argv]
+        command = [sys.executable, "-c", hold_after_epoch(1), *argv]  # held until killed
         with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as process:
             assert process.stdout is not None
             for line in process.stdout:

@@ -75,4 +75,13 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main, parser))
+    sys.exit(
+        run_stage(
+            main,
+            parser,
+            on_interrupt=lambda args: (
+                "its running trials were stopped; the same command "
+                "resumes the sweep (they run again)"
+            ),
+        )
+    )

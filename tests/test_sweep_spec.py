@@ -256,3 +256,21 @@ def test_storage_urls_are_checked_and_passwords_never_shown():
     with pytest.raises(PipelineError) as caught:
         st.check_url("http://bob:s3cret@db/x")
     assert "s3cret" not in str(caught.value)
+
+
+def test_the_worker_templates_parse_and_start_a_worker():
+    """docs/sweeps/: the Slurm script is valid bash and the Kubernetes Job valid YAML,
+    each running `make sweep-worker` with the shared STORAGE at a fixed commit."""
+    import subprocess
+
+    slurm = REPO / "docs/sweeps/slurm.sbatch"
+    assert subprocess.run(["bash", "-n", str(slurm)], capture_output=True).returncode == 0
+    job = yaml.safe_load((REPO / "docs/sweeps/k8s-job.yaml").read_text())
+    assert job["kind"] == "Job" and job["spec"]["completionMode"] == "Indexed"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    script = container["args"][0]
+    for text in (slurm.read_text(), script):
+        assert 'git checkout --quiet "$COMMIT"' in text
+        assert 'make sweep-worker SWEEP="$SWEEP" STORAGE="$STORAGE" JOBS="$JOBS"' in text
+    env = {item["name"] for item in container["env"]}
+    assert {"REPO_URL", "COMMIT", "SWEEP", "STORAGE", "JOBS"} <= env

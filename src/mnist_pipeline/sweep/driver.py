@@ -154,9 +154,11 @@ def _tell(
     trial.set_user_attr(st.SECONDS, round(outcome.seconds, 1))
     if outcome.stopped:
         # Not the trial's fault: failed without an error, and queued again at once.
-        study.tell(trial, state=TrialState.FAIL)
-        frozen = ctx.storage.get_trial(trial._trial_id)
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=st.MAX_RETRIES)(study, frozen)
+        with ctx.lock:
+            study.tell(trial, state=TrialState.FAIL)
+            frozen = ctx.storage.get_trial(trial._trial_id)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=st.MAX_RETRIES)
+            retry(study, frozen)
         return
     value = None
     if outcome.metrics is not None:
@@ -197,11 +199,13 @@ def _progress(
     if complete:
         pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
         best = pick(complete, key=lambda t: float(t.value or 0.0))
+    result = f"failed: {outcome.error}" if value is None else f"{metric} {value:.4f}"
     total = ctx.sweep.file.trials if study is ctx.search else None
     done = f"{tally.settled}/{total}" if total else f"{tally.settled} done"
-    result = f"failed: {outcome.error}" if value is None else f"{metric} {value:.4f}"
     best_text = "best -"
-    if best is not None:
+    if total is None:  # a confirmation run: its own seed, no race to lead
+        best_text = "confirmation"
+    elif best is not None:
         best_text = f"best {float(best.value or 0):.4f} ({best.user_attrs.get(st.EXPERIMENT)})"
     line = (
         f"sweep: {name} {result}; {best_text}; {shown_params}; {outcome.seconds:.0f} s; "

@@ -26,8 +26,12 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("guard: no command given", file=sys.stderr)
         return 2
-    # The group's SIGINT is for the command; the guard outlives it to send SIGKILL.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A group of its own, whoever started it: the signals below are for the command only.
+    if os.getpgrp() != os.getpid():
+        os.setsid()
+    # The group's SIGINT is for the command; the guard outlives it to send SIGKILL. A
+    # handler, not SIG_IGN: an ignored signal stays ignored in the command it starts.
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
     child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
     wake = threading.Event()
     released = threading.Event()

@@ -8,6 +8,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from mnist_pipeline.config.params import usable_cpus
 from mnist_pipeline.config.preflight import read_params_text
 from mnist_pipeline.errors import PipelineError
@@ -68,8 +70,6 @@ def prepare_workspace(repo: Path, head: str, say: Printer) -> None:
         path = repo / PARAMS_FILE
         if path.is_symlink() or not path.is_file():
             raise PipelineError(f"{path}: not a regular file; refusing to replace it")
-        import yaml
-
         try:
             workspace = yaml.safe_load(read_params_text(path))
         except yaml.YAMLError:
