@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from mnist_pipeline.cli import run_stage, stage_parser
-from mnist_pipeline.dvc_cli import read_dvc_yaml, run_dvc
+from mnist_pipeline.config.strict import load_yaml_mapping
+from mnist_pipeline.dvc_cli import run_dvc
 from mnist_pipeline.export.release import release
 
 parser = stage_parser(__doc__.split("\n\n")[0])
@@ -21,7 +22,7 @@ parser.add_argument("--version", required=True, help="the version to release, e.
 
 def main(args: argparse.Namespace) -> None:
     repo = Path.cwd()
-    print(release(repo, read_dvc_yaml(repo / "dvc.yaml"), args.version, run_dvc))
+    print(release(repo, load_yaml_mapping(repo / "dvc.yaml"), args.version, run_dvc))
 
 
 if __name__ == "__main__":

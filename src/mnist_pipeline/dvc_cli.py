@@ -1,5 +1,5 @@
 """The `dvc` command line, run by the project's tools (seeds, reset, the experiments table,
-release): arguments in, stdout out, a failure as one line; and the pipeline file.
+release): arguments in, stdout out, a failure as one line.
 
 Output goes through temporary files, not pipes: the queue workers that `dvc queue start`
 leaves running inherit its output, and reading a pipe to its end would wait for them (the
@@ -16,9 +16,6 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from mnist_pipeline.errors import PipelineError
 
@@ -50,16 +47,6 @@ def run_dvc(args: Sequence[str], cwd: Path | None = None, timeout_s: float = DVC
         last = (stderr.strip() or stdout.strip()).splitlines()[-1:]
         raise PipelineError(f"dvc {' '.join(args)} failed: {' '.join(last)}")
     return stdout
-
-
-def read_dvc_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise PipelineError(f"{path}: cannot read the pipeline: {exc}") from None
-    if not isinstance(data, dict):
-        raise PipelineError(f"{path}: expected a mapping at the top level")
-    return data
 
 
 def _stop(process: "subprocess.Popen[bytes]") -> None:

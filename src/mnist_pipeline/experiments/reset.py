@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.dvc_cli import read_dvc_yaml
+from mnist_pipeline.config.strict import load_yaml_mapping
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.gitrepo import git
 
@@ -44,7 +44,7 @@ def reset_to_head(repo: Path, dvc: Runner, params: str = "params.yaml") -> str:
     head = git(repo, "log", "-1", "--format=%h %s", "HEAD")
     if head.returncode != 0:
         raise PipelineError(f"{repo}: no commit to reset to (git: {_last_line(head.stderr)})")
-    tracked = git_tracked_outputs(read_dvc_yaml(repo / "dvc.yaml"))
+    tracked = git_tracked_outputs(load_yaml_mapping(repo / "dvc.yaml"))
     paths = [params, "dvc.lock", *tracked]
     in_head = [path for path in paths if _in_head(repo, path)]
     if params not in in_head:

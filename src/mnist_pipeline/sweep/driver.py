@@ -25,6 +25,7 @@ import optuna
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from mnist_pipeline.cli import printable
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.sweep import study as st
 from mnist_pipeline.sweep.experiment import Outcome, experiment_names, push, run_experiment
@@ -213,7 +214,7 @@ def _progress(
     )
     if push_error:
         line += f"; push failed: {push_error}"
-    ctx.say(line)
+    ctx.say(printable(line))  # params and errors come from a shared storage
 
 
 def _describe(params: dict[str, Any]) -> str:
