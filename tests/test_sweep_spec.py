@@ -274,3 +274,15 @@ def test_the_worker_templates_parse_and_start_a_worker():
         assert 'make sweep-worker SWEEP="$SWEEP" STORAGE="$STORAGE" JOBS="$JOBS"' in text
     env = {item["name"] for item in container["env"]}
     assert {"REPO_URL", "COMMIT", "SWEEP", "STORAGE", "JOBS"} <= env
+
+
+def test_the_cli_and_the_script_are_one_command(capsys):
+    from mnist_pipeline.__main__ import main
+
+    status = main(["sweep", "run", "nope", "--sweeps-dir", str(REPO / "sweeps")])
+    assert status == 1
+    assert capsys.readouterr().err == (
+        "mnist-pipeline sweep: error: unknown sweep 'nope'; valid sweeps: cnn, mlp\n"
+    )
+    status = main(["sweep", "worker", "mlp", "--sweeps-dir", str(REPO / "sweeps")])
+    assert status == 1 and "a worker needs --storage" in capsys.readouterr().err
