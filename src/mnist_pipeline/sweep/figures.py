@@ -63,7 +63,7 @@ def importances(values: Mapping[str, float], path: Path) -> None:
     ranked = sorted(values.items(), key=lambda item: item[1])
     fig, ax = plt.subplots(figsize=(6, 0.5 * len(ranked) + 1.2))
     ax.barh([plain(k) for k, _ in ranked], [v for _, v in ranked], color="tab:blue")
-    ax.set_xlabel("importance (PED-ANOVA, share of the objective's variation)")
+    ax.set_xlabel("importance (PED-ANOVA, normalized to sum to 1)")
     ax.set_title("Param importances")
     ax.grid(axis="x", alpha=0.3)
     _save(fig, path)
