@@ -224,8 +224,13 @@ def test_the_confirmation_plan_reruns_candidates_and_the_baseline_with_fresh_see
     assert [t.number for t in top] == [1, 2]
     plan = st.confirm_plan(sweep, top)
     assert [(r[st.CANDIDATE], r[st.SEED]) for r in plan] == [
-        (1, 1), (2, 1), ("baseline", 1), (1, 2), (2, 2), ("baseline", 2)
-    ]  # fmt: skip
+        (1, 1),
+        (2, 1),
+        ("baseline", 1),
+        (1, 2),
+        (2, 2),
+        ("baseline", 2),
+    ]
     assert plan[2][st.OVERRIDES] == {} and plan[0][st.EXPERIMENT] == "s-c1-s1"
     confirm = optuna.create_study(direction="maximize")
     assert st.enqueue_missing(confirm, plan) == 6
