@@ -204,11 +204,26 @@ def _kill_after_epoch(cmd: list[str], epoch: int, env: dict[str, str], cwd: Path
                 if line.startswith(f"epoch {epoch:>3}:"):
                     break
         finally:
-            for pid in [*_descendants(proc.pid), proc.pid]:  # torchrun's ranks first
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            _freeze_and_kill(proc.pid)
             proc.wait(timeout=60)
     return proc
+
+
+def _freeze_and_kill(pid: int) -> None:
+    """SIGKILL `pid` and every process below it, all frozen first, top down: a parent
+    killed after its child could react to the child's death meanwhile (`dvc repro`
+    would release its lock, and die mid-write: an empty `.dvc/tmp/rwlock`). A stopped
+    process cannot start another, so the list taken after the stops is complete."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGSTOP)
+    frozen = [pid]
+    for child in _descendants(pid):  # parents before their children
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGSTOP)
+            frozen.append(child)
+    for stopped in frozen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stopped, signal.SIGKILL)
 
 
 def _run_until_epoch(argv: list[str], epoch: int) -> None:
