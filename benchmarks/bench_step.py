@@ -24,11 +24,10 @@ import torch
 from benchmarks import train_support as ts
 from mnist_pipeline.config.params import ModelConfig, TrainConfig
 from mnist_pipeline.data.prepared import load_splits
-from mnist_pipeline.model.networks import build_model
-from mnist_pipeline.runtime import configure_torch
 from mnist_pipeline.train.distributed import SINGLE_PROCESS
 from mnist_pipeline.train.loop import train_one_epoch
 from mnist_pipeline.train.optim import make_optimizer, make_scheduler
+from mnist_pipeline.train.run import new_model
 from mnist_pipeline.train.step import make_step, uses_manual_step
 
 
@@ -38,8 +37,7 @@ def settings() -> dict[str, tuple[ModelConfig, TrainConfig]]:
 
 
 def _epoch_seconds(data: dict[str, Any], model_cfg: ModelConfig, cfg: TrainConfig) -> float:
-    configure_torch(0, cfg.threads, ts.CPU)  # as the train stage sets torch up
-    model = build_model(model_cfg, ts.input_spec(data["train"][0]))
+    model = new_model(model_cfg, ts.input_spec(data["train"][0]), 0, cfg.threads, ts.CPU)
     step = make_step(model, cfg, SINGLE_PROCESS)
     assert uses_manual_step(model, cfg, SINGLE_PROCESS) == cfg.manual_mlp_step
     optimizer = make_optimizer(step.params, cfg)

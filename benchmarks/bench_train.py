@@ -67,7 +67,7 @@ def compare(data: dict[str, Any], batch_size: int, rounds: int, epochs: int, see
 
 def warm_up(data: dict[str, Any], seed: int) -> None:
     """One small untimed epoch of each loop: library initialization stays out of the timings."""
-    few = {k: (v[0][:2048], v[1][:2048]) if k != "name" else v for k, v in data.items()}
+    few = {**data, **{k: (data[k][0][:2048], data[k][1][:2048]) for k in ("train", "valid")}}
     run_tutorial(few, 1, 64, seed)
     model_cfg, cfg = ts.tutorial_configs()
     ts.run_project(few, model_cfg, dataclasses.replace(cfg, epochs=1), seed)
@@ -85,7 +85,7 @@ def run(
     threads: int = 0,
     params: Params | None = None,
 ) -> dict[str, Any]:
-    """The chosen modes on `data` ({"name", "train", "valid"}; default: `raw` or synthetic)."""
+    """The chosen modes on `data` ({"name", "dataset", "train", "valid"}; default: `raw` or synthetic)."""
     result: dict[str, Any] = {"threads": ts.set_threads(threads), "load_start": ts.load_now()}
     data = data or ts.load_data(raw, ts.FULL_ROWS, seed)
     result.update(data=data["name"], train_rows=len(data["train"][1]), torch=torch.__version__)

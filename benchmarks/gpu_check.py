@@ -36,11 +36,9 @@ from mnist_pipeline.config.preflight import read_params_text
 from mnist_pipeline.data.prepared import load_splits, pixel_mean_std, read_manifest
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.experiments.start import plan_start
-from mnist_pipeline.model.networks import InputSpec, build_model, input_spec_from_manifest
-from mnist_pipeline.runtime import configure_torch
+from mnist_pipeline.model.networks import InputSpec, input_spec_from_manifest
 from mnist_pipeline.testing import synthetic
-from mnist_pipeline.train.augment import make_augment
-from mnist_pipeline.train.loop import fit
+from mnist_pipeline.train.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"default MLP": [], "cnn-fast": ["cnn-fast"], "cnn-best": ["cnn-best"]}
@@ -99,11 +97,9 @@ def for_device(params: Params, device: torch.device, quick: bool) -> Params:
 
 def time_setting(params: Params, data: Data, device: torch.device) -> dict[str, Any]:
     """Train once; epoch times and the time to the validation target."""
-    configure_torch(params.seed, params.train.threads, device)
-    model = build_model(params.model, data.spec).to(device)
-    augment = make_augment(params.train.augment, data.dataset)
     started_s = time.perf_counter()
-    result = fit(model, data.train, data.valid, params.train, params.seed, augment=augment)
+    splits = {"train": data.train, "valid": data.valid}
+    result = train(params, splits, data.spec, data.dataset, device).result
     total_s = time.perf_counter() - started_s
     seconds = [log["epoch_seconds"] for log in result.history]
     accuracies = [log["valid/accuracy"] for log in result.history]

@@ -3,7 +3,7 @@ command, its exit status, wall time, peak resident memory and the last line it p
 
     python -m benchmarks.hostile [--only SUBSTRING] [--headers-s 30]
 
-The tests (tests/test_hostile_*.py) check the same refusals at small scale with their
+The tests (tests/*/test_hostile_*.py) check the same refusals at small scale with their
 bounds; this prints the figures of the README's "Limits and troubleshooting" at the sizes
 the issue names. Nothing here needs the network: the slow server is on 127.0.0.1.
 Run it on a quiet machine (`uptime`): wall times are the machine's.

@@ -19,11 +19,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks import train_support as ts
-from mnist_pipeline.model.networks import build_model
 from mnist_pipeline.testing import synthetic
 from mnist_pipeline.train.distributed import SINGLE_PROCESS
 from mnist_pipeline.train.loop import train_one_epoch
 from mnist_pipeline.train.optim import make_optimizer
+from mnist_pipeline.train.run import new_model
 from mnist_pipeline.train.step import make_step
 
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::_addmm_activation")
@@ -41,8 +41,7 @@ def run(
     images, labels = synthetic.make_images(steps * batch_size, seed=0)
     model_cfg, tutorial_cfg = ts.tutorial_configs()
     cfg = dataclasses.replace(tutorial_cfg, batch_size=batch_size, manual_mlp_step=not autograd)
-    ts.seed_torch(0)
-    model = build_model(model_cfg, ts.input_spec(images))
+    model = new_model(model_cfg, ts.input_spec(images), 0, torch.get_num_threads(), ts.CPU)
     generator = torch.Generator().manual_seed(0)
     step = make_step(model, cfg, SINGLE_PROCESS)
     optimizer = make_optimizer(step.params, cfg)

@@ -23,11 +23,11 @@ from mnist_pipeline.config.params import ModelConfig, Params, TrainConfig
 from mnist_pipeline.data.prepared import pixel_mean_std
 from mnist_pipeline.data.raw_formats import read_raw
 from mnist_pipeline.experiments.start import plan_start
-from mnist_pipeline.model.networks import InputSpec, build_model
+from mnist_pipeline.model.networks import InputSpec
 from mnist_pipeline.runtime import configure_torch
 from mnist_pipeline.testing import synthetic
 from mnist_pipeline.testing.dvc_repo import committed_text
-from mnist_pipeline.train.loop import fit
+from mnist_pipeline.train.run import train
 
 FULL_ROWS = (50_000, 10_000, 10_000)  # train, valid, test: MNIST's size
 BUSY_LOAD = 1.5  # 1-minute load average above which timings are suspect (2-core machine)
@@ -57,18 +57,21 @@ def tutorial_configs() -> tuple[ModelConfig, TrainConfig]:
 
 
 def load_data(raw: Path | None, rows: tuple[int, int, int], seed: int) -> dict[str, Any]:
-    """{"name", "train", "valid"}: a raw dir as the fetch stage leaves it (its first `rows`
-    of train and valid), or synthetic data of `rows` (train, valid, test) rows."""
+    """{"name", "dataset", "train", "valid"}: a raw dir as the fetch stage leaves it (its
+    first `rows` of train and valid), or synthetic data (MNIST's layout) of `rows` (train,
+    valid, test) rows."""
     if raw is None:
         train, valid, _ = synthetic.make_splits(rows, seed)
-        return {"name": f"synthetic {rows[0]}/{rows[1]}", "train": train, "valid": valid}
+        name = f"synthetic {rows[0]}/{rows[1]}"
+        return {"name": name, "dataset": "mnist", "train": train, "valid": valid}
     splits, description = read_raw(raw)
     tensors = {
         name: (torch.from_numpy(np.array(x[:n])), torch.from_numpy(np.array(y[:n])))
         for name, n in zip(("train", "valid"), rows[:2], strict=True)
         for x, y in [splits[name]]
     }
-    return {"name": description["dataset"], **tensors}
+    dataset = description["dataset"]
+    return {"name": dataset, "dataset": dataset, **tensors}
 
 
 def with_raw_dir(idx_dir: Path | None, dataset: str, run: Callable[[Path | None], Any]) -> Any:
@@ -125,13 +128,13 @@ def run_project(
     seed: int,
     stop_when: Callable[[EpochRecord], bool] = lambda record: False,
 ) -> list[EpochRecord]:
-    """The project's loop (`mnist_pipeline.train.loop.fit`) on CPU; per epoch: fit's
+    """The project's training (`mnist_pipeline.train.run.train`) on CPU, with the
+    committed params but `model_cfg`, `train_cfg` and `seed`; per epoch: fit's
     epoch_seconds (train + valid pass), valid loss/accuracy, `elapsed_s` since fit was
     called, and the process CPU seconds since the previous epoch (`epoch_cpu_seconds`:
     less skewed by other processes than wall time when running one thread)."""
     cfg = dataclasses.replace(train_cfg, device="cpu", threads=torch.get_num_threads())
-    seed_torch(seed)
-    model = build_model(model_cfg, input_spec(data["train"][0]))
+    params = dataclasses.replace(committed_params(), seed=seed, model=model_cfg, train=cfg)
     records: list[EpochRecord] = []
 
     def log_epoch(log: dict[str, float]) -> None:
@@ -144,7 +147,7 @@ def run_project(
 
     started, started_cpu_s = time.perf_counter(), time.process_time()
     with contextlib.suppress(_Stop):
-        fit(model, data["train"], data["valid"], cfg, seed, log_epoch)
+        train(params, data, input_spec(data["train"][0]), data["dataset"], CPU, log_epoch)
     return records
 
 

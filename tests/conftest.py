@@ -7,9 +7,10 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
+
+from tests.support import REPO
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def committed_params(tmp_path):
     from mnist_pipeline.testing.dvc_repo import committed_text
 
     path = tmp_path / "committed-params.yaml"
-    path.write_text(committed_text(Path(__file__).resolve().parents[1], "params.yaml"))
+    path.write_text(committed_text(REPO, "params.yaml"))
     return path
 
 

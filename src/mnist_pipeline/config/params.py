@@ -10,6 +10,7 @@ not silently change the run, and DVC tracks only keys that are in the file).
 """
 
 import dataclasses
+import functools
 import itertools
 import os
 import re
@@ -123,7 +124,7 @@ class FetchConfig:
     # (headers or body) a byte at a time never trips timeout_s, but trips this.
     deadline_s: float
     retries: int  # attempts per source for transient failures
-    # First retry delay; doubles each retry up to download.MAX_BACKOFF_S (30 s); a larger
+    # First retry delay; doubles each retry up to http_download.MAX_BACKOFF_S (30 s); a larger
     # first delay stays as set.
     backoff_s: float
     # Largest file accepted from fetch.source (the built-in mirrors have per-file limits).
@@ -145,24 +146,25 @@ class FetchConfig:
         check(
             self.source != (), "source", "an empty list names no source; use null for the mirrors"
         )
-        entries = (self.source,) if isinstance(self.source, str) else self.source or ()
-        for index, entry in enumerate(entries):
-            key = "source" if isinstance(self.source, str) else f"source[{index}]"
-            try:
-                parse_location(entry)
-            except PipelineError as exc:
-                raise PipelineError(f"{key}: {exc}") from None
+        self.locations  # noqa: B018 (parsed here, once: a bad entry is an error at load)
         for name, md5 in self.checksums.items():
             ok = re.fullmatch(r"[0-9a-f]{32}", md5) is not None
             check(ok, f"checksums.{name}", f"expected 32 lowercase hex digits (md5), got {md5!r}")
 
-    @property
+    @functools.cached_property
     def locations(self) -> tuple[Location, ...] | None:
-        """`source` classified (checked at load); None: the data set's built-in mirrors."""
+        """`source` classified, once (at load); None: the data set's built-in mirrors."""
         if self.source is None:
             return None
         entries = (self.source,) if isinstance(self.source, str) else self.source
-        return tuple(parse_location(entry) for entry in entries)
+        locations = []
+        for index, entry in enumerate(entries):
+            try:
+                locations.append(parse_location(entry))
+            except PipelineError as exc:
+                key = "source" if isinstance(self.source, str) else f"source[{index}]"
+                raise PipelineError(f"{key}: {exc}") from None
+        return tuple(locations)
 
 
 @dataclass(frozen=True)

@@ -1,43 +1,33 @@
 """Fetch a data set's raw files into a directory and check them against known md5s.
 
 Where the files can come from is a list of `Candidate`s, tried in order: the
-registry's mirrors by default, or what `fetch.source` names (an http(s) URL or a
-local path, to the pickle file itself or to a directory holding either format's
-files; or a list of such sources). The first candidate whose files all verify
-wins. Transient network failures are retried with exponential backoff; a 4xx or a
-checksum mismatch moves on to the next candidate at once. If nothing works, one
-`PipelineError` lists every candidate and why it failed.
+registry's mirrors by default, or the `Location`s that `fetch.source` names (an http(s)
+URL or a local path, to the pickle file itself or to a directory holding either
+format's files; or a list of such sources). The first candidate whose files all verify
+wins. Transient network failures are retried (http_download.py); a 4xx or a checksum
+mismatch moves on to the next candidate at once. If nothing works, one `PipelineError`
+lists every candidate and why it failed.
 
-Every download is bounded: `fetch.timeout_s` per read (a stalled server),
-`fetch.deadline_s` per file, retries included (a server that trickles headers or
-body a byte at a time: a watchdog closes the socket), a byte limit per file (the
-registry's for the mirrors, `fetch.max_bytes` for `fetch.source`) and one on the
-gunzipped content hashed for the md5; redirects go to http(s) only, at most 5.
+Every file is bounded: its bytes (the registry's limit for the mirrors, `fetch.max_bytes`
+for `fetch.source`), its time (`fetch.deadline_s`, retries included; see
+http_download.py for how a download keeps to it), and the gunzipped content hashed for
+the md5 (a gzip bomb would be hashed for minutes).
 """
 
-import contextlib
 import gzip
 import hashlib
-import http.client
 import os
 import shutil
-import socket
 import stat
 import sys
-import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from mnist_pipeline.config.params import FetchConfig, Location, parse_location
+from mnist_pipeline.data.http_download import Budget, Sleep, SourceFailed, download
 from mnist_pipeline.data.raw_description import DESCRIPTION_FILE
 from mnist_pipeline.data.registry import (
     FORMATS,
@@ -51,19 +41,6 @@ from mnist_pipeline.data.registry import (
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import file_digest, write_json
 
-CHUNK_BYTES = 1 << 16
-MAX_BACKOFF_S = 30.0  # retry delays double up to this (or stay at a larger fetch.backoff_s)
-MAX_REDIRECTS = 5
-# A body slower than this over a whole window has stalled (a server trickling bytes keeps
-# each read under fetch.timeout_s): that source fails and the next is tried, well before
-# fetch.deadline_s, which must leave a slow but real mirror time to finish.
-STALL_WINDOW_S = 30.0
-MIN_BYTES_PER_S = 1024
-# The status line and headers of one response (redirects each get their own): a server
-# trickling them a byte at a time never trips the per-read timeout, and the body's stall
-# window only starts after them.
-HEADERS_WITHIN_S = 30.0
-USER_AGENT = "mnist-pipeline/0.1 (python urllib)"
 HINT = (
     "download the files yourself and set fetch.source in params.yaml to their path or URL "
     "(and fetch.checksums if they differ from upstream)"
@@ -75,18 +52,8 @@ MIRRORS_HINT = (
     "(README: Quickstart on Fashion-MNIST)"
 )
 
-Sleep = Callable[[float], None]
 
-
-class _SourceFailed(Exception):
-    """This candidate cannot be used; the message is a short reason."""
-
-
-class _Transient(_SourceFailed):
-    """A failure worth retrying (connection, timeout, 5xx, truncated body)."""
-
-
-class _ChecksumMismatch(_SourceFailed):
+class _ChecksumMismatch(SourceFailed):
     """The file is whole but not the one expected; `md5s` are those it has (of its bytes
     and, if gzip, of its content)."""
 
@@ -95,7 +62,7 @@ class _ChecksumMismatch(_SourceFailed):
         self.md5s = md5s
 
 
-class _OtherDataset(_SourceFailed):
+class _OtherDataset(SourceFailed):
     """The files are those of another registered data set (`dataset`)."""
 
     def __init__(self, message: str, dataset: str) -> None:
@@ -104,53 +71,39 @@ class _OtherDataset(_SourceFailed):
 
 
 @dataclass(frozen=True)
-class _Limits:
-    """The bounds of one file's fetch."""
-
-    max_bytes: int  # the file itself
-    max_gunzipped_bytes: int  # its content, hashed for the md5
-    deadline: float  # time.monotonic() by which the file must be complete
-    deadline_s: float  # the same as configured, for messages
-
-
-def _deadline_failure(limits: _Limits) -> _SourceFailed:
-    return _SourceFailed(f"not complete within fetch.deadline_s = {limits.deadline_s:g} s")
-
-
-@dataclass(frozen=True)
 class Candidate:
-    """One way to get every file of one format: file name -> where it is."""
+    """One way to get every file of one format."""
 
     format: Format
     label: str  # what the user sees in messages
-    locations: dict[str, Location]
+    files: dict[str, Location]  # file name -> where it is
 
 
-def candidate_sources(spec: DatasetSpec, sources: tuple[Location, ...] | None) -> list[Candidate]:
-    """The candidates to try in order: the built-in mirrors (`sources` None), or those each
-    of `sources` stands for, in order (`FetchConfig.locations`)."""
-    if sources is None:
+def candidates(spec: DatasetSpec, locations: tuple[Location, ...] | None) -> list[Candidate]:
+    """The candidates to try in order: the built-in mirrors (`locations` None), or those
+    each of `locations` (`FetchConfig.locations`) stands for, in order."""
+    if locations is None:
         return [
             _candidate(src.format, parse_location(mirror), spec, in_dir=src.format == "idx")
             for src in spec.sources
             for mirror in src.mirrors
         ]
     formats = [fmt for fmt in FORMATS if any(s.format == fmt for s in spec.sources)]
-    candidates = []
-    for location in sources:
+    found = []
+    for location in locations:
         if "pickle" in formats and not _is_dir(location):
-            candidates.append(_candidate("pickle", location, spec, in_dir=False))
+            found.append(_candidate("pickle", location, spec, in_dir=False))
         else:  # a directory may hold either format; the pickle is one file: looked for first
-            candidates += [_candidate(fmt, location, spec, in_dir=True) for fmt in formats]
-    return candidates
+            found += [_candidate(fmt, location, spec, in_dir=True) for fmt in formats]
+    return found
 
 
 def _candidate(fmt: Format, location: Location, spec: DatasetSpec, in_dir: bool) -> Candidate:
     if not in_dir:
         return Candidate(fmt, location.value, {PICKLE_FILE: location})
-    locations = {name: _join(location, name) for name in spec.files(fmt)}
-    label = locations[PICKLE_FILE].value if fmt == "pickle" else f"{location.value} (idx files)"
-    return Candidate(fmt, label, locations)
+    files = {name: _join(location, name) for name in spec.files(fmt)}
+    label = files[PICKLE_FILE].value if fmt == "pickle" else f"{location.value} (idx files)"
+    return Candidate(fmt, label, files)
 
 
 def _is_dir(location: Location) -> bool:
@@ -192,10 +145,10 @@ def fetch_dataset(
     if config.locations is not None:
         present = tuple(location for location in config.locations if location not in missing)
     others = []
-    for candidate in candidate_sources(spec, present):
+    for candidate in candidates(spec, present):
         try:
             files = _fetch_candidate(candidate, spec, config, out_dir, sleep, user_source)
-        except _SourceFailed as exc:
+        except SourceFailed as exc:
             failures.append(f"{candidate.label} ({_one_line(str(exc))})")
             if isinstance(exc, _OtherDataset):
                 others.append(exc.dataset)
@@ -240,33 +193,34 @@ def _fetch_candidate(
     `user_source`: the files come from fetch.source, so fetch.max_bytes bounds them."""
     files = {}
     try:
-        for name, location in candidate.locations.items():
+        for name, location in candidate.files.items():
             accepted = set(spec.md5s.get(name, ()))
             if name in config.checksums:
                 accepted.add(config.checksums[name])
             known = spec.limits.get(name, FileLimits(config.max_bytes, config.max_bytes))
-            limits = _Limits(
+            budget = Budget(
                 max_bytes=config.max_bytes if user_source else known.max_bytes,
-                max_gunzipped_bytes=known.max_gunzipped_bytes,
                 deadline=time.monotonic() + config.deadline_s,
                 deadline_s=config.deadline_s,
             )
             try:
-                files[name] = _fetch_file(location, out_dir / name, accepted, config, sleep, limits)
+                files[name] = _fetch_file(
+                    location, out_dir / name, accepted, config, sleep, budget, known
+                )
             except _ChecksumMismatch as exc:
                 other = dataset_with_file(name, exc.md5s, other_than=spec.name)
                 if other is None:
                     raise
                 raise _OtherDataset(f"{other}'s file, not {spec.name}'s", other) from None
-    except _SourceFailed as exc:
-        for other_name in candidate.locations:
+    except SourceFailed as exc:
+        for other_name in candidate.files:
             (out_dir / other_name).unlink(missing_ok=True)
         # The label names a one-file candidate; with several files, say which one failed.
-        if len(candidate.locations) > 1:
+        if len(candidate.files) > 1:
             message = f"{name}: {exc}"
             if isinstance(exc, _OtherDataset):
                 raise _OtherDataset(message, exc.dataset) from None
-            raise _SourceFailed(message) from None
+            raise SourceFailed(message) from None
         raise
     return files
 
@@ -277,16 +231,18 @@ def _fetch_file(
     accepted: set[str],
     config: FetchConfig,
     sleep: Sleep,
-    limits: _Limits,
+    budget: Budget,
+    known: FileLimits,
 ) -> dict[str, Any]:
     """Download or copy to a temporary name, verify, then rename onto `dest`."""
     part = dest.with_name(f".{dest.name}.part")
     try:
         if location.kind == "url":
-            _download(location.value, part, config, sleep, limits)
+            download(location.value, part, config, budget, sleep)
         else:
-            _copy(Path(location.value), part, limits.max_bytes)
-        md5 = _verify(part, accepted, limits.max_gunzipped_bytes)
+            _copy(Path(location.value), part, budget.max_bytes)
+        # The content hashed for the md5 is bounded too: a gzip bomb would take minutes.
+        md5 = _verify(part, accepted, known.max_gunzipped_bytes)
         part.replace(dest)
     finally:
         part.unlink(missing_ok=True)
@@ -297,18 +253,16 @@ def _copy(path: Path, dest: Path, max_bytes: int) -> None:
     try:
         info = path.stat()
     except OSError:
-        raise _SourceFailed("not found") from None
+        raise SourceFailed("not found") from None
     # A device (/dev/zero) or a FIFO would be read forever; only regular files are data.
     if not stat.S_ISREG(info.st_mode):
-        raise _SourceFailed("not found" if stat.S_ISDIR(info.st_mode) else "not a regular file")
+        raise SourceFailed("not found" if stat.S_ISDIR(info.st_mode) else "not a regular file")
     if info.st_size > max_bytes:
-        raise _SourceFailed(
-            f"{info.st_size} bytes, over the limit of {max_bytes} (fetch.max_bytes)"
-        )
+        raise SourceFailed(f"{info.st_size} bytes, over the limit of {max_bytes} (fetch.max_bytes)")
     try:
         shutil.copyfile(path, dest)  # a copy, not a link: the output must not change under DVC
     except OSError as exc:
-        raise _SourceFailed(f"cannot read ({exc.strerror or exc})") from None
+        raise SourceFailed(f"cannot read ({exc.strerror or exc})") from None
 
 
 def _verify(path: Path, accepted: set[str], max_gunzipped_bytes: int) -> str:
@@ -337,227 +291,13 @@ def _gunzipped_md5(path: Path, max_bytes: int) -> str | None:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 total_bytes += len(chunk)
                 if total_bytes > max_bytes:
-                    raise _SourceFailed(
+                    raise SourceFailed(
                         f"gunzips to more than {max_bytes} bytes, the limit for this file"
                     )
                 digest.update(chunk)
     except (OSError, EOFError, zlib.error):
         return None
     return digest.hexdigest()
-
-
-def backoff_delay_s(backoff_s: float, attempt: int) -> float:
-    """The delay after failed attempt `attempt` (1-based): doubling, capped at MAX_BACKOFF_S
-    unless the first delay is already larger."""
-    return min(backoff_s * 2 ** (attempt - 1), max(backoff_s, MAX_BACKOFF_S))
-
-
-def _download(url: str, dest: Path, config: FetchConfig, sleep: Sleep, limits: _Limits) -> None:
-    """Download with up to `config.retries` attempts; delays double from `backoff_s`."""
-    for attempt in range(1, config.retries + 1):
-        remaining_s = limits.deadline - time.monotonic()
-        if remaining_s <= 0:
-            raise _deadline_failure(limits)
-        try:
-            _download_once(url, dest, min(config.timeout_s, remaining_s), limits)
-            return
-        except _Transient as exc:
-            if attempt == config.retries:
-                raise _Transient(f"{exc}, after {attempt} attempt(s)") from None
-            delay_s = backoff_delay_s(config.backoff_s, attempt)
-            if time.monotonic() + delay_s >= limits.deadline:
-                raise _deadline_failure(limits) from None
-            print(f"{url}: {exc}; retrying in {delay_s:g} s", file=sys.stderr)
-            sleep(delay_s)
-
-
-class _Watchdog:
-    """Shuts the connection's socket down at the deadline, or earlier while headers are
-    awaited: HEADERS_WITHIN_S after each request starts (`awaiting_headers`). The socket
-    timeout bounds one read only: a server sending a byte every few seconds (headers or
-    body) never trips it, but a shut-down socket ends any read at once."""
-
-    def __init__(self, deadline: float) -> None:
-        self.fired = False
-        self.headers_late = False
-        self._deadline = deadline
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
-
-    def __enter__(self) -> "_Watchdog":
-        self.awaiting_headers()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-
-    def awaiting_headers(self) -> None:
-        """A request starts: its headers must arrive within HEADERS_WITHIN_S."""
-        self._arm(min(self._deadline, time.monotonic() + HEADERS_WITHIN_S))
-
-    def headers_received(self) -> None:
-        """The body may take until the deadline."""
-        self._arm(self._deadline)
-
-    def _arm(self, at: float) -> None:
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = threading.Timer(max(0.0, at - time.monotonic()), self._fire, (at,))
-            self._timer.daemon = True
-            self._timer.start()
-
-    def watch(self, sock: socket.socket) -> None:
-        """Called with each new connection's socket (redirects open new ones)."""
-        self.awaiting_headers()
-        with self._lock:
-            self._sock = sock
-            if self.fired:
-                self._shutdown()
-
-    def _fire(self, at: float) -> None:
-        with self._lock:
-            self.fired = True
-            self.headers_late = at < self._deadline
-            self._shutdown()
-
-    def _shutdown(self) -> None:
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-
-
-def _watched(base: type[http.client.HTTPConnection], watchdog: _Watchdog) -> Any:
-    """`base` whose sockets `watchdog` can shut down."""
-
-    class Watched(base):  # type: ignore[valid-type, misc]
-        def connect(self) -> None:
-            super().connect()
-            watchdog.watch(self.sock)
-
-    return Watched
-
-
-class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, watchdog: _Watchdog) -> None:
-        super().__init__()
-        self._watchdog = watchdog
-
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_watched(http.client.HTTPConnection, self._watchdog), req)
-
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, watchdog: _Watchdog) -> None:
-        super().__init__()
-        self._watchdog = watchdog
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_watched(http.client.HTTPSConnection, self._watchdog), req)
-
-
-class _RedirectHandler(urllib.request.HTTPRedirectHandler):
-    """Follows at most MAX_REDIRECTS redirects, and only to http(s) URLs (urllib's own
-    would follow one to ftp://)."""
-
-    max_redirections = MAX_REDIRECTS
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: Any,
-        code: int,
-        msg: str,
-        headers: Any,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        scheme = urllib.parse.urlparse(newurl).scheme.lower()
-        if scheme not in ("http", "https"):
-            raise _SourceFailed(f"refusing a redirect to {scheme or 'a relative'}:// URL {newurl}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _download_once(url: str, dest: Path, timeout_s: float, limits: _Limits) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    with _Watchdog(limits.deadline) as watchdog:
-        opener = urllib.request.build_opener(
-            _HTTPHandler(watchdog), _HTTPSHandler(watchdog), _RedirectHandler()
-        )
-        try:
-            _request(opener, request, dest, timeout_s, limits.max_bytes, watchdog)
-        except (_SourceFailed, _Transient):
-            if watchdog.fired:
-                raise _watchdog_failure(watchdog, limits) from None
-            raise
-        if watchdog.fired:  # the shut-down socket may read as a short, complete-looking body
-            raise _watchdog_failure(watchdog, limits)
-
-
-def _watchdog_failure(watchdog: _Watchdog, limits: _Limits) -> _SourceFailed:
-    if watchdog.headers_late:
-        return _SourceFailed(f"stalled: no complete headers within {HEADERS_WITHIN_S:g} s")
-    return _deadline_failure(limits)
-
-
-def _request(
-    opener: urllib.request.OpenerDirector,
-    request: urllib.request.Request,
-    dest: Path,
-    timeout_s: float,
-    max_bytes: int,
-    watchdog: _Watchdog,
-) -> None:
-    url = request.full_url
-    try:
-        with opener.open(request, timeout=timeout_s) as response:
-            watchdog.headers_received()
-            _save_body(response, dest, Path(urllib.parse.urlparse(url).path).name, max_bytes)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        if exc.code >= 500:
-            raise _Transient(f"HTTP {exc.code}") from None
-        raise _SourceFailed(f"HTTP {exc.code}") from None
-    except urllib.error.URLError as exc:
-        raise _Transient(f"cannot connect: {exc.reason}") from None
-    except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
-        raise _Transient(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
-
-
-def _save_body(response: Any, dest: Path, name: str, max_bytes: int) -> None:
-    """Stream the body to `dest`; a body shorter than Content-Length is transient, one
-    longer than `max_bytes` (announced or received) a failure."""
-    length = response.headers.get("Content-Length")
-    expected_bytes = int(length) if length and length.isdigit() else None
-    too_big = f"over the limit of {max_bytes} bytes for this file"
-    if expected_bytes is not None and expected_bytes > max_bytes:
-        raise _SourceFailed(f"Content-Length {expected_bytes}, {too_big}")
-    received_bytes = 0
-    # disable=None: no bar unless stderr is a terminal (DVC logs, CI, tests).
-    progress = {"unit": "B", "unit_scale": True, "file": sys.stderr, "disable": None}
-    window_started, window_bytes = time.monotonic(), 0
-    with open(dest, "wb") as f, tqdm(total=expected_bytes, desc=name, **progress) as bar:
-        # read1: whatever has arrived, so a trickle is seen (read(n) waits for all n bytes).
-        while chunk := response.read1(CHUNK_BYTES):
-            if received_bytes + len(chunk) > max_bytes:  # an endless body stops here
-                raise _SourceFailed(f"body {too_big}")
-            f.write(chunk)
-            received_bytes += len(chunk)
-            bar.update(len(chunk))
-            window_bytes += len(chunk)
-            window_s = time.monotonic() - window_started
-            if window_s >= STALL_WINDOW_S:
-                if window_bytes < MIN_BYTES_PER_S * window_s:
-                    raise _SourceFailed(
-                        f"stalled: {window_bytes} bytes in {window_s:.0f} s "
-                        f"(under {MIN_BYTES_PER_S} bytes/s)"
-                    )
-                window_started, window_bytes = time.monotonic(), 0
-    # http.client returns a short body without complaint when the peer closes early.
-    if expected_bytes is not None and received_bytes < expected_bytes:
-        raise _Transient(f"truncated body: {received_bytes} of {expected_bytes} bytes")
 
 
 def _one_line(text: str) -> str:

@@ -1,5 +1,5 @@
 """Measuring a hostile input's cost: how long, how much memory, what it printed, what it
-left behind. Shared by the tests of every surface (tests/test_hostile_*.py) and by
+left behind. Shared by the tests of every surface (tests/*/test_hostile_*.py) and by
 benchmarks/hostile.py, which prints the table of the README's limits."""
 
 import os

@@ -130,7 +130,7 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-# Helpers for tests/test_workflows_e2e.py: a local data source, commits, the exp queue.
+# Helpers for tests/e2e/test_workflows_e2e.py: a local data source, commits, the exp queue.
 
 
 def write_local_source(folder: Path, rows: tuple[int, int, int], seed: int) -> dict[str, Any]:

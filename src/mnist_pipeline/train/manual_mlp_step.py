@@ -31,7 +31,7 @@ from torch import nn
 
 from mnist_pipeline.model.networks import InputNorm
 
-# The private torch ops this step relies on, all here: tests/test_manual_mlp_step.py checks
+# The private torch ops this step relies on, all here: tests/train/test_manual_mlp_step.py checks
 # each against its public equivalent, so a torch upgrade that changes one fails loudly.
 # ReLU's backward with an out= slot (torch.threshold_backward has none): 0 where the ReLU
 # output is 0, the incoming gradient elsewhere.

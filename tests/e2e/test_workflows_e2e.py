@@ -1,0 +1,346 @@
+"""The DVC workflows users run every day, on a copy of this repository and synthetic data.
+
+One repository serves the whole module (a full `dvc repro` costs ~20 s on 2 cores):
+each test starts from a committed, reproduced workspace and leaves one behind, so
+each also runs alone (-k). The data set is a local file outside the copy,
+so queued experiments and fresh clones reach it too; nothing touches the network.
+"""
+
+import itertools
+import json
+import re
+import shutil
+
+import pytest
+import yaml
+
+from mnist_pipeline.experiments.start import changed_leaves
+from mnist_pipeline.testing.dvc_repo import (
+    SMALL_PARAMS,
+    commit_all,
+    copy_into,
+    head_experiments,
+    lock_out_md5,
+    make_repo,
+    read_json,
+    run,
+    set_params,
+    stages_run,
+    stop_queue_workers,
+    wait_for_queue,
+    write_local_source,
+)
+from tests.support import REPO
+
+pytestmark = pytest.mark.e2e
+
+ALL_STAGES = ["fetch", "prepare", "train", "evaluate", "export"]
+METRICS = ("metrics/evaluate.json", "metrics/train/metrics.json")
+MODEL = "models/model.pt"
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """The pipeline (plus scripts/report.py) with small params, reproduced and committed."""
+    fetch = write_local_source(tmp_path_factory.mktemp("source"), (1000, 200, 200), seed=7)
+    repo = make_repo(tmp_path_factory.mktemp("workflows") / "repo", REPO)
+    copy_into(repo, REPO, "scripts/report.py", "scripts/seeds.py", "scripts/exp.py")
+    copy_into(repo, REPO, "scripts/reset.py", "scripts/exps.py")
+    set_params(repo, SMALL_PARAMS)
+    set_params(repo, {"fetch": fetch})
+    assert stages_run(run(repo, "dvc", "repro").stdout) == ALL_STAGES
+    commit_all(repo, "baseline")
+    return repo
+
+
+def test_dag_shows_the_stages_in_order(repo):
+    mermaid = run(repo, "dvc", "dag", "--md").stdout
+    names = dict(re.findall(r'(node\d+)\["(\w+)"\]', mermaid))
+    edges = {(names[a], names[b]) for a, b in re.findall(r"(node\d+)-->(node\d+)", mermaid)}
+    assert sorted(names.values()) == sorted(ALL_STAGES)
+    assert edges == {
+        ("fetch", "prepare"),
+        ("prepare", "train"),
+        ("prepare", "evaluate"),  # the prepared test split
+        ("train", "evaluate"),
+        ("prepare", "export"),  # parity on the prepared test split
+        ("train", "export"),
+    }
+
+
+def _append_comment(repo, module):
+    path = repo / "src/mnist_pipeline" / module
+    path.write_text(path.read_text() + "# touched by test_workflows_e2e\n")
+
+
+# What a user changes -> the stages `dvc repro` must re-run, in this order. fileio.py is
+# a dep of every stage (dvc.yaml). A comment in train/loop.py re-runs train, but training
+# is deterministic, so the checkpoint comes out bit-identical and DVC, which compares
+# outputs by content, keeps evaluate.
+CHANGES = {
+    "train param": ({"train": {"lr": 0.01}}, ["train", "evaluate", "export"]),
+    "model param": ({"model": {"hidden_sizes": [48]}}, ["train", "evaluate", "export"]),
+    "train/loop.py": ("train/loop.py", ["train"]),
+    "evaluate param": ({"evaluate": {"calibration_bins": 10}}, ["evaluate"]),
+    "evaluate/figures.py": ("evaluate/figures.py", ["evaluate"]),
+    "fileio.py": ("fileio.py", ALL_STAGES),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_repro_reruns_exactly_the_stages_whose_inputs_changed(repo, change):
+    edit, expected = CHANGES[change]
+    if isinstance(edit, dict):
+        set_params(repo, edit)
+    else:
+        _append_comment(repo, edit)
+    assert stages_run(run(repo, "dvc", "repro").stdout) == expected
+    second = run(repo, "dvc", "repro").stdout
+    assert stages_run(second) == [] and "Data and pipelines are up to date." in second
+    commit_all(repo, f"change {change}")
+
+
+def test_queued_grid_runs_its_experiments_and_the_best_one_is_committed(repo):
+    # A 2 x 1 grid: two values of one key, and a second key with one, each experiment a
+    # full pipeline (a 2 x 2 grid checked nothing more for two more pipelines).
+    dropouts, lrs = (0.1, 0.3), (0.03,)
+    grid = ["-S", "model.dropout=0.1,0.3", "-S", "train.lr=0.03"]
+    run(repo, "dvc", "exp", "run", *grid, "--queue")
+    # The workspace's library breaks after the grid is queued: each experiment must run
+    # the code it was queued with (DVC's copy), not the workspace's, which `run` puts on
+    # PYTHONPATH as an editable install does.
+    workspace_module = repo / "src/mnist_pipeline/train/training_log.py"
+    queued_text = workspace_module.read_text()
+    workspace_module.write_text(queued_text + "raise RuntimeError('the workspace library ran')\n")
+    try:
+        # train.threads is 1 (SMALL_PARAMS): 2 workers x 2 threads thrash 2 cores.
+        run(repo, "dvc", "queue", "start", "-j", "2")
+        statuses = wait_for_queue(repo, timeout_s=480)
+    finally:
+        stop_queue_workers(repo)
+        workspace_module.write_text(queued_text)
+    logs = "".join(run(repo, "dvc", "queue", "logs", name).stdout for name in statuses)
+    assert "the workspace library ran" not in logs
+    assert sorted(statuses.values()) == ["Success"] * 2, statuses
+
+    experiments = head_experiments(repo)
+    grid_points = {(p["model"]["dropout"], p["train"]["lr"]) for p, _ in experiments.values()}
+    assert grid_points == set(itertools.product(dropouts, lrs))
+    for _, metrics in experiments.values():
+        assert set(metrics) == {*METRICS, "metrics/export.json"}
+        assert 0 < metrics["metrics/evaluate.json"]["test"]["accuracy"] <= 1
+
+    def accuracy(name):
+        return experiments[name][1]["metrics/evaluate.json"]["test"]["accuracy"]
+
+    best = max(experiments, key=accuracy)
+    run(repo, "dvc", "exp", "apply", best)
+    commit_all(repo, f"apply {best}")
+    committed = json.loads(run(repo, "git", "show", "HEAD:metrics/evaluate.json").stdout)
+    assert committed == experiments[best][1]["metrics/evaluate.json"]
+    shown = json.loads(run(repo, "dvc", "metrics", "show", "--json").stdout)
+    assert shown[""]["data"]["metrics/evaluate.json"]["data"] == committed
+    assert stages_run(run(repo, "dvc", "repro").stdout) == []  # the applied lock is complete
+
+
+def test_seeds_mode_trains_two_seeds_in_the_queue_and_writes_their_summary(repo):
+    try:
+        done = run(repo, "python", "scripts/seeds.py", "--k", "2", "--out", "metrics/seeds.json")
+    finally:
+        stop_queue_workers(repo)
+    assert "wrote metrics/seeds.json (2 seeds)" in done.stdout
+    summary = read_json(repo / "metrics/seeds.json")
+    assert summary["k"] == 2 and summary["seeds"] == [0, 1]
+    accuracy = summary["metrics"]["test.accuracy"]
+    assert accuracy["n"] == 2 and accuracy["min"] <= accuracy["mean"] <= accuracy["max"]
+    seeds_run = {p["seed"] for p, _ in head_experiments(repo).values()}
+    assert {0, 1} <= seeds_run
+    command = ["python", "scripts/report.py", "--metrics", *METRICS]
+    report = run(repo, *command, "--seeds", "metrics/seeds.json").stdout
+    assert "`metrics/seeds.json` is not in `HEAD`: no multi-seed summary there" in report
+    commit_all(repo, "seeds")
+
+
+def _assert_metrics_diff_lists_every_change(repo, *revs, old_rev, new_files):
+    """`dvc metrics diff` names every changed number (`test.accuracy`, ...) with both values."""
+    diff = json.loads(run(repo, "dvc", "metrics", "diff", "--json", *revs).stdout)
+    for path in METRICS:
+        old = json.loads(run(repo, "git", "show", f"{old_rev}:{path}").stdout)
+        new = new_files[path]
+        expected = changed_leaves(old, new)
+        assert expected, f"{path}: nothing changed, the check would be empty"
+        shown = {name: (d["old"], d["new"]) for name, d in diff[path].items()}
+        assert shown == expected
+    return diff
+
+
+def test_metrics_params_and_plots_diff_between_commits_and_against_the_workspace(repo, tmp_path):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    epochs, lr, bins = (params[s][k] for s, k in _DIFFED)
+    set_params(repo, {"train": {"epochs": epochs + 1}})
+    assert stages_run(run(repo, "dvc", "repro").stdout) == ["train", "evaluate", "export"]
+    commit_all(repo, "one more epoch")
+
+    # Two commits.
+    head = {p: json.loads(run(repo, "git", "show", f"HEAD:{p}").stdout) for p in METRICS}
+    _assert_metrics_diff_lists_every_change(
+        repo, "HEAD~1", "HEAD", old_rev="HEAD~1", new_files=head
+    )
+    table = run(repo, "dvc", "metrics", "diff", "--md", "HEAD~1", "HEAD").stdout
+    # Losses move with any extra epoch (an accuracy can stay put on 200 test images).
+    assert "| test.loss " in table and "| train.loss " in table
+    diff = json.loads(run(repo, "dvc", "params", "diff", "--json", "HEAD~1", "HEAD").stdout)
+    assert diff == {"params.yaml": {"train.epochs": {"old": epochs, "new": epochs + 1, "diff": 1}}}
+    _assert_plots_diff_html(repo, tmp_path / "plots", "HEAD~1", "HEAD")
+
+    # The workspace against HEAD (no revisions given).
+    changed = {"train.lr": (lr, lr * 2), "evaluate.calibration_bins": (bins, bins + 2)}
+    set_params(repo, {"train": {"lr": lr * 2}, "evaluate": {"calibration_bins": bins + 2}})
+    assert stages_run(run(repo, "dvc", "repro").stdout) == ["train", "evaluate", "export"]
+    workspace = {p: read_json(repo / p) for p in METRICS}
+    _assert_metrics_diff_lists_every_change(repo, old_rev="HEAD", new_files=workspace)
+    diff = json.loads(run(repo, "dvc", "params", "diff", "--json").stdout)["params.yaml"]
+    assert {name: (d["old"], d["new"]) for name, d in diff.items()} == changed
+    _assert_review_report(repo, tmp_path / "review" / "report.md", head, workspace, changed)
+    commit_all(repo, "double lr")
+
+
+_DIFFED = (("train", "epochs"), ("train", "lr"), ("evaluate", "calibration_bins"))
+
+
+def _assert_plots_diff_html(repo, out, old_rev, new_rev):
+    """Training curves and the confusion matrix as vega specs holding both revisions'
+    data, and both revisions' PNG figures copied beside the page."""
+    run(repo, "dvc", "plots", "diff", old_rev, new_rev, "-o", str(out))
+    html = (out / "index.html").read_text()
+    specs = re.findall(r"var spec = (\{.*?\});\n", html, re.S)
+    by_title = {json.loads(s)["title"]["text"]: json.loads(s) for s in specs}
+    # The curves hold train and valid columns per epoch (the legend says train / valid).
+    fields = {"Loss": "valid", "Accuracy": "valid", "Confusion matrix (test)": "actual"}
+    assert set(fields) <= set(by_title)
+    for title, field in fields.items():
+        rows = by_title[title]["data"]["values"]
+        assert {row["rev"] for row in rows} == {old_rev, new_rev}
+        assert all(field in row for row in rows)
+    # The confusion matrix names the classes, in class order (the synthetic data's are
+    # the digits' names), from counts: 10 x 10 cells per revision.
+    confusion = by_title["Confusion matrix (test)"]
+    cells = [row for row in confusion["data"]["values"] if row["rev"] == new_rev]
+    assert len(cells) == 100 and cells[0]["actual"] == "0" and cells[-1]["predicted"] == "9"
+    assert sum(int(row["count"]) for row in cells) == 200  # every test image once
+    assert confusion["spec"]["encoding"]["y"]["field"] == "actual"  # our template, not DVC's
+    for rev in (old_rev, new_rev):
+        image = f"static/{rev}_figures_evaluate_confusion_test.png"
+        assert f'<img src="{image}">' in html and (out / image).stat().st_size > 0
+        assert f"<p>{rev}</p>" in html
+
+
+def _assert_review_report(repo, out, old, new, changed_params):
+    command = ["python", "scripts/report.py", "--rev", "HEAD", "--params", "params.yaml"]
+    command += ["--metrics", *METRICS, "--figures", "figures/evaluate", "--out", str(out)]
+    run(repo, *command)
+    report = out.read_text()
+    old_acc, new_acc = old[METRICS[0]]["test"]["accuracy"], new[METRICS[0]]["test"]["accuracy"]
+    assert re.search(rf"\| test\.accuracy \| {old_acc:.6g} \| {new_acc:.6g} \| [-+0]", report)
+    for name, (before, after) in changed_params.items():
+        assert f"| {name} | {before:.6g} | {after:.6g} |" in report
+    link = re.search(r"\[confusion_test\.png\]\(([^)]+)\)", report).group(1)
+    assert (out.parent / link).resolve() == (repo / "figures/evaluate/confusion_test.png")
+    bad_rev = ["python", "scripts/report.py", "--rev", "no-such-rev", "--metrics", METRICS[0]]
+    bad = run(repo, *bad_rev, check=False)
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0
+
+
+def test_a_fresh_clone_without_cache_or_data_reproduces_the_committed_results(repo, tmp_path):
+    clone = tmp_path / "clone"
+    run(repo, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "data").exists() and not (clone / ".dvc/cache").exists()
+    # Reviews work before anything is reproduced: the plots page and the report read
+    # the git-tracked tables (the figures are in no cache here, and nobody pulled them).
+    page = tmp_path / "plots"
+    run(clone, "dvc", "plots", "diff", "HEAD~1", "HEAD", "-o", str(page))
+    html = (page / "index.html").read_text()
+    assert "Confusion matrix (test)" in html and "Loss" in html
+    report = ["python", "scripts/report.py", "--rev", "HEAD~1", "--metrics", *METRICS]
+    report += ["--figures", "figures/evaluate", "--images", "report", "--out", "report.md"]
+    report += ["--predictions", "metrics/evaluate/predictions_test.csv"]
+    report += ["--curves", "metrics/train/plots/loss.tsv"]
+    run(clone, *report)
+    text = (clone / "report.md").read_text()
+    # The side-by-side figures come from git-tracked tables: drawn in any clone.
+    assert "### Is it real?" in text and "![training curves](report/training_curves.png)" in text
+    assert "`figures/evaluate`: no figures in the workspace; `dvc pull`" in text
+    (clone / "report.md").unlink()
+    shutil.rmtree(clone / "report")
+    # Same code, params and data on one CPU thread: the same weights, so the same
+    # checkpoint bytes.
+    ran = stages_run(run(clone, "dvc", "repro").stdout)
+    assert lock_out_md5(clone, "train", MODEL) == lock_out_md5(repo, "train", MODEL)
+    # evaluate and export re-run only because their cached outputs are missing here.
+    assert ran == ALL_STAGES
+    # The clone's results are the committed ones byte for byte, dvc.lock included: the
+    # metrics hold no timings and the figures are drawn the same way.
+    assert run(clone, "git", "status", "--porcelain").stdout == ""
+
+
+def test_rerunning_identical_work_leaves_git_clean(repo):
+    # A forced train rerun writes the same checkpoint, and nothing it writes into what
+    # git or dvc.lock tracks may differ: its timings live outside both.
+    run(repo, "dvc", "repro", "--force", "--single-item", "train")
+    assert (repo / "logs/train/timings.json").is_file()  # still there for benchmarks
+    run(repo, "dvc", "repro", "--force", "--single-item", "evaluate")
+    assert stages_run(run(repo, "dvc", "repro").stdout) == []
+    assert run(repo, "git", "status", "--porcelain").stdout == ""
+
+
+def test_results_in_git_are_small_tables_and_the_figures_are_in_dvc(repo):
+    tracked = run(repo, "git", "ls-files", "metrics", "figures").stdout.split()
+    assert tracked and not [path for path in tracked if path.endswith(".png")]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    outs = {out["path"] for out in lock["stages"]["evaluate"]["outs"]}
+    # Cached by DVC (dvc push / dvc pull carry them), each figure an output of its own.
+    assert "figures/evaluate/confusion_test.png" in outs
+    assert sorted(p.name for p in (repo / "figures/evaluate").glob("confusion_*.png")) == [
+        "confusion_test.png",
+        "confusion_test_normalized.png",
+        "confusion_valid.png",
+        "confusion_valid_normalized.png",
+    ]
+
+
+def test_presets_in_a_row_each_start_from_the_committed_params(repo, tmp_path):
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "unit.yaml").write_text("model:\n  input_norm: unit\n")
+    (presets / "wide.yaml").write_text("model:\n  hidden_sizes: [40]\n")
+    committed = yaml.safe_load(run(repo, "git", "show", "HEAD:params.yaml").stdout)
+    for name in ("unit", "wide"):  # the second must not inherit the first's input_norm
+        exp = ["python", "scripts/exp.py", "--presets-dir", str(presets), name]
+        run(repo, *exp, "--", "--name", f"preset-{name}")
+    experiments = head_experiments(repo)
+    assert changed_leaves(committed, experiments["preset-unit"][0]) == {
+        "model.input_norm": ("standardize", "unit")
+    }
+    assert changed_leaves(committed, experiments["preset-wide"][0]) == {
+        "model.hidden_sizes": (committed["model"]["hidden_sizes"], [40])
+    }
+    # The compact table: both against HEAD's committed results, on the same test images.
+    table = run(repo, "python", "scripts/exps.py").stdout.splitlines()
+    assert max(len(line) for line in table) <= 120 and table[1].startswith("HEAD ")
+    rows = {line.split()[0]: line for line in table[2:]}
+    assert set(rows) == {"preset-unit", "preset-wide"}
+    assert "input_norm=unit" in rows["preset-unit"] and "hidden_sizes=[40]" in rows["preset-wide"]
+    for line in rows.values():
+        assert re.search(r"\d+\.\d\d% \[\d+\.\d\d, \d+\.\d\d\] +[-+]\d+\.\d\d p[=<]", line)
+    run(repo, "python", "scripts/reset.py")
+
+
+def test_after_a_failed_experiment_make_reset_restores_the_last_commit(repo):
+    failed = run(repo, "dvc", "exp", "run", "-S", "train.lr=-0.001", check=False)
+    assert failed.returncode != 0 and "train.lr: must be > 0" in failed.stderr + failed.stdout
+    assert "deleted" in run(repo, "dvc", "status").stdout  # the failed stage's outputs
+    reset = run(repo, "python", "scripts/reset.py")
+    assert reset.stdout.startswith("reset: ") and reset.stdout.count("\n") == 1
+    assert run(repo, "dvc", "status").stdout.strip() == "Data and pipelines are up to date."
+    assert run(repo, "git", "status", "--porcelain").stdout == ""
+    assert stages_run(run(repo, "dvc", "repro").stdout) == []

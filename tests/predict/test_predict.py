@@ -1,0 +1,247 @@
+"""`mnist-pipeline predict` on a tiny trained checkpoint: image files of every supported
+kind give the model's own predictions on the tensors, and bad input is one stderr line
+each while the other files are still predicted."""
+
+import csv
+import gzip
+import io
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnist_pipeline.__main__ import main
+from mnist_pipeline.data.prepared import pixel_mean_std
+from mnist_pipeline.evaluate.metrics import predict_logits
+from mnist_pipeline.model.checkpoint import save_checkpoint
+from mnist_pipeline.model.networks import InputSpec, build_model
+from mnist_pipeline.predict.images import Loaded, preprocess
+from mnist_pipeline.testing.configs import make_params, model_config, train_config
+from mnist_pipeline.testing.synthetic import make_images
+from mnist_pipeline.train.loop import fit
+from tests.support import python_env
+
+CLASSES = [f"class-{i}" for i in range(10)]
+TEST_ROWS = 24
+
+
+def _train(tmp: Path, dropout: float) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    train, valid = make_images(400, 1), make_images(80, 2)
+    mean, std = pixel_mean_std(train[0].numpy())
+    spec = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=mean, pixel_std=std)
+    model_cfg = model_config(hidden_sizes=(32,), dropout=dropout)
+    model = build_model(model_cfg, spec)
+    cfg = train_config(device="cpu", epochs=2, batch_size=50, lr=0.003)
+    fit(model, train, valid, cfg, seed=0)
+    params = make_params(model=model_cfg, train=cfg)
+    path = tmp / f"model-{dropout}.pt"
+    save_checkpoint(path, model, model_cfg, spec, CLASSES, params, {"epochs_run": 2})
+    return path, model.eval()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(checkpoint path, model in eval mode, test images uint8 (N, 28, 28), their argmax)."""
+    path, model = _train(tmp_path_factory.mktemp("model"), dropout=0.2)
+    images = make_images(TEST_ROWS, 3)[0]
+    expected = predict_logits(model, images, 100).argmax(dim=1)
+    return path, model, images, expected
+
+
+def _predict(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["predict", "--device", "cpu", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _top1(output: str) -> list[int]:
+    return [record["top"][0]["class"] for record in json.loads(output)]
+
+
+def _write_png(path: Path, image: np.ndarray) -> Path:
+    Image.fromarray(image).save(path)
+    return path
+
+
+def _write_idx(path: Path, images: np.ndarray, gzipped: bool) -> Path:
+    data = struct.pack(">4i", 0x803, *images.shape) + images.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if gzipped else data)
+    return path
+
+
+def test_pngs_give_the_models_predictions(tmp_path, capsys, trained):
+    checkpoint, _, images, expected = trained
+    for i, image in enumerate(images.numpy()):
+        _write_png(tmp_path / f"{i:03d}.png", image)
+    code, out, err = _predict(capsys, "--model", str(checkpoint), str(tmp_path))
+    assert (code, err) == (0, "")
+    records = json.loads(out)
+    assert [Path(r["file"]).name for r in records] == [f"{i:03d}.png" for i in range(TEST_ROWS)]
+    assert _top1(out) == expected.tolist()
+    assert not any(r["inverted"] for r in records)  # dark background: left as is
+
+
+def test_dark_on_light_images_are_inverted(tmp_path, capsys, trained):
+    """Inverted copies (black ink on white, as RGB JPEG-free PNGs) come back to the
+    training polarity; `never` keeps them inverted and `always` inverts the originals."""
+    checkpoint, _, images, expected = trained
+    for i, image in enumerate(images.numpy()):
+        rgb = np.repeat((255 - image)[:, :, None], 3, axis=2)
+        _write_png(tmp_path / f"{i:03d}.png", rgb)
+    code, out, _ = _predict(capsys, "--model", str(checkpoint), str(tmp_path))
+    assert code == 0 and _top1(out) == expected.tolist()
+    assert all(r["inverted"] for r in json.loads(out))
+    code, out, _ = _predict(capsys, "--model", str(checkpoint), "--invert", "never", str(tmp_path))
+    assert code == 0 and not any(r["inverted"] for r in json.loads(out))
+
+
+def test_preprocessing_undoes_inversion_and_integer_upscaling_exactly(trained):
+    _, _, images, _ = trained
+    image = images[0].numpy()
+    assert np.array_equal(preprocess(Loaded("a", 255.0 - image)).image_u8, image)
+    assert np.array_equal(preprocess(Loaded("a", image * 1.0), "always").image_u8, 255 - image)
+    # 4x nearest upscaling, shrunk back with the box filter: each pixel is a 4x4 mean.
+    big = image.repeat(4, axis=0).repeat(4, axis=1).astype(np.float64)
+    assert np.array_equal(preprocess(Loaded("a", big)).image_u8, image)
+
+
+def test_resized_images_keep_aspect_ratio_and_mostly_the_prediction(tmp_path, capsys, trained):
+    """100x80 (width x height) copies come back as 28x22 images centred on a 28x28 black
+    canvas: the pixels differ (squeezed), so only most predictions can match."""
+    checkpoint, model, images, expected = trained
+    for i, image in enumerate(images.numpy()):
+        big = Image.fromarray(image).resize((100, 80), Image.Resampling.BILINEAR)
+        big.save(tmp_path / f"{i:03d}.png")
+    prepared = preprocess(Loaded("x", np.asarray(big, dtype=np.float64))).image_u8
+    assert prepared.shape == (28, 28) and prepared[:3].max() == 0 and prepared[-3:].max() == 0
+    code, out, _ = _predict(capsys, "--model", str(checkpoint), str(tmp_path))
+    assert code == 0
+    # Exactly the model's answers on the preprocessed tensors ...
+    stack = np.stack(
+        [
+            preprocess(Loaded("x", np.asarray(Image.open(p), dtype=np.float64))).image_u8
+            for p in sorted(tmp_path.glob("*.png"))
+        ]
+    )
+    on_tensors = predict_logits(model, torch.from_numpy(stack), 100).argmax(dim=1)
+    assert _top1(out) == on_tensors.tolist()
+    # ... and mostly the answers on the originals.
+    assert (on_tensors == expected).float().mean() >= 0.75
+
+
+def test_npy_and_idx_inputs(tmp_path, capsys, trained):
+    checkpoint, _, images, expected = trained
+    array = images.numpy()
+    np.save(tmp_path / "a_uint8.npy", array[0])
+    np.save(tmp_path / "b_unit.npy", array[1].astype(np.float32) / 255)
+    np.save(tmp_path / "c_float255.npy", array[2].astype(np.float64))
+    _write_idx(tmp_path / "d-images-idx3-ubyte.gz", array[3:10], gzipped=True)
+    _write_idx(tmp_path / "e.idx", array[10:], gzipped=False)
+    code, out, err = _predict(capsys, "--model", str(checkpoint), str(tmp_path))
+    assert (code, err) == (0, "")
+    names = [Path(r["file"]).name for r in json.loads(out)]
+    assert names[:4] == ["a_uint8.npy", "b_unit.npy", "c_float255.npy", "d-images-idx3-ubyte.gz[0]"]
+    assert names[-1] == f"e.idx[{TEST_ROWS - 11}]"
+    assert _top1(out) == expected.tolist()
+
+
+def test_bad_inputs_are_one_line_each_and_the_rest_is_predicted(tmp_path, capsys, trained):
+    checkpoint, _, images, expected = trained
+    good = _write_png(tmp_path / "good.png", images[0].numpy())
+    (tmp_path / "text.png").write_text("not an image")
+    np.save(tmp_path / "cube.npy", np.zeros((2, 28, 28), dtype=np.uint8))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 5), dtype=np.uint8))
+    np.save(tmp_path / "ints.npy", np.zeros((28, 28), dtype=np.int64))
+    np.save(tmp_path / "range.npy", np.full((28, 28), 300.0))
+    (tmp_path / "short-ubyte").write_bytes(struct.pack(">4i", 0x803, 5, 28, 28) + b"\0" * 10)
+    (tmp_path / "labels-ubyte").write_bytes(struct.pack(">2i", 0x801, 1) + b"\1")
+    missing = tmp_path / "missing.png"
+    code, out, err = _predict(capsys, "--model", str(checkpoint), str(tmp_path), str(missing))
+    assert code == 1
+    assert _top1(out) == [expected[0].item()] and json.loads(out)[0]["file"] == str(good)
+    lines = err.strip().splitlines()
+    assert len(lines) == 8 and all(line.startswith("predict: error: ") for line in lines)
+    by_file = {Path(line.split(": ")[2]).name: line for line in lines}
+    assert "cannot read image" in by_file["text.png"]
+    assert "expected one (H, W) image array, got shape (2, 28, 28)" in by_file["cube.npy"]
+    assert "empty image (5x0 pixels)" in by_file["empty.npy"]
+    assert "dtype int64 unsupported" in by_file["ints.npy"]
+    assert "expected [0, 1] or [0, 255]" in by_file["range.npy"]
+    assert "header says 5 images" in by_file["short-ubyte"]
+    assert "not an idx image file" in by_file["labels-ubyte"]
+    assert "no such file" in by_file["missing.png"]
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, capsys, trained):
+    _, _, images, _ = trained
+    png = _write_png(tmp_path / "a.png", images[0].numpy())
+    (tmp_path / "model.pt").write_bytes(b"garbage")
+    code, out, err = _predict(capsys, "--model", str(tmp_path / "model.pt"), str(png))
+    assert code == 1 and out == ""
+    assert err.startswith("predict: error: ") and "not a readable checkpoint" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_csv_output_with_top_k_and_mc_dropout(tmp_path, capsys, trained):
+    checkpoint, _, images, expected = trained
+    for i in range(3):
+        _write_png(tmp_path / f"{i}.png", images[i].numpy())
+    out_file = tmp_path / "out" / "predictions.csv"
+    out_file.parent.mkdir()  # predict makes no folders: a typo in --out is an error
+    args = ["--model", str(checkpoint), "--top-k", "2", "--mc-samples", "5", "--format", "csv"]
+    code, out, err = _predict(capsys, *args, "--out", str(out_file), str(tmp_path))
+    assert (code, out, err) == (0, "", "")
+    rows = list(csv.DictReader(io.StringIO(out_file.read_text())))
+    assert list(rows[0]) == [
+        "file",
+        "inverted",
+        "class_1",
+        "name_1",
+        "probability_1",
+        "class_2",
+        "name_2",
+        "probability_2",
+        "entropy",
+        "mutual_information",
+    ]
+    assert [int(r["class_1"]) for r in rows] == expected[:3].tolist()
+    assert all(r["name_1"] == CLASSES[int(r["class_1"])] for r in rows)
+    for r in rows:
+        assert float(r["probability_1"]) >= float(r["probability_2"])
+        assert 0 <= float(r["mutual_information"]) <= float(r["entropy"]) <= np.log(10) + 1e-6
+
+
+def test_mc_samples_without_dropout_says_so(tmp_path, capsys):
+    checkpoint, model = _train(tmp_path, dropout=0.0)
+    image = make_images(1, 5)[0]
+    png = _write_png(tmp_path / "a.png", image[0].numpy())
+    code, out, err = _predict(capsys, "--model", str(checkpoint), "--mc-samples", "3", str(png))
+    assert code == 0 and err == "predict: the model has no dropout; --mc-samples skipped\n"
+    record = json.loads(out)[0]
+    assert "entropy" not in record
+    assert record["top"][0]["class"] == predict_logits(model, image, 1).argmax().item()
+
+
+@pytest.mark.slow
+def test_python_dash_m_runs_the_same_command(tmp_path, trained):
+    checkpoint, _, images, expected = trained
+    png = _write_png(tmp_path / "a.png", images[0].numpy())
+    argv = [sys.executable, "-m", "mnist_pipeline", "predict", "--device", "cpu"]
+    result = subprocess.run(
+        [*argv, "--model", str(checkpoint), "--format", "csv", str(png), str(tmp_path / "no.png")],
+        env=python_env(base={}, PATH=""),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"predict: error: {tmp_path / 'no.png'}: no such file\n"
+    assert int(next(csv.DictReader(io.StringIO(result.stdout)))["class_1"]) == expected[0]

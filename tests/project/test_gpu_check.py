@@ -1,0 +1,64 @@
+"""`make gpu-check`'s CPU quick mode, end to end as a user runs it: every setting trains
+and reports, the torchrun part says why it is skipped, and bad use is one clear line.
+No timing assertions: on the CPU the numbers only show that the check runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import gpu_check
+from mnist_pipeline.testing.dvc_repo import committed_text
+from tests.support import REPO, python_env
+
+pytestmark = pytest.mark.slow  # the check runs as a subprocess and trains three models
+
+
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    params = tmp_path / "params.yaml"  # the committed params: a user's edits change nothing
+    params.write_text(committed_text(REPO, "params.yaml"))
+    command = [sys.executable, "-m", "benchmarks.gpu_check", "--params", str(params), *args]
+    env = python_env(REPO)
+    return subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+@pytest.mark.parametrize("with_data", [False, True], ids=["synthetic", "prepared"])
+def test_cpu_quick_mode_reports_every_setting(tmp_path, prepared, with_data):
+    out = tmp_path / "gpu-check.json"
+    data = ["--data", str(prepared)] if with_data else []
+    result = _run(tmp_path, "--device", "cpu", "--quick", "--json", str(out), *data)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert list(report["results"]) == list(gpu_check.SETTINGS)
+    for name, row in report["results"].items():
+        assert row["epochs"] == gpu_check.QUICK_EPOCHS, name
+        assert row["first_epoch_s"] > 0 and row["median_epoch_s"] > 0
+        assert 0 <= row["final_valid_accuracy"] <= 1 and row["target"] == 0.99  # MNIST-like
+        assert row["compile"] is False  # on the CPU the check keeps the preset's choices
+        assert name in result.stdout
+    assert report["results"]["cnn-fast"]["precision"] == "bf16"  # the preset's own
+    assert report["torchrun"] == {"skipped": "0 GPU(s)"}
+    assert report["environment"]["device"] == "cpu" and report["environment"]["torch"]
+    assert "environment:" in result.stdout and "torchrun on 2 GPUs" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "cuda"], "no CUDA device here"),
+        (["--device", "cpu"], "--data DIR"),
+        (["--device", "cpu", "--quick", "--data", "no-such-dir"], "no-such-dir/manifest.json"),
+        (["--device", "tpu!", "--quick"], "--device 'tpu!' is not a device"),
+    ],
+)
+def test_bad_use_is_one_line(tmp_path, args, message):
+    if args == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the check would run")
+    result = _run(tmp_path, *args)
+    assert result.returncode == 1 and message in result.stderr
+    assert result.stderr.count("\n") == 1
