@@ -85,7 +85,8 @@ def run(
     threads: int = 0,
     params: Params | None = None,
 ) -> dict[str, Any]:
-    """The chosen modes on `data` ({"name", "dataset", "train", "valid"}; default: `raw` or synthetic)."""
+    """The chosen modes on `data` ({"name", "dataset", "train", "valid"}; default: `raw` or
+    synthetic)."""
     result: dict[str, Any] = {"threads": ts.set_threads(threads), "load_start": ts.load_now()}
     data = data or ts.load_data(raw, ts.FULL_ROWS, seed)
     result.update(data=data["name"], train_rows=len(data["train"][1]), torch=torch.__version__)

@@ -1,13 +1,14 @@
 """Export the trained checkpoint as TorchScript and ONNX (uint8 images (N, 28, 28) in,
-logits out, normalization inside; see export/formats.py) and check both against the eager
-model on every test image; write the parity figures as metrics."""
+logits out, normalization inside; class names, data set and that contract as metadata;
+see export/formats.py) and check both against the eager model on every test image; write
+the parity figures as metrics."""
 
 import argparse
 import sys
 from pathlib import Path
 
 from mnist_pipeline.cli import require_own_library, run_stage, stage_parser
-from mnist_pipeline.data.prepared import load_split
+from mnist_pipeline.data.prepared import load_split, read_manifest
 from mnist_pipeline.export import formats
 from mnist_pipeline.fileio import atomic_file, write_json
 from mnist_pipeline.model.checkpoint import load_checkpoint
@@ -22,9 +23,11 @@ parser.add_argument("--metrics", required=True, type=Path, help="parity metrics 
 
 def main(args: argparse.Namespace) -> None:
     require_own_library(__file__)
-    model, _ = load_checkpoint(args.model, "cpu")  # the portable files are CPU files
+    model, checkpoint = load_checkpoint(args.model, "cpu")  # the portable files are CPU files
     images, _ = load_split(args.data, "test")
-    torchscript, onnx = formats.torchscript_bytes(model, images), formats.onnx_bytes(model, images)
+    meta = formats.metadata(checkpoint["class_names"], read_manifest(args.data)["dataset"])
+    torchscript = formats.torchscript_bytes(model, images, meta)
+    onnx = formats.onnx_bytes(model, images, meta)
     reference = formats.eager_logits(model, images)
     results = {
         "torchscript": formats.parity(

@@ -19,6 +19,7 @@ from PIL import Image
 from mnist_pipeline.__main__ import main
 from mnist_pipeline.data.prepared import pixel_mean_std
 from mnist_pipeline.evaluate.metrics import predict_logits
+from mnist_pipeline.export import formats
 from mnist_pipeline.model.checkpoint import save_checkpoint
 from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.predict.images import Loaded, preprocess
@@ -187,6 +188,47 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, capsys, trained):
     assert code == 1 and out == ""
     assert err.startswith("predict: error: ") and "not a readable checkpoint" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def _exported(tmp_path: Path, model: torch.nn.Module, images: torch.Tensor) -> list[Path]:
+    """The export stage's two files of `model` (made as it makes them)."""
+    meta = formats.metadata(CLASSES, "mnist")
+    ts, onnx = tmp_path / "model.ts", tmp_path / "model.onnx"
+    ts.write_bytes(formats.torchscript_bytes(model, images, meta))
+    onnx.write_bytes(formats.onnx_bytes(model, images, meta))
+    return [ts, onnx]
+
+
+def test_exported_files_give_the_checkpoints_predictions(tmp_path, capsys, trained):
+    checkpoint, model, images, expected = trained
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(images.numpy()):
+        _write_png(folder / f"{i:03d}.png", image)
+    code, out, err = _predict(capsys, "--model", str(checkpoint), "--top-k", "3", str(folder))
+    assert (code, err) == (0, "")
+    reference = json.loads(out)
+    for path in _exported(tmp_path, model, images):
+        code, out, err = _predict(capsys, "--model", str(path), "--top-k", "3", str(folder))
+        assert (code, err) == (0, ""), err
+        records = json.loads(out)
+        assert _top1(out) == expected.tolist()
+        for got, want in zip(records, reference, strict=True):
+            assert [t["name"] for t in got["top"]] == [t["name"] for t in want["top"]]
+            for g, w in zip(got["top"], want["top"], strict=True):
+                assert abs(g["probability"] - w["probability"]) <= 1e-5
+
+
+def test_exported_files_refuse_mc_dropout_and_other_devices_in_one_line(tmp_path, capsys, trained):
+    _, model, images, _ = trained
+    png = _write_png(tmp_path / "a.png", images[0].numpy())
+    for path in _exported(tmp_path, model, images):
+        code, out, err = _predict(capsys, "--model", str(path), "--mc-samples", "3", str(png))
+        assert code == 1 and out == "" and len(err.splitlines()) == 1
+        assert f"--mc-samples needs the checkpoint (models/model.pt): a {path.suffix}" in err
+        code = main(["predict", "--device", "cuda", "--model", str(path), str(png)])
+        err = capsys.readouterr().err
+        assert code == 1 and f"--device cuda: {path.suffix} files run on the CPU here" in err
 
 
 def test_csv_output_with_top_k_and_mc_dropout(tmp_path, capsys, trained):

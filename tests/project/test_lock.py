@@ -1,16 +1,12 @@
 """The two lock files agree (the CUDA one is the CPU one with another torch and what it
 pulls), and scripts/lock.py's parsing and comparison, on plain data (no pip, no network)."""
 
-import importlib.util
-
 import pytest
 
 from mnist_pipeline.errors import PipelineError
-from tests.support import REPO
+from tests.support import REPO, load_script
 
-_spec = importlib.util.spec_from_file_location("lock_script", REPO / "scripts/lock.py")
-lock = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(lock)
+lock = load_script("scripts/lock.py")
 
 CPU = lock.read_pins((REPO / "requirements.lock").read_text(), "requirements.lock")
 CUDA = lock.read_pins((REPO / "requirements-cuda.lock").read_text(), "requirements-cuda.lock")

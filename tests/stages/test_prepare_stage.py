@@ -1,6 +1,5 @@
 """The prepare stage script: both raw formats, identical output, clean failures."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,17 +11,14 @@ from mnist_pipeline.data import prepared
 from mnist_pipeline.data.registry import PICKLE_FILE
 from mnist_pipeline.testing import synthetic
 from mnist_pipeline.testing.configs import complete_params
-from tests.support import REPO, python_env
+from tests.support import REPO, load_script, python_env
 
 SCRIPT = REPO / "stages" / "prepare.py"
 ROWS = (250, 50, 40)
 
 
 def _load_stage():
-    spec = importlib.util.spec_from_file_location("prepare_stage", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("stages/prepare.py")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import yaml
 
 from mnist_pipeline.model.checkpoint import load_checkpoint
 from mnist_pipeline.testing.configs import complete_params
-from tests.support import REPO, python_env
+from tests.support import REPO, load_script, python_env
 
 pytestmark = pytest.mark.slow  # every test runs a stage script as a subprocess
 
@@ -178,10 +178,24 @@ def test_evaluate_without_dropout_says_so(tmp_path, prepared):
         (("threads: 1,", "threads: 1, augment: {shift_px: 9},"), "train.augment.shift_px: must"),
     ],
 )
-def test_bad_train_params_fail_fast_with_one_line(tmp_path, prepared, change, message):
-    result, model, live = _train(tmp_path, prepared, PARAMS.replace(*change))
+def test_bad_train_params_fail_fast_with_one_line(tmp_path, prepared, capsys, change, message):
+    """The stage's main in this process, as its script runs it (stages/train.py's own
+    parser and `run_stage`); the script as a subprocess gives the same line (below)."""
+    stage = load_script("stages/train.py")
+    params = tmp_path / "params.yaml"
+    params.write_text(complete_params(PARAMS.replace(*change)))
+    model, live = tmp_path / "models" / "model.pt", tmp_path / "metrics" / "train"
+    argv = ["--params", str(params), "--data", str(prepared), "--model", str(model)]
+    assert stage.run_stage(stage.main, stage.parser, [*argv, "--log-dir", str(live)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ": error: " in err and message in err, err
+    assert not model.parent.exists() and not live.exists()
+
+
+def test_the_train_script_says_a_bad_param_in_one_line(tmp_path, prepared):
+    result, model, live = _train(tmp_path, prepared, PARAMS.replace("lr: 0.003", "lr: -1"))
     assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "train.lr: must be > 0" in result.stderr
     assert not model.parent.exists() and not live.exists()
 
 

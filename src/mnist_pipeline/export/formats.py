@@ -9,6 +9,10 @@ Both files take exactly what the checkpoint's model takes and return what it ret
 
 The input normalization ((pixel/255 - train mean) / train std, or pixel/255 for
 `input_norm: unit`) is inside both, so a consumer needs no statistics of the data set.
+Both carry what a consumer needs besides (`metadata`): the class names, the data set and
+this input/output contract, as JSON text: the ONNX file in its metadata_props, the
+TorchScript file as the extra file METADATA_FILE. `read_exported` loads either file with
+its metadata checked, which is how `mnist-pipeline predict` takes them.
 uint8 rather than float input: the training data is uint8, a float input would invite
 callers to pass [0, 1] floats and get garbage, and it is 4x less to copy.
 
@@ -21,17 +25,22 @@ import contextlib
 import copy
 import hashlib
 import io
+import json
+import stat
 import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from mnist_pipeline.data.registry import DATASETS, IMAGE_SHAPE, class_names_problem
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.model.checkpoint import MAX_CHECKPOINT_BYTES
 from mnist_pipeline.model.networks import InputNorm
 
 ONNX_OPSET = 17  # onnxruntime 1.16+ runs it; every op the models use exists since opset 13
@@ -46,6 +55,30 @@ RECORD_ALIGNMENT = 64
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 ZIP_LOCAL_HEADER_BYTES = 30
 ZIP_EXTRA_HEADER_BYTES = 4
+# The metadata: one JSON document (TorchScript: an extra file of the archive; ONNX: one
+# text per key of metadata_props, each JSON).
+METADATA_FILE = "mnist_pipeline.json"
+METADATA_KEYS = ("producer", "dataset", "class_names", "input", "output")
+PRODUCER = "mnist-pipeline"
+MAX_METADATA_BYTES = 1_000_000  # class names and a contract: kilobytes
+EXPORTED_SUFFIXES = {".ts": "torchscript", ".onnx": "onnx"}
+
+
+def metadata(class_names: list[str], dataset: str) -> dict[str, Any]:
+    """What an exported file says about itself: who wrote it, the data set and class
+    names of its model, and its input and output (the module docstring's contract)."""
+    return {
+        "producer": PRODUCER,
+        "dataset": dataset,
+        "class_names": list(class_names),
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "uint8",
+            "shape": ["batch", *IMAGE_SHAPE],
+            "pixels": "0..255, light ink on a dark background, as the prepared data",
+        },
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", len(class_names)]},
+    }
 
 
 class PortableInputNorm(nn.Module):
@@ -59,13 +92,18 @@ class PortableInputNorm(nn.Module):
         return images_u8.to(torch.float32) * self.scale + self.shift
 
 
-def torchscript_bytes(model: nn.Module, example_u8: torch.Tensor) -> bytes:
-    """The eval-mode model traced on `example_u8` (uint8 (n, 28, 28)), as a .ts file's bytes:
-    the same bytes for the same model wherever and whenever it is exported."""
+def torchscript_bytes(
+    model: nn.Module, example_u8: torch.Tensor, meta: dict[str, Any] | None = None
+) -> bytes:
+    """The eval-mode model traced on `example_u8` (uint8 (n, 28, 28)), as a .ts file's bytes,
+    with `meta` (`metadata`) as its METADATA_FILE: the same bytes for the same model
+    wherever and whenever it is exported."""
     model.eval()
     buffer = io.BytesIO()  # in memory: the archive's inner folder name stays fixed
+    extra = {} if meta is None else {METADATA_FILE: json.dumps(meta, sort_keys=True)}
     with torch.no_grad(), _quiet_deprecation():
-        torch.jit.save(torch.jit.trace(model, example_u8[:EXAMPLE_ROWS]), buffer)
+        traced = torch.jit.trace(model, example_u8[:EXAMPLE_ROWS])
+        torch.jit.save(traced, buffer, _extra_files=extra)
     return reproducible_archive(buffer.getvalue())
 
 
@@ -100,8 +138,11 @@ def reproducible_archive(archive: bytes) -> bytes:
     return out.getvalue()
 
 
-def onnx_bytes(model: nn.Module, example_u8: torch.Tensor) -> bytes:
-    """The eval-mode model as ONNX (dynamic batch axis), as an .onnx file's bytes."""
+def onnx_bytes(
+    model: nn.Module, example_u8: torch.Tensor, meta: dict[str, Any] | None = None
+) -> bytes:
+    """The eval-mode model as ONNX (dynamic batch axis), as an .onnx file's bytes, with
+    `meta` (`metadata`) in its metadata_props, each value as JSON."""
     portable = _portable_copy(model).eval()
     buffer = io.BytesIO()
     with _quiet_deprecation():
@@ -115,7 +156,15 @@ def onnx_bytes(model: nn.Module, example_u8: torch.Tensor) -> bytes:
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             opset_version=ONNX_OPSET,
         )
-    return buffer.getvalue()
+    if meta is None:
+        return buffer.getvalue()
+    import onnx  # only here: reading a model needs onnxruntime alone
+
+    proto = onnx.load_from_string(buffer.getvalue())
+    for key in METADATA_KEYS:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(meta[key], sort_keys=True)
+    return proto.SerializeToString()
 
 
 @contextlib.contextmanager
@@ -219,3 +268,104 @@ def parity_metrics(results: dict[str, Parity]) -> dict[str, Any]:
             for name, p in results.items()
         },
     }
+
+
+class OnnxModel(nn.Module):
+    """An ONNX file's model (an onnxruntime CPU session) behind the nn.Module call that
+    the eager model answers: uint8 images (N, 28, 28) in, float32 logits out."""
+
+    def __init__(self, session: Any) -> None:
+        super().__init__()
+        self.session = session
+
+    def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
+        return onnx_logits(self.session, images_u8)
+
+
+def read_exported(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """An exported file (.ts or .onnx, by its suffix) as a CPU model in eval mode, and its
+    metadata, checked: a file of this pipeline whose contract `predict` can feed. Only load
+    files you trust: a TorchScript file is code."""
+    kind = EXPORTED_SUFFIXES.get(path.suffix)
+    if kind is None:
+        raise PipelineError(f"{path}: not a .ts or .onnx file")
+    try:
+        info = path.stat()
+    except OSError:
+        raise PipelineError(f"{path}: not found; run `dvc repro export` first") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise PipelineError(f"{path}: not a regular file")
+    if info.st_size > MAX_CHECKPOINT_BYTES:
+        raise PipelineError(
+            f"{path}: {info.st_size} bytes, over the limit of {MAX_CHECKPOINT_BYTES} for a model"
+        )
+    data = path.read_bytes()
+    label = "TorchScript" if kind == "torchscript" else "ONNX"
+    try:
+        if kind == "torchscript":
+            extra = {METADATA_FILE: ""}
+            with _quiet_deprecation():
+                module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
+            texts = _split_metadata(extra[METADATA_FILE])
+            model: nn.Module = module
+        else:
+            session = onnx_session(data)
+            texts = dict(session.get_modelmeta().custom_metadata_map)
+            model = OnnxModel(session)
+    except PipelineError:
+        raise
+    except Exception as exc:  # a truncated archive, a protobuf that does not parse
+        first = " ".join(str(exc).split())[:200]
+        raise PipelineError(f"{path}: not a readable {label} file ({first})") from None
+    try:
+        meta = _check_metadata(texts)
+    except PipelineError as exc:
+        raise PipelineError(f"{path}: {exc}") from None
+    return model.eval(), meta
+
+
+def _split_metadata(text: str | bytes) -> dict[str, str]:
+    """The TorchScript extra file (one JSON document) as ONNX keeps it: key -> JSON text."""
+    if not text:
+        return {}
+    if len(text) > MAX_METADATA_BYTES:
+        raise PipelineError(f"metadata over {MAX_METADATA_BYTES} bytes")
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise PipelineError(f"{METADATA_FILE} is not JSON") from None
+    if not isinstance(document, dict):
+        raise PipelineError(f"{METADATA_FILE} is not a JSON object")
+    return {str(key): json.dumps(value) for key, value in document.items()}
+
+
+def _check_metadata(texts: dict[str, str]) -> dict[str, Any]:
+    """The metadata, parsed and checked where it enters: untrusted text."""
+    if texts.get("producer") != json.dumps(PRODUCER):
+        raise PipelineError(
+            "no mnist-pipeline metadata (class names, data set, input contract); export it "
+            "with this version's export stage (dvc repro export)"
+        )
+    if sum(len(key) + len(value) for key, value in texts.items()) > MAX_METADATA_BYTES:
+        raise PipelineError(f"metadata over {MAX_METADATA_BYTES} bytes")
+    meta = {}
+    for key in METADATA_KEYS:
+        if key not in texts:
+            raise PipelineError(f"metadata has no {key!r}")
+        try:
+            meta[key] = json.loads(texts[key])
+        except ValueError:
+            raise PipelineError(f"metadata {key!r} is not JSON") from None
+    if not isinstance(meta["dataset"], str) or meta["dataset"] not in DATASETS:
+        raise PipelineError(f"metadata: unknown data set {str(meta['dataset'])[:40]!r}")
+    names_problem = class_names_problem(meta["class_names"])
+    if names_problem:
+        raise PipelineError(f"metadata: {names_problem}")
+    expected = metadata(meta["class_names"], meta["dataset"])
+    for key in ("input", "output"):
+        if meta[key] != expected[key]:
+            raise PipelineError(
+                f"metadata: its {key} is not the contract this version feeds "
+                f"({json.dumps(expected[key])[:200]})"
+            )
+    return meta

@@ -1,4 +1,6 @@
-"""`mnist-pipeline predict`: classify image files with a checkpoint of the pipeline.
+"""`mnist-pipeline predict`: classify image files with a model of the pipeline: its
+checkpoint (.pt), or the export stage's TorchScript (.ts) or ONNX (.onnx) file, whose
+metadata hold the class names (CPU only, no MC dropout: they run in eval mode).
 
 Each file that cannot be used (unreadable, wrong shape, empty) is one line on stderr and
 is skipped; the others are still predicted, and the exit status is 1 if any failed.
@@ -18,6 +20,7 @@ import torch
 from mnist_pipeline.cli import one_line, printable
 from mnist_pipeline.config.params import MAX_MC_SAMPLES
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.export.formats import EXPORTED_SUFFIXES, read_exported
 from mnist_pipeline.fileio import atomic_file, check_replaceable
 from mnist_pipeline.model.checkpoint import load_checkpoint
 from mnist_pipeline.predict.images import (
@@ -40,7 +43,13 @@ MAX_MC_PASSES = 10_000_000
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="image files or folders (recursed)")
-    parser.add_argument("--model", required=True, type=Path, help="checkpoint (models/model.pt)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        help="checkpoint (models/model.pt), or an exported model.ts or model.onnx (files you "
+        "trust: a TorchScript file is code)",
+    )
     parser.add_argument("--top-k", type=int, default=3, help="classes per image (default: 3)")
     parser.add_argument(
         "--invert",
@@ -70,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.out is not None:  # before any work: an output that cannot be written
             check_replaceable(args.out)
-        device = resolve_device(args.device, "--device")
-        model, checkpoint = load_checkpoint(args.model, device)
+        model, class_names, device = load_model(args.model, args.device, args.mc_samples)
         prepared, failures = load_all(args.paths, args.invert)
         if args.mc_samples * len(prepared) > MAX_MC_PASSES:
             raise PipelineError(
@@ -86,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{PROG}: the model has no dropout; --mc-samples skipped", file=sys.stderr)
         elif not failures:
             failures = _report("no image files found")
-        text = format_predictions(prepared, predictions, checkpoint["class_names"], args.format)
+        text = format_predictions(prepared, predictions, class_names, args.format)
         if args.out is None:
             sys.stdout.write(text)
         else:
@@ -95,6 +103,26 @@ def run(args: argparse.Namespace) -> int:
     except PipelineError as exc:
         return _report(one_line(exc))
     return 1 if failures else 0
+
+
+def load_model(
+    path: Path, device_name: str, mc_samples: int
+) -> tuple[torch.nn.Module, list[str], torch.device]:
+    """The model of `path` (a checkpoint, or an exported file by its suffix), its class
+    names and the device it runs on."""
+    if path.suffix not in EXPORTED_SUFFIXES:
+        device = resolve_device(device_name, "--device")
+        model, checkpoint = load_checkpoint(path, device)
+        return model, checkpoint["class_names"], device
+    if device_name not in ("auto", "cpu"):
+        raise PipelineError(f"--device {device_name}: {path.suffix} files run on the CPU here")
+    if mc_samples:
+        raise PipelineError(
+            f"--mc-samples needs the checkpoint (models/model.pt): a {path.suffix} file runs "
+            "its dropout in eval mode only"
+        )
+    model, meta = read_exported(path)
+    return model, meta["class_names"], torch.device("cpu")
 
 
 def load_all(paths: list[Path], invert: Invert) -> tuple[list[Prepared], int]:
