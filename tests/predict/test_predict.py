@@ -18,6 +18,7 @@ from PIL import Image
 
 from mnist_pipeline.__main__ import main
 from mnist_pipeline.data.prepared import pixel_mean_std
+from mnist_pipeline.data.registry import DIGIT_NAMES, FASHION_MNIST, MNIST, Framing
 from mnist_pipeline.evaluate.metrics import predict_logits
 from mnist_pipeline.export import formats
 from mnist_pipeline.model.checkpoint import save_checkpoint
@@ -137,6 +138,81 @@ def test_resized_images_keep_aspect_ratio_and_mostly_the_prediction(tmp_path, ca
     assert (on_tensors == expected).float().mean() >= 0.75
 
 
+def _framed(image: np.ndarray, framing: Framing) -> np.ndarray:
+    return preprocess(Loaded("a", image.astype(np.float64)), "auto", framing).image_u8
+
+
+def _on_sheet(image: np.ndarray, shape: tuple[int, int], top: int, left: int) -> np.ndarray:
+    """`image` pasted on a black sheet of `shape` at (top, left)."""
+    sheet = np.zeros(shape, dtype=np.float64)
+    sheet[top : top + image.shape[0], left : left + image.shape[1]] = image
+    return sheet
+
+
+@pytest.mark.parametrize("dataset", [MNIST, FASHION_MNIST])
+def test_framing_finds_the_content_wherever_and_however_large_it_is_drawn(trained, dataset):
+    """An image framed as the data set frames its images comes back the same from a larger
+    sheet, off-centre, with margins, inverted, or drawn 3x larger: the content is found,
+    scaled to the data set's size and placed as its images are."""
+    framing = dataset.framing
+    for image in trained[2].numpy()[:8]:
+        drawn = _framed(image, framing)  # the data set's size, placed as its images are
+        content = drawn[drawn.any(axis=1)][:, drawn.any(axis=0)]
+        assert max(content.shape) == framing.content_px
+        # Framing again may move a digit by a pixel (its centre of mass, now of rounded
+        # pixels, rounds the other way): the reference is the drawn image framed.
+        reference = _framed(drawn, framing)
+        sheet = _on_sheet(drawn, (120, 200), 7, 150)  # off-centre, wide margins
+        assert np.array_equal(_framed(sheet, framing), reference)
+        assert np.array_equal(_framed(255.0 - sheet, framing), reference)  # ink on paper
+        big = drawn.repeat(3, axis=0).repeat(3, axis=1)  # shrunk back by 3x3 means
+        assert np.array_equal(_framed(_on_sheet(big, (300, 90), 5, 2), framing), reference)
+        # Fitting the whole sheet instead leaves a small glyph in a wide margin.
+        whole = preprocess(Loaded("a", sheet)).image_u8
+        assert not np.array_equal(whole, reference)
+
+
+def test_digits_are_placed_by_their_centre_of_mass_and_blank_images_by_the_canvas():
+    framing = MNIST.framing
+    stroke = np.zeros((40, 40))
+    stroke[5:25, 10:12] = 255.0  # a bar 20 tall, 2 wide, on the left of its sheet
+    stroke[5:7, 10:20] = 255.0  # and a lighter top: mass left of the box's centre
+    framed = _framed(stroke, framing).astype(np.float64)
+    ys, xs = np.nonzero(framed)
+    weights = framed[ys, xs]
+    assert abs(np.average(ys, weights=weights) - 13.5) <= 0.5
+    assert abs(np.average(xs, weights=weights) - 13.5) <= 0.5
+    blank = np.full((50, 50), 30.0)
+    blank[10, 10] = 40.0  # contrast under MIN_CONTRAST: no content, the canvas fit
+    assert np.array_equal(_framed(blank, framing), preprocess(Loaded("b", blank)).image_u8)
+
+
+def test_predict_frames_as_the_models_data_set_unless_told_to_fit_the_canvas(tmp_path, capsys):
+    """A model whose class names are MNIST's frames each file as MNIST's digits; --fit
+    canvas fits the whole image."""
+    torch.manual_seed(0)
+    spec = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
+    config = model_config(hidden_sizes=(16,), dropout=0.0)
+    model = build_model(config, spec).eval()
+    checkpoint = tmp_path / "digits.pt"
+    save_checkpoint(checkpoint, model, config, spec, list(DIGIT_NAMES), make_params(), {})
+    images = make_images(6, 4)[0].numpy()
+    folder = tmp_path / "sheets"
+    folder.mkdir()
+    sheets = [_on_sheet(image, (90, 70), 3 * i, 40 - 5 * i) for i, image in enumerate(images)]
+    for i, sheet in enumerate(sheets):
+        _write_png(folder / f"{i}.png", sheet.astype(np.uint8))
+    for choice, framing in (("dataset", MNIST.framing), ("canvas", None)):
+        args = ["--model", str(checkpoint), "--fit", choice, str(folder)]
+        code, out, err = _predict(capsys, *args)
+        assert (code, err) == (0, "")
+        stack = np.stack([preprocess(Loaded("s", s), "auto", framing).image_u8 for s in sheets])
+        logits = predict_logits(model, torch.from_numpy(stack), 100)
+        assert _top1(out) == logits.argmax(dim=1).tolist()
+        probabilities = [r["top"][0]["probability"] for r in json.loads(out)]
+        assert probabilities == [round(p, 6) for p in logits.softmax(1).max(1).values.tolist()]
+
+
 def test_npy_and_idx_inputs(tmp_path, capsys, trained):
     checkpoint, _, images, expected = trained
     array = images.numpy()
@@ -205,11 +281,13 @@ def test_exported_files_give_the_checkpoints_predictions(tmp_path, capsys, train
     folder.mkdir()
     for i, image in enumerate(images.numpy()):
         _write_png(folder / f"{i:03d}.png", image)
-    code, out, err = _predict(capsys, "--model", str(checkpoint), "--top-k", "3", str(folder))
+    # The checkpoint's own class names are no data set's: both fit whole images.
+    args = ["--top-k", "3", "--fit", "canvas", str(folder)]
+    code, out, err = _predict(capsys, "--model", str(checkpoint), *args)
     assert (code, err) == (0, "")
     reference = json.loads(out)
     for path in _exported(tmp_path, model, images):
-        code, out, err = _predict(capsys, "--model", str(path), "--top-k", "3", str(folder))
+        code, out, err = _predict(capsys, "--model", str(path), *args)
         assert (code, err) == (0, ""), err
         records = json.loads(out)
         assert _top1(out) == expected.tolist()

@@ -11,10 +11,19 @@ import pytest
 import torch
 import yaml
 
-from benchmarks import bench_repro, bench_train, profile_train, run_all, tutorial_loop
+from benchmarks import (
+    bench_predict,
+    bench_repro,
+    bench_train,
+    profile_train,
+    run_all,
+    tutorial_loop,
+)
 from benchmarks import train_support as ts
 from mnist_pipeline.config.params import load_params
-from mnist_pipeline.model.networks import build_model
+from mnist_pipeline.data.registry import DIGIT_NAMES
+from mnist_pipeline.model.checkpoint import save_checkpoint
+from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.testing import synthetic
 from mnist_pipeline.testing.configs import make_params, model_config, train_config
 from tests.support import REPO
@@ -179,3 +188,24 @@ def test_bench_cnn_quick_runs_a_preset_through_dvc_repro(tmp_path):
     lines = bench_cnn.summary_lines(results)
     assert [what.split(" ")[0] for what, _, _ in lines] == ["cnn-fast"]
     assert all("(target missed)" in measured for _, measured, _ in lines)
+
+
+def test_bench_predict_draws_every_variant_and_scores_both_fits(tmp_path, prepared):
+    """On the tiny MNIST fixture with an untrained model of MNIST's classes: every
+    variant is drawn and scored both ways; the numbers mean nothing at this size, but
+    a digit on a sheet framed as MNIST frames it is scored as the framed original."""
+    torch.manual_seed(0)
+    spec = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
+    config = model_config(hidden_sizes=(8,), dropout=0.0)
+    checkpoint = tmp_path / "model.pt"
+    model = build_model(config, spec)
+    save_checkpoint(checkpoint, model, config, spec, list(DIGIT_NAMES), make_params(), {})
+    results = bench_predict.run(checkpoint, prepared, rows=20)
+    assert results["dataset"] == "mnist" and results["rows"] == 20
+    assert set(results["variants"]) == set(bench_predict.VARIANTS)
+    for name, scores in results["variants"].items():
+        assert 0 <= scores["dataset"] <= 1 and 0 <= scores["canvas"] <= 1
+        assert (scores["within_target"] is None) == (name in bench_predict.REPORTED_ONLY)
+    variants = results["variants"]
+    assert variants["margins"]["dataset"] == variants["offset"]["dataset"]
+    assert variants["margins"]["dataset"] == variants["inverted"]["dataset"]

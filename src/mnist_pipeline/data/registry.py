@@ -111,6 +111,20 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Framing:
+    """How the data set's images were cut from their originals, which `predict` repeats
+    on a user's image: the content (what stands out from the background) is scaled,
+    keeping its aspect ratio, until its longer side is `content_px`, then placed on the
+    28x28 canvas with its centre of mass (`by_mass`) or the centre of its box in the
+    middle. MNIST: digits fitted into 20x20, centred by their centre of mass (LeCun et
+    al.); Fashion-MNIST: products trimmed, their longer side resized to 28, centred (Xiao
+    et al., 2017)."""
+
+    content_px: int
+    by_mass: bool
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     name: str
     class_names: tuple[str, ...]
@@ -123,6 +137,7 @@ class DatasetSpec:
     # a mirrored 2 is not a 2. Decides `hflip: auto` (train.augment, evaluate.tta_hflip);
     # false, the safe side, unless a data set says otherwise.
     mirror_invariant: bool = False
+    framing: Framing | None = None  # None: predict fits whole images
 
     def files(self, fmt: Format) -> tuple[str, ...]:
         return (PICKLE_FILE,) if fmt == "pickle" else tuple(IDX_FILES.values())
@@ -132,6 +147,7 @@ MNIST = DatasetSpec(
     name="mnist",
     class_names=DIGIT_NAMES,
     mirror_invariant=False,
+    framing=Framing(content_px=20, by_mass=True),
     sources=(
         Source(
             "pickle",
@@ -156,6 +172,7 @@ FASHION_MNIST = DatasetSpec(
     name="fashion-mnist",
     class_names=FASHION_NAMES,
     mirror_invariant=True,
+    framing=Framing(content_px=28, by_mass=False),
     sources=(Source("idx", ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)),),
     md5s={  # upstream .gz md5, then the md5 of the decompressed idx file
         "train-images-idx3-ubyte.gz": frozenset(
@@ -174,6 +191,12 @@ FASHION_MNIST = DatasetSpec(
 )
 
 DATASETS = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+
+
+def dataset_with_class_names(names: list[str]) -> DatasetSpec | None:
+    """The registered data set whose classes these are, if any (a checkpoint records its
+    class names, not its data set)."""
+    return next((s for s in DATASETS.values() if list(s.class_names) == list(names)), None)
 
 
 def get_dataset(name: str) -> DatasetSpec:

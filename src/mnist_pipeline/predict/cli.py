@@ -19,6 +19,7 @@ import torch
 
 from mnist_pipeline.cli import one_line, printable
 from mnist_pipeline.config.params import MAX_MC_SAMPLES
+from mnist_pipeline.data.registry import DatasetSpec, Framing, dataset_with_class_names, get_dataset
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.export.formats import EXPORTED_SUFFIXES, read_exported
 from mnist_pipeline.fileio import atomic_file, check_replaceable
@@ -35,6 +36,7 @@ from mnist_pipeline.predict.infer import Prediction, predict
 from mnist_pipeline.runtime import resolve_device
 
 PROG = "predict"
+FIT_CHOICES = ("dataset", "canvas")
 DIGITS = 6  # probabilities and uncertainties are written rounded to this many decimals
 # MC dropout holds samples x images x classes probabilities: 10 million passes are 400 MB
 # with 10 classes (evaluate's limit is 1000 samples of its 10,000 test images).
@@ -59,6 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "mostly bright (default: auto)",
     )
     parser.add_argument(
+        "--fit",
+        choices=FIT_CHOICES,
+        default="dataset",
+        help="dataset: frame each image's content as the model's data set framed its images "
+        "(digits: into 20x20 by their centre of mass; clothes: cropped, longer side 28; a "
+        "model of no known data set: as canvas); canvas: fit the whole image into 28x28 "
+        "(default: dataset)",
+    )
+    parser.add_argument(
         "--mc-samples",
         type=int,
         default=0,
@@ -79,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.out is not None:  # before any work: an output that cannot be written
             check_replaceable(args.out)
-        model, class_names, device = load_model(args.model, args.device, args.mc_samples)
-        prepared, failures = load_all(args.paths, args.invert)
+        model, class_names, dataset, device = load_model(args.model, args.device, args.mc_samples)
+        # A model of no known data set (its own class names) has no framing to repeat.
+        framing = dataset.framing if args.fit == "dataset" and dataset is not None else None
+        prepared, failures = load_all(args.paths, args.invert, framing)
         if args.mc_samples * len(prepared) > MAX_MC_PASSES:
             raise PipelineError(
                 f"--mc-samples {args.mc_samples} x {len(prepared)} images is over the limit "
@@ -107,13 +120,15 @@ def run(args: argparse.Namespace) -> int:
 
 def load_model(
     path: Path, device_name: str, mc_samples: int
-) -> tuple[torch.nn.Module, list[str], torch.device]:
+) -> tuple[torch.nn.Module, list[str], DatasetSpec | None, torch.device]:
     """The model of `path` (a checkpoint, or an exported file by its suffix), its class
-    names and the device it runs on."""
+    names, its data set (a checkpoint's: the one with its class names) and the device it
+    runs on."""
     if path.suffix not in EXPORTED_SUFFIXES:
         device = resolve_device(device_name, "--device")
         model, checkpoint = load_checkpoint(path, device)
-        return model, checkpoint["class_names"], device
+        names = checkpoint["class_names"]
+        return model, names, dataset_with_class_names(names), device
     if device_name not in ("auto", "cpu"):
         raise PipelineError(f"--device {device_name}: {path.suffix} files run on the CPU here")
     if mc_samples:
@@ -122,15 +137,17 @@ def load_model(
             "its dropout in eval mode only"
         )
     model, meta = read_exported(path)
-    return model, meta["class_names"], torch.device("cpu")
+    return model, meta["class_names"], get_dataset(meta["dataset"]), torch.device("cpu")
 
 
-def load_all(paths: list[Path], invert: Invert) -> tuple[list[Prepared], int]:
+def load_all(
+    paths: list[Path], invert: Invert, framing: Framing | None = None
+) -> tuple[list[Prepared], int]:
     """Every readable image, preprocessed, in file order; and the number of failed files."""
     prepared, failures = [], 0
     for path in find_files(paths):
         try:
-            prepared += [preprocess(image, invert) for image in read_images(path)]
+            prepared += [preprocess(image, invert, framing) for image in read_images(path)]
         except PipelineError as exc:
             failures += _report(one_line(exc))
         except Exception as exc:  # a decoder's surprise must not stop the other files

@@ -15,11 +15,20 @@ Preprocessing (`preprocess`), in this order, on float pixels in [0, 255]:
     inverts (255 - pixel) when the image's border is mostly bright, i.e. when the median
     of its outermost ring of pixels is above 127.5 (dark ink on light paper); `always`
     and `never` force the choice.
- 3. Size: an image of exactly 28x28 pixels is used as is (no resampling, so the training
-    images themselves come out unchanged). Any other size is scaled, keeping its aspect
-    ratio, until its longer side is 28 pixels (box filter when shrinking: each output
-    pixel averages the input pixels it covers; bilinear when enlarging), then centred on
-    a 28x28 canvas filled with its background: the median of its border after step 2.
+ 3. Framing, as the model's data set was made (`Framing` in data/registry.py; `predict
+    --fit dataset`, the default): the content, i.e. the box of the pixels brighter than
+    the background (the median of the border after step 2) by more than INK_FRACTION of
+    the image's contrast, is scaled keeping its aspect ratio until its longer side is
+    the data set's size (20 pixels for MNIST's digits, 28 for Fashion-MNIST's products;
+    not resampled when it already is), then placed on a 28x28 canvas filled with the
+    background, with its centre of mass (digits) or its box's centre (products) in the
+    middle. So a digit on a large sheet, off-centre, with margins, comes out as MNIST's
+    digits do. An image with no content (contrast under MIN_CONTRAST) or a model of no
+    known data set falls back to the whole image (`--fit canvas`): an image of exactly
+    28x28 pixels is used as is, any other is scaled, keeping its aspect ratio, until its
+    longer side is 28 pixels, then centred on the background-filled canvas.
+    Resampling: a box filter when shrinking (each output pixel averages the input pixels
+    it covers), bilinear when enlarging.
  4. Rounding: to the nearest integer, clipped to 0..255, as uint8 (the training data's
     dtype and range).
 
@@ -47,7 +56,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from mnist_pipeline.data.registry import IMAGE_SHAPE
+from mnist_pipeline.data.registry import IMAGE_SHAPE, Framing
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import read_regular_file
 
@@ -58,6 +67,11 @@ NPY_SUFFIX = ".npy"
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 GZIP_MAGIC = b"\x1f\x8b"
 BRIGHT_BORDER = 127.5  # auto inverts when the border's median pixel is above this
+# Content: pixels brighter than the background by more than this share of the image's
+# contrast (its brightest pixel minus the background); JPEG noise and paper texture stay
+# under it, the faint edges of a stroke or a garment above.
+INK_FRACTION = 0.1
+MIN_CONTRAST = 16.0  # an image whose brightest pixel is closer to its background is blank
 MAX_PIXEL = 255.0
 MAX_FILE_BYTES = 100_000_000  # an idx file of 100,000 28x28 images is 78 MB
 MAX_IMAGE_PIXELS = 4096 * 4096  # one image; a 12-megapixel phone photo fits
@@ -259,16 +273,53 @@ def _read_idx(path: Path, data: bytes) -> np.ndarray:
     return np.frombuffer(pixels, dtype=np.uint8).reshape(rows, height, width)
 
 
-def preprocess(image: Loaded, invert: Invert = "auto") -> Prepared:
-    """Steps 2-4 of the module docstring: light-on-dark uint8 (28, 28)."""
+def preprocess(image: Loaded, invert: Invert = "auto", framing: Framing | None = None) -> Prepared:
+    """Steps 2-4 of the module docstring: light-on-dark uint8 (28, 28). `framing`: the
+    model's data set's (None: the whole image is fitted)."""
     pixels = image.pixels.astype(np.float64, copy=False)
     flip = invert == "always" or (invert == "auto" and _border_median(pixels) > BRIGHT_BORDER)
     if flip:
         pixels = MAX_PIXEL - pixels
-    if pixels.shape != IMAGE_SHAPE:
+    framed = None if framing is None else _frame(pixels, framing)
+    if framed is not None:
+        pixels = framed
+    elif pixels.shape != IMAGE_SHAPE:
         pixels = _fit(pixels, IMAGE_SHAPE)
     image_u8 = np.clip(np.rint(pixels), 0, MAX_PIXEL).astype(np.uint8)
     return Prepared(image.name, image_u8, flip)
+
+
+def _frame(pixels: np.ndarray, framing: Framing) -> np.ndarray | None:
+    """Step 3 with `framing`: the content scaled and placed on the canvas; None when the
+    image has no content."""
+    background = _border_median(pixels)
+    contrast = float(pixels.max()) - background
+    if contrast < MIN_CONTRAST:
+        return None
+    ink = pixels > background + INK_FRACTION * contrast
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    content = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    longer = max(content.shape)
+    if longer != framing.content_px:
+        scale = framing.content_px / longer
+        height, width = (max(1, round(side * scale)) for side in content.shape)
+        content = _resize(content, (height, width), shrinking=scale < 1)
+    height, width = content.shape
+    canvas = np.full(IMAGE_SHAPE, background, dtype=np.float64)
+    if framing.by_mass:
+        weights = np.clip(content - background, 0, None)
+        total = weights.sum()
+        mass_y = float(weights.sum(axis=1) @ np.arange(height)) / total
+        mass_x = float(weights.sum(axis=0) @ np.arange(width)) / total
+        top = round((IMAGE_SHAPE[0] - 1) / 2 - mass_y)
+        left = round((IMAGE_SHAPE[1] - 1) / 2 - mass_x)
+        # Never past the canvas: a lopsided glyph keeps all its ink.
+        top = min(max(top, 0), IMAGE_SHAPE[0] - height)
+        left = min(max(left, 0), IMAGE_SHAPE[1] - width)
+    else:  # an odd margin: its larger half before the content, as Fashion-MNIST's
+        top, left = (IMAGE_SHAPE[0] - height + 1) // 2, (IMAGE_SHAPE[1] - width + 1) // 2
+    canvas[top : top + height, left : left + width] = content
+    return canvas
 
 
 def _border_median(pixels: np.ndarray) -> float:
@@ -286,14 +337,20 @@ def _fit(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     scale = min(shape[0] / height, shape[1] / width)
     new_height = min(shape[0], max(1, round(height * scale)))
     new_width = min(shape[1], max(1, round(width * scale)))
-    shrinking = scale < 1
-    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-    # Mode "F" (float32) keeps the fraction of each averaged pixel until the one rounding.
-    resized = Image.fromarray(pixels.astype(np.float32)).resize((new_width, new_height), resample)
+    resized = _resize(pixels, (new_height, new_width), shrinking=scale < 1)
     canvas = np.full(shape, _border_median(pixels), dtype=np.float64)
     top, left = (shape[0] - new_height) // 2, (shape[1] - new_width) // 2
-    canvas[top : top + new_height, left : left + new_width] = np.asarray(resized)
+    canvas[top : top + new_height, left : left + new_width] = resized
     return canvas
+
+
+def _resize(pixels: np.ndarray, shape: tuple[int, int], shrinking: bool) -> np.ndarray:
+    """(H, W) float pixels resampled to `shape`: box filter when shrinking, bilinear when
+    enlarging."""
+    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    # Mode "F" (float32) keeps the fraction of each averaged pixel until the one rounding.
+    image = Image.fromarray(pixels.astype(np.float32)).resize((shape[1], shape[0]), resample)
+    return np.asarray(image, dtype=np.float64)
 
 
 def _short(exc: BaseException) -> str:
