@@ -111,11 +111,12 @@ def read_regular_file(path: Path, max_bytes: int, what: str = "a file") -> bytes
         raise PipelineError(f"{path}: no such file") from None
     except OSError as exc:
         raise PipelineError(f"{path}: cannot open ({exc.strerror})") from None
+    info = os.fstat(fd)  # before fdopen, which refuses a folder with its own error
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        raise PipelineError(f"{path}: is {kind}, not {what}")
     with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
-            raise PipelineError(f"{path}: is {kind}, not {what}")
         if info.st_size > max_bytes:
             raise PipelineError(
                 f"{path}: {info.st_size} bytes, over the limit of {max_bytes} for {what}"

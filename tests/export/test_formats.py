@@ -150,13 +150,15 @@ def test_a_torchscript_file_without_metadata_or_with_bad_metadata_is_refused(tmp
 def test_files_that_are_not_exported_models_are_one_line(tmp_path, monkeypatch):
     cases = {
         tmp_path / "model.bin": "not a .ts or .onnx file",
-        tmp_path / "missing.onnx": "not found; run `dvc repro export` first",
-        tmp_path / "folder.ts": "not a regular file",
+        tmp_path / "missing.onnx": "no such file",
+        tmp_path / "folder.ts": "is a folder, not a model",
+        tmp_path / "fifo.onnx": "is a FIFO, not a model",  # never read: it would block
         tmp_path / "garbage.onnx": "not a readable ONNX file (",
         tmp_path / "garbage.ts": "not a readable TorchScript file (",
     }
     (tmp_path / "model.bin").write_bytes(b"x")
     (tmp_path / "folder.ts").mkdir()
+    os.mkfifo(tmp_path / "fifo.onnx")
     (tmp_path / "garbage.onnx").write_bytes(b"\x08\x07 not a protobuf" * 10)
     (tmp_path / "garbage.ts").write_bytes(b"PK\x03\x04 truncated zip")
     for path, problem in cases.items():

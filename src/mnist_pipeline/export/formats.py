@@ -26,7 +26,6 @@ import copy
 import hashlib
 import io
 import json
-import stat
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from torch import nn
 
 from mnist_pipeline.data.registry import DATASETS, IMAGE_SHAPE, class_names_problem
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.fileio import read_regular_file
 from mnist_pipeline.model.checkpoint import MAX_CHECKPOINT_BYTES
 from mnist_pipeline.model.networks import InputNorm
 
@@ -289,17 +289,8 @@ def read_exported(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     kind = EXPORTED_SUFFIXES.get(path.suffix)
     if kind is None:
         raise PipelineError(f"{path}: not a .ts or .onnx file")
-    try:
-        info = path.stat()
-    except OSError:
-        raise PipelineError(f"{path}: not found; run `dvc repro export` first") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise PipelineError(f"{path}: not a regular file")
-    if info.st_size > MAX_CHECKPOINT_BYTES:
-        raise PipelineError(
-            f"{path}: {info.st_size} bytes, over the limit of {MAX_CHECKPOINT_BYTES} for a model"
-        )
-    data = path.read_bytes()
+    # Opened without blocking, checked on the open file: a FIFO or a device is never read.
+    data = read_regular_file(path, MAX_CHECKPOINT_BYTES, "a model")
     label = "TorchScript" if kind == "torchscript" else "ONNX"
     try:
         if kind == "torchscript":
