@@ -45,9 +45,16 @@ def main(args: argparse.Namespace) -> None:
         args.metrics,
     )
     test = results["test"].metrics
+    before = ""
+    if "temperature" in test:
+        before = (
+            f" ({test['ece_uncalibrated']:.4f} before calibration, temperature "
+            f"{test['temperature']:.3f})"
+        )
     print(
         f"evaluate: test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}, "
-        f"ECE {test['ece']:.4f}; wrote {args.metrics}, {args.tables}/ and {args.figures}/"
+        f"ECE {test['ece']:.4f}{before}; wrote {args.metrics}, {args.tables}/ and "
+        f"{args.figures}/"
     )
 
 

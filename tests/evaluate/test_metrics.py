@@ -4,11 +4,13 @@ import math
 
 import pytest
 import torch
+from PIL import Image
 
-from mnist_pipeline.evaluate import metrics
-from mnist_pipeline.evaluate.run import confusion_rows
+from mnist_pipeline.evaluate import figures, metrics
+from mnist_pipeline.evaluate.run import confusion_rows, evaluate_splits
 from mnist_pipeline.model.networks import InputSpec, build_model
-from mnist_pipeline.testing.configs import model_config
+from mnist_pipeline.testing.configs import evaluate_config, model_config
+from mnist_pipeline.testing.synthetic import make_images
 
 LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
 PREDICTED = torch.tensor([0, 1, 1, 1, 2, 0])
@@ -130,3 +132,78 @@ def test_confusion_rows_name_the_classes_in_class_order():
     assert {row[0] for row in digits} == {str(d) for d in range(11)}  # digits name themselves
     wide = confusion_rows(torch.eye(11, dtype=torch.long), [f"c{d}" for d in range(11)])
     assert wide[0][0] == "00 c0" and sorted(wide) == wide  # zero-padded past 10 classes
+
+
+def _drawn(temperature: float, rows: int = 4000, seed: int = 0):
+    """Logits whose labels are drawn from softmax(logits / temperature): the temperature
+    that calibrates them is `temperature` (up to sampling noise)."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(rows, 10, generator=generator) * 4
+    labels = torch.multinomial((logits / temperature).softmax(dim=1), 1, generator=generator)
+    return logits, labels.flatten()
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.5])
+def test_fit_temperature_finds_the_temperature_the_labels_were_drawn_with(temperature):
+    logits, labels = _drawn(temperature)
+    fitted = metrics.fit_temperature(logits, labels)
+    assert abs(math.log(fitted / temperature)) < 0.08
+    assert fitted == metrics.fit_temperature(logits, labels)  # the same on every run
+    nll = [
+        torch.nn.functional.cross_entropy(logits.double() / t, labels).item()
+        for t in (fitted * 0.9, fitted, fitted * 1.1)
+    ]
+    assert nll[1] < nll[0] and nll[1] < nll[2]  # a minimum, not a bound
+
+
+def test_fit_temperature_stays_within_its_bounds():
+    logits = torch.tensor([[5.0, -5.0], [-5.0, 5.0]])  # separable: NLL falls as T -> 0
+    fitted = metrics.fit_temperature(logits, torch.tensor([0, 1]))
+    assert metrics.MIN_TEMPERATURE <= fitted <= metrics.MIN_TEMPERATURE * 1.001
+    flipped = metrics.fit_temperature(logits, torch.tensor([1, 0]))  # all wrong: T large
+    assert metrics.MAX_TEMPERATURE * 0.999 <= flipped <= metrics.MAX_TEMPERATURE
+
+
+def _tiny_model(dropout: float = 0.0):
+    torch.manual_seed(0)
+    spec = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
+    return build_model(model_config(hidden_sizes=(16,), dropout=dropout), spec).eval()
+
+
+def test_calibration_fits_on_valid_only_and_keeps_every_prediction():
+    """The temperature comes from the valid split (the test labels, shuffled, change
+    nothing); every split's argmax and accuracy stay; the ECE and loss before are kept."""
+    model = _tiny_model()
+    # The untrained model's logits, scaled up: overconfident, as trained nets are.
+    model[-1].weight.data *= 30
+    data = {"valid": make_images(300, 1), "test": make_images(300, 2)}
+    plain = evaluate_splits(model, data, evaluate_config(), seed=0)
+    cal = evaluate_splits(model, data, evaluate_config(calibrate=True), seed=0)
+    temperature = cal["valid"].metrics["temperature"]
+    assert temperature > 1 and cal["test"].metrics["temperature"] == temperature
+    for split in data:
+        before, after = plain[split].metrics, cal[split].metrics
+        assert torch.equal(cal[split].probs.argmax(1), plain[split].probs.argmax(1))
+        assert after["accuracy"] == before["accuracy"]
+        assert after["ece_uncalibrated"] == before["ece"]
+        assert after["loss_uncalibrated"] == before["loss"]
+        assert torch.equal(cal[split].uncalibrated_probs, plain[split].probs)
+        assert plain[split].uncalibrated_probs is None and "temperature" not in before
+    assert cal["valid"].metrics["loss"] < plain["valid"].metrics["loss"]  # what T minimizes
+    images, labels = data["test"]
+    shuffled = {**data, "test": (images, labels[torch.randperm(len(labels))])}
+    again = evaluate_splits(model, shuffled, evaluate_config(calibrate=True), seed=0)
+    assert again["test"].metrics["temperature"] == temperature
+
+
+def test_the_reliability_figure_shows_before_and_after(tmp_path):
+
+    logits, labels = _drawn(2.0, rows=500)
+    panels = []
+    for probs, label in ((logits.softmax(1), "before"), ((logits / 2).softmax(1), "after")):
+        table = {k: v.numpy() for k, v in metrics.reliability_table(probs, labels, 10).items()}
+        panels.append((table, metrics.expected_calibration_error(probs, labels, 10), label))
+    figures.reliability_diagrams(panels, tmp_path / "two.png", "test: reliability")
+    figures.reliability_diagrams(panels[:1], tmp_path / "one.png", "test: reliability")
+    two, one = Image.open(tmp_path / "two.png"), Image.open(tmp_path / "one.png")
+    assert two.height == one.height and two.width > 1.8 * one.width  # two panels

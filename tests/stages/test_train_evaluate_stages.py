@@ -95,7 +95,11 @@ def test_train_then_evaluate_round_trip(tmp_path, prepared):
         "brier",
         "mc_accuracy",
         "mc_mutual_info_mean",
+        "temperature",  # evaluate.calibrate is on in the committed params
+        "ece_uncalibrated",
+        "loss_uncalibrated",
     } <= set(values["test"])
+    assert values["test"]["temperature"] == values["valid"]["temperature"] > 0
     assert all(isinstance(v, float) for split in values.values() for v in split.values())
     tables = [
         "predictions_test.csv",

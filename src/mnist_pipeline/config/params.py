@@ -348,6 +348,9 @@ class EvaluateConfig:
     batch_size: int
     mc_samples: int  # Monte-Carlo dropout passes; 0 disables
     calibration_bins: int
+    # Temperature scaling: fit T on the valid split, report both splits' metrics with
+    # softmax(logits / T) (the ECE and loss before beside them); accuracy is unchanged.
+    calibrate: bool
     worst_examples: int  # most confidently wrong test images shown in a grid
     # Average each image's probabilities with its mirror image's (test-time flip).
     # auto: where the data set allows mirroring (Fashion-MNIST, not MNIST).

@@ -52,38 +52,51 @@ def confusion_heatmap(
     _save(fig, path)
 
 
-def reliability_diagram(table: dict[str, np.ndarray], ece: float, path: Path, title: str) -> None:
-    """Accuracy per confidence bin against the diagonal of perfect calibration."""
-    bins = len(table["count"])
-    edges = np.linspace(0, 1, bins + 1)
-    centers = (edges[:-1] + edges[1:]) / 2
-    filled = table["count"] > 0
-    fig = Figure(figsize=(5.5, 6))
-    ax, ax_count = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfectly calibrated")
-    ax.bar(
-        centers[filled],
-        table["accuracy"][filled],
-        width=1 / bins,
-        edgecolor="black",
-        alpha=0.7,
-        label="accuracy",
+# (reliability table, ECE, label) of one set of probabilities
+Reliability = tuple[dict[str, np.ndarray], float, str]
+RELIABILITY_COLORS = ("tab:gray", "tab:blue")
+
+
+def reliability_diagrams(panels: Sequence[Reliability], path: Path, title: str) -> None:
+    """Accuracy per confidence bin against the diagonal of perfect calibration, for each
+    set of probabilities side by side (e.g. before and after calibration)."""
+    fig = Figure(figsize=(5.5 * len(panels), 6))
+    axes = fig.subplots(
+        2, len(panels), sharex=True, sharey="row", height_ratios=[3, 1], squeeze=False
     )
-    ax.plot(
-        centers[filled],
-        table["confidence"][filled],
-        "o",
-        color="red",
-        ms=4,
-        label="mean confidence",
-    )
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"{title} (ECE {ece:.4f})")
-    ax.legend(loc="upper left")
-    ax_count.bar(centers, table["count"], width=1 / bins, color="gray")
-    ax_count.set_yscale("log")
-    ax_count.set_xlabel("confidence")
-    ax_count.set_ylabel("samples")
+    for column, (table, ece, label) in enumerate(panels):
+        ax, ax_count = axes[0, column], axes[1, column]
+        bins = len(table["count"])
+        edges = np.linspace(0, 1, bins + 1)
+        centers = (edges[:-1] + edges[1:]) / 2
+        filled = table["count"] > 0
+        color = RELIABILITY_COLORS[column % len(RELIABILITY_COLORS)] if len(panels) > 1 else None
+        ax.plot([0, 1], [0, 1], "--", color="gray", label="perfectly calibrated")
+        ax.bar(
+            centers[filled],
+            table["accuracy"][filled],
+            width=1 / bins,
+            edgecolor="black",
+            alpha=0.7,
+            color=color,
+            label="accuracy",
+        )
+        ax.plot(
+            centers[filled],
+            table["confidence"][filled],
+            "o",
+            color="red",
+            ms=4,
+            label="mean confidence",
+        )
+        ax.set_ylabel("accuracy")
+        heading = title if len(panels) == 1 else f"{title}, {label}"
+        ax.set_title(f"{heading} (ECE {ece:.4f})")
+        ax.legend(loc="upper left")
+        ax_count.bar(centers, table["count"], width=1 / bins, color="gray")
+        ax_count.set_yscale("log")
+        ax_count.set_xlabel("confidence")
+        ax_count.set_ylabel("samples")
     _save(fig, path)
 
 

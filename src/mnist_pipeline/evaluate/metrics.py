@@ -99,6 +99,38 @@ def classification_metrics(
     }
 
 
+# Temperature scaling: T in [MIN_TEMPERATURE, MAX_TEMPERATURE], found by a golden-section
+# search over log T; TEMPERATURE_STEPS shrink the bracket (log 400 wide) to ~1e-15.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
+TEMPERATURE_STEPS = 80
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T minimizing the NLL of softmax(logits / T) on (logits (N, C),
+    labels (N,)): temperature scaling (Guo et al., 2017), which changes the confidence of
+    every prediction and none of them. The NLL is convex in 1/T, so unimodal in log T: a
+    golden-section search finds its minimum; in float64, the same T on every run."""
+    logits64, labels = logits.double().cpu(), labels.cpu()
+
+    def nll(log_t: float) -> float:
+        return F.cross_entropy(logits64 / math.exp(log_t), labels).item()
+
+    shrink = (math.sqrt(5) - 1) / 2
+    low, high = math.log(MIN_TEMPERATURE), math.log(MAX_TEMPERATURE)
+    left, right = high - shrink * (high - low), low + shrink * (high - low)
+    nll_left, nll_right = nll(left), nll(right)
+    for _ in range(TEMPERATURE_STEPS):
+        if nll_left <= nll_right:  # the minimum is left of `right`
+            high, right, nll_right = right, left, nll_left
+            left = high - shrink * (high - low)
+            nll_left = nll(left)
+        else:
+            low, left, nll_left = left, right, nll_right
+            right = low + shrink * (high - low)
+            nll_right = nll(right)
+    return math.exp((low + high) / 2)
+
+
 def entropy(probs: torch.Tensor) -> torch.Tensor:
     """Shannon entropy in nats of each row of probs (N, C) -> (N,)."""
     return -(probs * probs.clamp(min=1e-12).log()).sum(dim=1)

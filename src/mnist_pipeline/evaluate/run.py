@@ -19,6 +19,7 @@ Metrics are one flat-ish JSON (`{split: {name: number}}`) that `dvc metrics diff
 """
 
 import csv
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,11 @@ CONFIDENCE_DECIMALS = 4
 class SplitResult:
     metrics: dict[str, float]
     labels: torch.Tensor  # (N,) int64
-    probs: torch.Tensor  # (N, C) softmax of the deterministic (eval-mode) pass
+    probs: torch.Tensor  # (N, C) softmax of the deterministic (eval-mode) pass, calibrated
     mc_probs: torch.Tensor | None  # (T, N, C), None without MC dropout
+    logits: torch.Tensor  # (N, C) float32 of the deterministic pass, before calibration
+    # (N, C) softmax of `logits` when `probs` are calibrated (evaluate.calibrate), else None
+    uncalibrated_probs: torch.Tensor | None = None
 
 
 def evaluate_split(
@@ -69,6 +73,23 @@ def evaluate_split(
         labels.cpu(),
         logits.softmax(dim=1).cpu(),
         None if mc_probs is None else mc_probs.cpu(),
+        logits.cpu(),
+    )
+
+
+def calibrated(result: SplitResult, temperature: float, bins: int) -> SplitResult:
+    """`result` with its deterministic pass's probabilities softmax(logits / temperature)
+    and the metrics of those (accuracy is unchanged: the argmax is); `temperature`, and
+    the ECE and loss before, are added. MC dropout figures stay as they were."""
+    scaled = result.logits / temperature
+    values = {**result.metrics, **metrics.classification_metrics(scaled, result.labels, bins)}
+    values.update(
+        temperature=temperature,
+        ece_uncalibrated=result.metrics["ece"],
+        loss_uncalibrated=result.metrics["loss"],
+    )
+    return dataclasses.replace(
+        result, metrics=values, probs=scaled.softmax(dim=1), uncalibrated_probs=result.probs
     )
 
 
@@ -79,9 +100,19 @@ def evaluate_splits(
     seed: int,
     hflip: bool = False,
 ) -> dict[str, SplitResult]:
-    """`evaluate_split` for each split of data {split: (images, labels)}."""
-    return {
+    """`evaluate_split` for each split of data {split: (images, labels)}; with
+    `cfg.calibrate`, every split `calibrated` by the temperature fitted on the valid split
+    (never the test split: it stays unseen)."""
+    results = {
         split: evaluate_split(model, *tensors, cfg, seed, hflip) for split, tensors in data.items()
+    }
+    if not cfg.calibrate:
+        return results
+    valid = results["valid"]
+    temperature = metrics.fit_temperature(valid.logits, valid.labels)
+    return {
+        split: calibrated(result, temperature, cfg.calibration_bins)
+        for split, result in results.items()
     }
 
 
@@ -202,10 +233,15 @@ def _write_uncertainty_figures(
 ) -> None:
     """Reliability diagram, rejection curve and the most confidently wrong images."""
     labels, probs = result.labels, result.probs
-    table = metrics.reliability_table(probs, labels, cfg.calibration_bins)
-    figures.reliability_diagram(
-        {k: v.numpy() for k, v in table.items()},
-        result.metrics["ece"],
+    tables = [(metrics.reliability_table(probs, labels, cfg.calibration_bins), result.metrics)]
+    if result.uncalibrated_probs is not None:  # before calibration, beside
+        before = metrics.reliability_table(result.uncalibrated_probs, labels, cfg.calibration_bins)
+        tables.insert(0, (before, {"ece": result.metrics["ece_uncalibrated"]}))
+    figures.reliability_diagrams(
+        [
+            ({k: v.numpy() for k, v in table.items()}, values["ece"], label)
+            for (table, values), label in zip(tables, _reliability_labels(result), strict=True)
+        ],
         out_dir / f"reliability_{split}.png",
         f"{split}: reliability",
     )
@@ -226,6 +262,12 @@ def _write_uncertainty_figures(
         out_dir / f"worst_{split}.png",
         f"{split}: most confidently wrong",
     )
+
+
+def _reliability_labels(result: SplitResult) -> list[str]:
+    if result.uncalibrated_probs is None:
+        return ["as trained"]
+    return ["before calibration", f"temperature {result.metrics['temperature']:.3f}"]
 
 
 def coverage_curves(result: SplitResult) -> list[figures.CoverageCurve]:
