@@ -177,7 +177,7 @@ def test_calibration_fits_on_valid_only_and_keeps_every_prediction():
     # The untrained model's logits, scaled up: overconfident, as trained nets are.
     model[-1].weight.data *= 30
     data = {"valid": make_images(300, 1), "test": make_images(300, 2)}
-    plain = evaluate_splits(model, data, evaluate_config(), seed=0)
+    plain = evaluate_splits(model, data, evaluate_config(calibrate=False), seed=0)
     cal = evaluate_splits(model, data, evaluate_config(calibrate=True), seed=0)
     temperature = cal["valid"].metrics["temperature"]
     assert temperature > 1 and cal["test"].metrics["temperature"] == temperature

@@ -74,7 +74,7 @@ EVALUATE = EvaluateConfig(
     batch_size=1000,
     mc_samples=0,
     calibration_bins=15,
-    calibrate=False,
+    calibrate=True,
     worst_examples=16,
     tta_hflip=False,
 )
