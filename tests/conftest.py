@@ -1,16 +1,36 @@
 """Shared fixtures. `http_server`: a scripted HTTP server on 127.0.0.1 (tests never
-touch the network)."""
+touch the network). And a guard: no test reads the checkout's working params.yaml,
+which holds a user's edits (tests take the committed one: `committed_params`)."""
 
+import os
+import shutil
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
-from tests.support import REPO
+from mnist_pipeline.testing.dvc_repo import (
+    SMALL_PARAMS,
+    commit_all,
+    copy_into,
+    make_repo,
+    run,
+    set_params,
+    stages_run,
+    write_local_source,
+)
+from tests.support import REPO, refuse_working_params
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    sys.addaudithook(refuse_working_params)  # hooks last for the process: tests only
 
 
 @dataclass(frozen=True)
@@ -147,3 +167,75 @@ def prepared(tmp_path_factory):
     parsed, description = read_raw(root / "raw")
     prepared.write_prepared(parsed, description["class_names"], "mnist", 100, root / "prepared")
     return root / "prepared"
+
+
+# The reproduced repository the end-to-end tests start from. A copy of this checkout's
+# pipeline with small params, fed by a local synthetic data set, reproduced (`dvc repro`,
+# all five stages) and committed: built once per test run, by the first xdist worker to
+# ask for it (under a file lock), then copied into each module that needs one
+# (`reproduced_copy`), which pays for a directory copy instead of a whole pipeline. Each
+# copy is a repository of its own (git objects, DVC cache, workspace); only the data
+# set file outside it is shared, and nothing writes to that.
+
+ALL_STAGES = ["fetch", "prepare", "train", "evaluate", "export"]
+REPRODUCED_ROWS = (1000, 200, 200)  # train, valid, test
+SCRIPTS = (
+    "scripts/report.py",
+    "scripts/seeds.py",
+    "scripts/exp.py",
+    "scripts/reset.py",
+    "scripts/exps.py",
+    "scripts/sweep.py",
+    "scripts/release.py",
+)
+
+
+def _build(root: Path) -> Path:
+    shutil.rmtree(root, ignore_errors=True)  # what a build that failed half-way left
+    (root / "source").mkdir(parents=True)
+    fetch = write_local_source(root / "source", REPRODUCED_ROWS, seed=7)
+    repo = make_repo(root / "repo", REPO)
+    copy_into(repo, REPO, *SCRIPTS)
+    set_params(repo, SMALL_PARAMS)
+    set_params(repo, {"fetch": fetch})
+    assert stages_run(run(repo, "dvc", "repro").stdout) == ALL_STAGES
+    commit_all(repo, "baseline")
+    (root / "built").touch()
+    return repo
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory) -> Path:
+    """The committed, reproduced repository (read-only: copy it with `reproduced_copy`)."""
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker has its own base folder; their parent is the run's.
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root = shared / "reproduced"
+    with FileLock(shared / "reproduced.lock"):
+        if not (root / "built").exists():
+            _build(root)
+    return root / "repo"
+
+
+@pytest.fixture(scope="module")
+def reproduced_copy(reproduced, tmp_path_factory):
+    """A function that copies the reproduced repository into a new folder named after
+    `name` and returns the copy."""
+
+    def copy(name: str) -> Path:
+        dest = tmp_path_factory.mktemp(name) / "repo"
+        shutil.copytree(reproduced, dest, symlinks=True, ignore=_without_dvc_tmp(reproduced))
+        return dest
+
+    return copy
+
+
+def _without_dvc_tmp(repo: Path):
+    """Leave out .dvc/tmp: DVC's state of the original's files (inodes, mtimes) and its
+    locks; the copy's DVC builds its own."""
+    dvc_dir = str(repo / ".dvc")
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        return ["tmp"] if folder == dvc_dir and "tmp" in names else []
+
+    return ignore

@@ -1,6 +1,7 @@
 """What the tests share to run this repository's own code: where the repository is, the
 environment that makes a child Python import its `src/` (ahead of any installed copy),
-and its scripts (stages/, scripts/) as modules, to call in this process."""
+its scripts (stages/, scripts/) as modules, to call in this process; and the guard that
+keeps the checkout's working params.yaml (a user's edits) out of every test."""
 
 import importlib.util
 import os
@@ -32,3 +33,23 @@ def load_script(relative: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+WORKING_PARAMS = str(REPO / "params.yaml")
+
+
+class WorkingParamsRead(RuntimeError):
+    """A test opened the checkout's working params.yaml."""
+
+
+def refuse_working_params(event: str, args: tuple[object, ...]) -> None:
+    """Audit hook: opening the working params.yaml in this process is an error, so a
+    user's edits there can never change what a test checks."""
+    if event != "open" or not isinstance(args[0], str | bytes | os.PathLike):
+        return
+    path = os.fsdecode(args[0])
+    if path.endswith("params.yaml") and os.path.abspath(path) == WORKING_PARAMS:
+        raise WorkingParamsRead(
+            f"{path}: a test read the working params.yaml (a user's edits); read "
+            "committed_text(REPO, 'params.yaml') or use the committed_params fixture"
+        )

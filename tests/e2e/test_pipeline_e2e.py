@@ -2,8 +2,9 @@
 
 Synthetic data in the exact upstream layouts (mnist.pkl.gz and idx) is served
 from 127.0.0.1 by three mirrors: one missing (404), one sending a truncated
-body, one correct. The pipeline must get through fetch -> prepare -> train ->
-evaluate, and then behave as DVC users expect.
+body, one correct. `dvc repro` must get the data through fetch -> prepare, and the idx
+route must give the very same prepared data. (The stages after prepare, and how DVC
+re-runs them, are tests/e2e/test_workflows_e2e.py's, on a local source.)
 """
 
 import hashlib
@@ -34,7 +35,7 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def test_repro_through_mirrors_then_idx_then_experiment(tmp_path, http_server, raw_files):
+def test_repro_through_mirrors_then_idx(tmp_path, http_server, raw_files):
     pickle_bytes = raw_files[PICKLE_FILE]
     missing = http_server.url("/gone/mnist.pkl.gz")
     truncated = http_server.add(
@@ -53,8 +54,10 @@ def test_repro_through_mirrors_then_idx_then_experiment(tmp_path, http_server, r
     )
     _commit_small_params(repo)
 
-    first = run(repo, "dvc", "repro")
-    assert stages_run(first.stdout) == ["fetch", "prepare", "train", "evaluate", "export"]
+    # The data stages: what follows them is the same whatever the source was (the
+    # reproduced repository of tests/conftest.py runs them on a local file).
+    first = run(repo, "dvc", "repro", "prepare")
+    assert stages_run(first.stdout) == ["fetch", "prepare"]
     assert http_server.hits["/gone/mnist.pkl.gz"] == 1  # 404: no retry
     assert http_server.hits["/short/mnist.pkl.gz"] == 2  # truncated: retried, then given up
     assert http_server.hits["/good/mnist.pkl.gz"] == 1
@@ -62,25 +65,13 @@ def test_repro_through_mirrors_then_idx_then_experiment(tmp_path, http_server, r
     assert {s: manifest["splits"][s]["rows"] for s in ("train", "valid", "test")} == dict(
         zip(("train", "valid", "test"), ROWS, strict=True)
     )
-    metrics = read_json(repo / "metrics/evaluate.json")
-    assert set(metrics) == {"valid", "test"}
-    assert metrics["test"]["accuracy"] > 0.3  # one epoch on 1,000 images: well above chance
-    for name in (
-        "confusion_test.png",
-        "reliability_test.png",
-        "uncertainty_test.png",
-        "worst_test.png",
-    ):
-        assert (repo / "figures/evaluate" / name).stat().st_size > 0
-    for name in ("predictions_test.csv", "per_class_test.csv"):
-        assert (repo / "metrics/evaluate" / name).stat().st_size > 0
-    assert read_json(repo / "metrics/train/metrics.json")["epochs_run"] == 1
-
-    # A second repro right after does nothing.
-    assert stages_run(run(repo, "dvc", "repro").stdout) == []
+    # A second repro right after does nothing (and asks no server).
+    assert stages_run(run(repo, "dvc", "repro", "prepare").stdout) == []
+    assert sum(http_server.hits.values()) == 4
 
     # The idx route (pickle mirrors gone) gives byte-identical prepared data, so DVC
-    # re-runs fetch and prepare but keeps the trained model and its evaluation.
+    # re-runs fetch and prepare and would keep what was trained on it (DVC compares
+    # outputs by content: test_workflows_e2e shows it for the checkpoint).
     shards_before = _prepared_digests(repo)
     base = http_server.url("/idx/")
     for name in IDX_FILES.values():
@@ -94,21 +85,11 @@ def test_repro_through_mirrors_then_idx_then_experiment(tmp_path, http_server, r
             }
         },
     )
-    assert stages_run(run(repo, "dvc", "repro").stdout) == ["fetch", "prepare"]
+    assert stages_run(run(repo, "dvc", "repro", "prepare").stdout) == ["fetch", "prepare"]
     assert sorted((repo / "data/raw").iterdir()) == sorted(
         [repo / "data/raw" / n for n in IDX_FILES.values()] + [repo / "data/raw/dataset.json"]
     )
     assert _prepared_digests(repo) == shards_before
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-q", "-m", "baseline run")
-
-    # An experiment with one more epoch changes the metrics that `dvc metrics diff` shows.
-    run(repo, "dvc", "exp", "run", "-S", "train.epochs=2")
-    diff = run(repo, "dvc", "metrics", "diff", "--json").stdout
-    assert "metrics/evaluate.json" in diff and "test.accuracy" in diff
-    assert "metrics/train/metrics.json" in diff
-    shown = run(repo, "dvc", "exp", "show", "--no-pager", "--md").stdout
-    assert "train.epochs" in shown and "test.accuracy" in shown
 
 
 def _commit_small_params(repo):

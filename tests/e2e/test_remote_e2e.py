@@ -1,8 +1,9 @@
 """Sharing results through a DVC remote, on a copy of this repository and synthetic data:
 what one user pushes, another pulls into a fresh clone without re-running anything, and an
-experiment travels through a git remote with its outputs.
+experiment travels through a git remote with its outputs, and a release's exported models
+reach anyone through `dvc artifacts get`.
 
-One reproduced repository serves the module (a `dvc repro` costs ~20 s on 2 cores); the
+The module works on one copy of the reproduced repository (tests/conftest.py); the
 DVC remote is a local folder and the git remote a bare repository, both on disk; nothing
 touches the network.
 """
@@ -13,15 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnist_pipeline.export import formats
 from mnist_pipeline.testing.dvc_repo import (
-    SMALL_PARAMS,
     commit_all,
     copy_into,
-    make_repo,
+    read_json,
     run,
-    set_params,
     stages_run,
-    write_local_source,
 )
 from tests.support import REPO
 
@@ -40,23 +39,18 @@ OUTPUTS = (
     "figures/evaluate/confusion_test.png",
 )
 
+TEST_ROWS = 200  # the reproduced repository's test split (tests/conftest.py)
 EXPERIMENT = "e2e-two-epochs"
 MODEL = "models/model.pt"
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """The pipeline with small params and a default DVC remote (a local folder, given as
-    an absolute path so that clones find it too), reproduced and committed."""
-    root = tmp_path_factory.mktemp("remote")
-    (root / "source").mkdir()
-    fetch = write_local_source(root / "source", (600, 100, 100), seed=5)
-    repo = make_repo(root / "repo", REPO)
-    set_params(repo, SMALL_PARAMS)
-    set_params(repo, {"fetch": fetch})
-    run(repo, "dvc", "remote", "add", "-d", "local", str(root / "dvc-storage"))
-    assert stages_run(run(repo, "dvc", "repro").stdout) == ALL_STAGES
-    commit_all(repo, "baseline with a DVC remote")
+def repo(reproduced_copy):
+    """A copy of the reproduced repository (tests/conftest.py) with a default DVC
+    remote (a local folder, given as an absolute path so that clones find it too)."""
+    repo = reproduced_copy("remote")
+    run(repo, "dvc", "remote", "add", "-d", "local", str(repo.parent / "dvc-storage"))
+    commit_all(repo, "a DVC remote")
     return repo
 
 
@@ -137,3 +131,13 @@ def test_a_release_tags_each_artifact_and_dvc_artifacts_get_fetches_them(repo, t
     latest = outside / "latest.pt"
     run(outside, "dvc", "artifacts", "get", str(origin), "mnist-classifier", "-o", str(latest))
     assert latest.read_bytes() == (repo / MODEL).read_bytes()
+    # Any output, without a tag; the exports are outputs like the checkpoint.
+    run(outside, "dvc", "get", str(origin), "models/model.ts")
+    assert (outside / "model.ts").read_bytes() == (repo / "models/model.ts").read_bytes()
+    listed = run(repo, "dvc", "ls", "--dvc-only", "-R", ".").stdout.split()
+    assert {"models/model.pt", "models/model.ts", "models/model.onnx"} <= set(listed)
+    # What was released passed the export stage's parity check on every test image.
+    parity = read_json(repo / "metrics/export.json")
+    for name in ("torchscript", "onnx"):
+        assert parity[name]["images"] == TEST_ROWS and parity[name]["argmax_mismatches"] == 0
+        assert parity[name]["max_abs_logit_diff"] <= formats.MAX_LOGIT_DIFF

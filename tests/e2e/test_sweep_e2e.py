@@ -2,7 +2,7 @@
 `dvc exp run`: a 2-job local sweep with a failing trial, its confirmation and report;
 a sweep killed with SIGKILL and run again; two workers sharing a PostgreSQL study.
 
-One reproduced repository (fetch and prepare done and committed) serves the module; each
+The module works on one copy of the reproduced repository (tests/conftest.py); each
 test has a sweep of its own name, so their experiments never meet.
 """
 
@@ -22,14 +22,9 @@ from optuna.trial import TrialState
 from mnist_pipeline.config.params import usable_cpus
 from mnist_pipeline.testing.bounds import HANG_GUARD_S
 from mnist_pipeline.testing.dvc_repo import (
-    SMALL_PARAMS,
     commit_all,
-    copy_into,
     env_for,
-    make_repo,
     run,
-    set_params,
-    write_local_source,
 )
 from mnist_pipeline.testing.holds import hold_matching_params_sitecustomize
 from mnist_pipeline.testing.postgres import find_bin_dir, local_server
@@ -42,17 +37,14 @@ HOLD = "SWEEP_TEST_HOLD"
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    fetch = write_local_source(tmp_path_factory.mktemp("source"), (600, 200, 200), seed=3)
-    repo = make_repo(tmp_path_factory.mktemp("sweep") / "repo", REPO)
-    copy_into(repo, REPO, "scripts/sweep.py")
-    set_params(repo, SMALL_PARAMS)
-    set_params(repo, {"fetch": fetch})
-    run(repo, "dvc", "repro", "prepare")  # trials take the data from DVC's cache
+def repo(reproduced_copy):
+    """A copy of the reproduced repository (tests/conftest.py): trials take the
+    prepared data from its DVC cache."""
+    repo = reproduced_copy("sweep")
     # The stages run with PYTHONPATH=src: a hold there (committed, as trials run a copy
     # of the commit) that holds only the trial HOLD names, only while HOLD is set.
     (repo / "src/sitecustomize.py").write_text(hold_matching_params_sitecustomize(1, HOLD))
-    commit_all(repo, "data")
+    commit_all(repo, "a hold for the trials")
     return repo
 
 

@@ -1,12 +1,13 @@
-"""The DVC workflows users run every day, on a copy of this repository and synthetic data.
+"""The DVC workflows users run every day, on a copy of this repository and synthetic data:
+what `dvc repro` re-runs after a change, diffs between commits and against the
+workspace, a fresh clone reproducing the committed results byte for byte.
 
-One repository serves the whole module (a full `dvc repro` costs ~20 s on 2 cores):
-each test starts from a committed, reproduced workspace and leaves one behind, so
-each also runs alone (-k). The data set is a local file outside the copy,
-so queued experiments and fresh clones reach it too; nothing touches the network.
+The module works on one copy of the reproduced repository (tests/conftest.py): each
+test starts from a committed, reproduced workspace and leaves one behind, so each also
+runs alone (-k). The data set is a local file outside the copy, so fresh clones reach
+it too; nothing touches the network.
 """
 
-import itertools
 import json
 import re
 import shutil
@@ -16,21 +17,13 @@ import yaml
 
 from mnist_pipeline.experiments.start import changed_leaves
 from mnist_pipeline.testing.dvc_repo import (
-    SMALL_PARAMS,
     commit_all,
-    copy_into,
-    head_experiments,
     lock_out_md5,
-    make_repo,
     read_json,
     run,
     set_params,
     stages_run,
-    stop_queue_workers,
-    wait_for_queue,
-    write_local_source,
 )
-from tests.support import REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -40,17 +33,9 @@ MODEL = "models/model.pt"
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """The pipeline (plus scripts/report.py) with small params, reproduced and committed."""
-    fetch = write_local_source(tmp_path_factory.mktemp("source"), (1000, 200, 200), seed=7)
-    repo = make_repo(tmp_path_factory.mktemp("workflows") / "repo", REPO)
-    copy_into(repo, REPO, "scripts/report.py", "scripts/seeds.py", "scripts/exp.py")
-    copy_into(repo, REPO, "scripts/reset.py", "scripts/exps.py")
-    set_params(repo, SMALL_PARAMS)
-    set_params(repo, {"fetch": fetch})
-    assert stages_run(run(repo, "dvc", "repro").stdout) == ALL_STAGES
-    commit_all(repo, "baseline")
-    return repo
+def repo(reproduced_copy):
+    """A copy of the reproduced, committed repository (tests/conftest.py)."""
+    return reproduced_copy("workflows")
 
 
 def test_dag_shows_the_stages_in_order(repo):
@@ -76,9 +61,9 @@ def _append_comment(repo, module):
 # What a user changes -> the stages `dvc repro` must re-run, in this order. fileio.py is
 # a dep of every stage (dvc.yaml). A comment in train/loop.py re-runs train, but training
 # is deterministic, so the checkpoint comes out bit-identical and DVC, which compares
-# outputs by content, keeps evaluate.
+# outputs by content, keeps evaluate. A train param re-runs train, evaluate and export
+# like a model param: test_metrics_params_and_plots_diff_... changes train.epochs.
 CHANGES = {
-    "train param": ({"train": {"lr": 0.01}}, ["train", "evaluate", "export"]),
     "model param": ({"model": {"hidden_sizes": [48]}}, ["train", "evaluate", "export"]),
     "train/loop.py": ("train/loop.py", ["train"]),
     "evaluate param": ({"evaluate": {"calibration_bins": 10}}, ["evaluate"]),
@@ -98,67 +83,6 @@ def test_repro_reruns_exactly_the_stages_whose_inputs_changed(repo, change):
     second = run(repo, "dvc", "repro").stdout
     assert stages_run(second) == [] and "Data and pipelines are up to date." in second
     commit_all(repo, f"change {change}")
-
-
-def test_queued_grid_runs_its_experiments_and_the_best_one_is_committed(repo):
-    # A 2 x 1 grid: two values of one key, and a second key with one, each experiment a
-    # full pipeline (a 2 x 2 grid checked nothing more for two more pipelines).
-    dropouts, lrs = (0.1, 0.3), (0.03,)
-    grid = ["-S", "model.dropout=0.1,0.3", "-S", "train.lr=0.03"]
-    run(repo, "dvc", "exp", "run", *grid, "--queue")
-    # The workspace's library breaks after the grid is queued: each experiment must run
-    # the code it was queued with (DVC's copy), not the workspace's, which `run` puts on
-    # PYTHONPATH as an editable install does.
-    workspace_module = repo / "src/mnist_pipeline/train/training_log.py"
-    queued_text = workspace_module.read_text()
-    workspace_module.write_text(queued_text + "raise RuntimeError('the workspace library ran')\n")
-    try:
-        # train.threads is 1 (SMALL_PARAMS): 2 workers x 2 threads thrash 2 cores.
-        run(repo, "dvc", "queue", "start", "-j", "2")
-        statuses = wait_for_queue(repo, timeout_s=480)
-    finally:
-        stop_queue_workers(repo)
-        workspace_module.write_text(queued_text)
-    logs = "".join(run(repo, "dvc", "queue", "logs", name).stdout for name in statuses)
-    assert "the workspace library ran" not in logs
-    assert sorted(statuses.values()) == ["Success"] * 2, statuses
-
-    experiments = head_experiments(repo)
-    grid_points = {(p["model"]["dropout"], p["train"]["lr"]) for p, _ in experiments.values()}
-    assert grid_points == set(itertools.product(dropouts, lrs))
-    for _, metrics in experiments.values():
-        assert set(metrics) == {*METRICS, "metrics/export.json"}
-        assert 0 < metrics["metrics/evaluate.json"]["test"]["accuracy"] <= 1
-
-    def accuracy(name):
-        return experiments[name][1]["metrics/evaluate.json"]["test"]["accuracy"]
-
-    best = max(experiments, key=accuracy)
-    run(repo, "dvc", "exp", "apply", best)
-    commit_all(repo, f"apply {best}")
-    committed = json.loads(run(repo, "git", "show", "HEAD:metrics/evaluate.json").stdout)
-    assert committed == experiments[best][1]["metrics/evaluate.json"]
-    shown = json.loads(run(repo, "dvc", "metrics", "show", "--json").stdout)
-    assert shown[""]["data"]["metrics/evaluate.json"]["data"] == committed
-    assert stages_run(run(repo, "dvc", "repro").stdout) == []  # the applied lock is complete
-
-
-def test_seeds_mode_trains_two_seeds_in_the_queue_and_writes_their_summary(repo):
-    try:
-        done = run(repo, "python", "scripts/seeds.py", "--k", "2", "--out", "metrics/seeds.json")
-    finally:
-        stop_queue_workers(repo)
-    assert "wrote metrics/seeds.json (2 seeds)" in done.stdout
-    summary = read_json(repo / "metrics/seeds.json")
-    assert summary["k"] == 2 and summary["seeds"] == [0, 1]
-    accuracy = summary["metrics"]["test.accuracy"]
-    assert accuracy["n"] == 2 and accuracy["min"] <= accuracy["mean"] <= accuracy["max"]
-    seeds_run = {p["seed"] for p, _ in head_experiments(repo).values()}
-    assert {0, 1} <= seeds_run
-    command = ["python", "scripts/report.py", "--metrics", *METRICS]
-    report = run(repo, *command, "--seeds", "metrics/seeds.json").stdout
-    assert "`metrics/seeds.json` is not in `HEAD`: no multi-seed summary there" in report
-    commit_all(repo, "seeds")
 
 
 def _assert_metrics_diff_lists_every_change(repo, *revs, old_rev, new_files):
@@ -306,41 +230,13 @@ def test_results_in_git_are_small_tables_and_the_figures_are_in_dvc(repo):
         "confusion_valid.png",
         "confusion_valid_normalized.png",
     ]
-
-
-def test_presets_in_a_row_each_start_from_the_committed_params(repo, tmp_path):
-    presets = tmp_path / "presets"
-    presets.mkdir()
-    (presets / "unit.yaml").write_text("model:\n  input_norm: unit\n")
-    (presets / "wide.yaml").write_text("model:\n  hidden_sizes: [40]\n")
-    committed = yaml.safe_load(run(repo, "git", "show", "HEAD:params.yaml").stdout)
-    for name in ("unit", "wide"):  # the second must not inherit the first's input_norm
-        exp = ["python", "scripts/exp.py", "--presets-dir", str(presets), name]
-        run(repo, *exp, "--", "--name", f"preset-{name}")
-    experiments = head_experiments(repo)
-    assert changed_leaves(committed, experiments["preset-unit"][0]) == {
-        "model.input_norm": ("standardize", "unit")
-    }
-    assert changed_leaves(committed, experiments["preset-wide"][0]) == {
-        "model.hidden_sizes": (committed["model"]["hidden_sizes"], [40])
-    }
-    # The compact table: both against HEAD's committed results, on the same test images.
-    table = run(repo, "python", "scripts/exps.py").stdout.splitlines()
-    assert max(len(line) for line in table) <= 120 and table[1].startswith("HEAD ")
-    rows = {line.split()[0]: line for line in table[2:]}
-    assert set(rows) == {"preset-unit", "preset-wide"}
-    assert "input_norm=unit" in rows["preset-unit"] and "hidden_sizes=[40]" in rows["preset-wide"]
-    for line in rows.values():
-        assert re.search(r"\d+\.\d\d% \[\d+\.\d\d, \d+\.\d\d\] +[-+]\d+\.\d\d p[=<]", line)
-    run(repo, "python", "scripts/reset.py")
-
-
-def test_after_a_failed_experiment_make_reset_restores_the_last_commit(repo):
-    failed = run(repo, "dvc", "exp", "run", "-S", "train.lr=-0.001", check=False)
-    assert failed.returncode != 0 and "train.lr: must be > 0" in failed.stderr + failed.stdout
-    assert "deleted" in run(repo, "dvc", "status").stdout  # the failed stage's outputs
-    reset = run(repo, "python", "scripts/reset.py")
-    assert reset.stdout.startswith("reset: ") and reset.stdout.count("\n") == 1
-    assert run(repo, "dvc", "status").stdout.strip() == "Data and pipelines are up to date."
-    assert run(repo, "git", "status", "--porcelain").stdout == ""
-    assert stages_run(run(repo, "dvc", "repro").stdout) == []
+    # What an epoch or two on 1,000 images leaves: metrics of both splits, well above
+    # chance, every figure and table of the test split.
+    metrics = read_json(repo / "metrics/evaluate.json")
+    assert set(metrics) == {"valid", "test"} and metrics["test"]["accuracy"] > 0.3
+    for name in ("reliability_test.png", "uncertainty_test.png", "worst_test.png"):
+        assert (repo / "figures/evaluate" / name).stat().st_size > 0
+    for name in ("predictions_test.csv", "per_class_test.csv"):
+        assert (repo / "metrics/evaluate" / name).stat().st_size > 0
+    epochs = yaml.safe_load((repo / "params.yaml").read_text())["train"]["epochs"]
+    assert read_json(repo / "metrics/train/metrics.json")["epochs_run"] == epochs

@@ -9,11 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from mnist_pipeline.testing.dvc_repo import committed_text
 from tests.support import REPO
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # The files whose comments cite README sections as `(README: Section name[, more])`.
-CITING = [REPO / "params.yaml", *sorted((REPO / "presets").glob("*.yaml"))]
+# params.yaml as committed: the working copy holds a user's edits (tests/conftest.py).
+CITING = [
+    "params.yaml",
+    *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "presets").glob("*.yaml")),
+]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 CITATION = re.compile(r"\(README: ([^)]*)\)")
 TABLE_RULE = re.compile(r"\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?")
@@ -105,12 +110,12 @@ def test_every_table_has_its_header_rule(page):
 def test_cited_readme_sections_exist():
     readme = headings(REPO / "README.md")
     cited = []
-    for path in CITING:
+    for name in CITING:
         # Comment text joined across lines: a citation may wrap.
-        lines = path.read_text().splitlines()
+        lines = committed_text(REPO, name).splitlines()
         comments = " ".join(line.partition("#")[2].strip() for line in lines if "#" in line)
         for citation in CITATION.findall(comments):
-            cited.append((path.name, re.split(r"[,;]", citation)[0].strip()))
+            cited.append((name, re.split(r"[,;]", citation)[0].strip()))
     assert cited, "no `(README: Section)` citation found: has the pattern changed?"
     missing = [f"{name}: README {section!r}" for name, section in cited if section not in readme]
     assert not missing, f"no such README heading: {missing}"

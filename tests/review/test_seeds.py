@@ -21,16 +21,12 @@ from mnist_pipeline.review.seeds import (
     wait_for,
 )
 from mnist_pipeline.testing.dvc_repo import (
-    SMALL_PARAMS,
     commit_all,
-    copy_into,
     env_for,
-    make_repo,
     queue_tasks,
     queue_worker_pids,
     set_params,
     stop_queue_workers,
-    write_local_source,
 )
 from tests.support import REPO, python_env
 
@@ -310,15 +306,11 @@ def test_a_cleanup_that_cannot_finish_says_what_is_left_and_never_raises():
 
 
 @pytest.mark.e2e
-def test_sigterm_removes_the_queued_runs_and_stops_the_worker_it_started(tmp_path):
+def test_sigterm_removes_the_queued_runs_and_stops_the_worker_it_started(tmp_path, reproduced_copy):
     """The real `dvc` queue: once a seed run is running, SIGTERM; then none of the runs is
     left in the queue and no worker of the repository is alive."""
-    (tmp_path / "source").mkdir()
-    fetch = write_local_source(tmp_path / "source", (1000, 200, 200), seed=7)
-    repo = make_repo(tmp_path / "repo", REPO)
-    copy_into(repo, REPO, "scripts/seeds.py")
-    set_params(repo, SMALL_PARAMS)
-    set_params(repo, {"fetch": fetch, "train": {"epochs": 20}})  # runs long past the signal
+    repo = reproduced_copy("seeds")  # tests/conftest.py: data prepared, scripts in
+    set_params(repo, {"train": {"epochs": 20}})  # runs long past the signal
     commit_all(repo, "baseline")
     command = [sys.executable, "scripts/seeds.py", "--k", "3", "--out", "seeds.json"]
     with (tmp_path / "out").open("w+") as out, (tmp_path / "err").open("w+") as err:

@@ -15,7 +15,7 @@ from mnist_pipeline.config.params import load_params
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.model.checkpoint import load_checkpoint
 from mnist_pipeline.testing.configs import complete_params, distributed_config
-from mnist_pipeline.testing.dvc_repo import make_repo, read_json, run, set_params, stages_run
+from mnist_pipeline.testing.dvc_repo import read_json, run, set_params, stages_run
 from mnist_pipeline.train.distributed import Rank, current_rank, rank_device, torchrun_args
 from mnist_pipeline.train.loop import batch_starts
 from tests.support import REPO, SRC, python_env
@@ -252,22 +252,11 @@ def test_two_machines_meet_at_the_c10d_rendezvous(tmp_path, prepared):
 
 
 @pytest.mark.e2e
-def test_dvc_repro_with_two_processes_then_evaluate(tmp_path):
-    from mnist_pipeline.testing.dvc_repo import SMALL_PARAMS, write_local_source
-
-    repo = make_repo(tmp_path / "repo", REPO)
-    (tmp_path / "source").mkdir()
-    fetch = write_local_source(tmp_path / "source", (600, 120, 120), seed=4)
-    set_params(
-        repo,
-        {
-            **SMALL_PARAMS,
-            "fetch": {**SMALL_PARAMS["fetch"], **fetch},
-            "distributed": {"nproc_per_node": 2},
-        },
-    )
+def test_dvc_repro_with_two_processes_then_evaluate(reproduced_copy):
+    repo = reproduced_copy("distributed")  # tests/conftest.py: data prepared, one process
+    set_params(repo, {"distributed": {"nproc_per_node": 2}})
     result = run(repo, "dvc", "repro")
-    assert stages_run(result.stdout) == ["fetch", "prepare", "train", "evaluate", "export"]
+    assert stages_run(result.stdout) == ["train", "evaluate", "export"]
     assert "torchrun --nproc-per-node=2" in result.stdout
     _, payload = load_checkpoint(repo / "models" / "model.pt")
     assert payload["run"]["world_size"] == 2

@@ -17,16 +17,13 @@ from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.runtime import configure_torch
 from mnist_pipeline.testing.configs import complete_params, model_config, train_config
 from mnist_pipeline.testing.dvc_repo import (
-    SMALL_PARAMS,
     commit_all,
     env_for,
     lock_out_md5,
-    make_repo,
     read_json,
     run,
     set_params,
     stages_run,
-    write_local_source,
 )
 from mnist_pipeline.testing.holds import hold_after_epoch, hold_after_epoch_sitecustomize
 from mnist_pipeline.testing.synthetic import make_images
@@ -376,14 +373,11 @@ def test_the_train_stage_starts_fresh_after_a_params_change(tmp_path, prepared):
 
 
 @pytest.mark.e2e
-def test_dvc_repro_after_a_killed_train_stage_resumes_it(tmp_path):
+def test_dvc_repro_after_a_killed_train_stage_resumes_it(reproduced_copy):
     """`dvc repro` killed (with its train stage) after epoch 2; the next `dvc repro`
     resumes, and a forced uninterrupted re-run of train gives the same checkpoint."""
-    (tmp_path / "source").mkdir()
-    fetch = write_local_source(tmp_path / "source", (600, 120, 120), seed=3)
-    repo = make_repo(tmp_path / "repo", REPO)
-    set_params(repo, SMALL_PARAMS)
-    set_params(repo, {"fetch": fetch, "train": {"epochs": 4}})
+    repo = reproduced_copy("resume")  # tests/conftest.py: data prepared, 1 epoch trained
+    set_params(repo, {"train": {"epochs": 4}})
     # The stages run with PYTHONPATH=src (dvc.yaml): the hold goes in as src's
     # sitecustomize, which Python imports at start.
     (repo / "src/sitecustomize.py").write_text(hold_after_epoch_sitecustomize(2))
