@@ -127,7 +127,7 @@ release: $(STAMP) ## push the models to the DVC remote and tag HEAD (VERSION=v1.
 	$(BIN)/python scripts/release.py --version "$$VERSION"
 
 test: lint ## lint, then every test, one worker per core (PYTEST_ARGS=...)
-	$(BIN)/python -m pytest -n auto --dist loadfile $$PYTEST_ARGS
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder $$PYTEST_ARGS
 
 # Unit tests only: no dvc, torchrun or stage subprocesses.
 test-fast: $(STAMP) ## unit tests only: no dvc, torchrun or stage subprocesses

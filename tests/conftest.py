@@ -33,6 +33,19 @@ def pytest_configure(config: pytest.Config) -> None:
     sys.addaudithook(refuse_working_params)  # hooks last for the process: tests only
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first: end-to-end, then the ones that run subprocesses, then
+    the in-process rest (a stable sort: each file keeps its order). `make test` hands
+    files to its workers in this order (--dist loadfile --no-loadscope-reorder), so the
+    short ones fill in around the long ones instead of one long file running alone at
+    the end."""
+
+    def weight(item: pytest.Item) -> int:
+        return 0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=weight)
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int = 200
