@@ -39,7 +39,8 @@ TARGET_POINTS = 1.0  # each variant's accuracy within this many points of evalua
 REPORTED_ONLY = ("jpeg q75", "enlarged 3x")
 
 
-def _sheet(image: np.ndarray, shape: tuple[int, int], top: int, left: int) -> np.ndarray:
+def on_sheet(image: np.ndarray, shape: tuple[int, int], top: int, left: int) -> np.ndarray:
+    """`image` pasted on a black sheet of `shape` at (top, left)."""
     sheet = np.zeros(shape, dtype=np.float64)
     sheet[top : top + image.shape[0], left : left + image.shape[1]] = image
     return sheet
@@ -53,17 +54,17 @@ def _jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
 
 def _larger(image: np.ndarray) -> np.ndarray:
     big = Image.fromarray(image.astype(np.uint8)).resize((84, 84), Image.Resampling.BILINEAR)
-    return _sheet(np.asarray(big, dtype=np.float64), (100, 160), 8, 50)
+    return on_sheet(np.asarray(big, dtype=np.float64), (100, 160), 8, 50)
 
 
 VARIANTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "as is": lambda image: image.astype(np.float64),
-    "margins": lambda image: _sheet(image, (64, 64), 18, 18),
-    "offset": lambda image: _sheet(image, (120, 200), 4, 165),
-    "canvas 100x160": lambda image: _sheet(image, (100, 160), 40, 30),
-    "inverted": lambda image: 255.0 - _sheet(image, (64, 64), 18, 18),
-    "jpeg": lambda image: _jpeg(_sheet(image, (64, 64), 18, 18), 90),
-    "jpeg q75": lambda image: _jpeg(_sheet(image, (64, 64), 18, 18), 75),
+    "margins": lambda image: on_sheet(image, (64, 64), 18, 18),
+    "offset": lambda image: on_sheet(image, (120, 200), 4, 165),
+    "canvas 100x160": lambda image: on_sheet(image, (100, 160), 40, 30),
+    "inverted": lambda image: 255.0 - on_sheet(image, (64, 64), 18, 18),
+    "jpeg": lambda image: _jpeg(on_sheet(image, (64, 64), 18, 18), 90),
+    "jpeg q75": lambda image: _jpeg(on_sheet(image, (64, 64), 18, 18), 75),
     "enlarged 3x": _larger,
 }
 

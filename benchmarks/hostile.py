@@ -16,8 +16,6 @@ import io
 import itertools
 import os
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,7 +36,7 @@ from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.testing import synthetic
 from mnist_pipeline.testing.bounds import Run, run_measured
 from mnist_pipeline.testing.configs import complete_params, make_params, model_config
-from mnist_pipeline.testing.holds import hold_after_epoch
+from mnist_pipeline.testing.holds import kill_train_after_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.1, pixel_std=0.3)
@@ -246,14 +244,7 @@ def broken_state(change: Callable[[dict], None]) -> Callable[[Path], Run]:
             *("--state-dir", str(tmp / "state")),
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-c", hold_after_epoch(1), *argv]  # held until killed
-        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as process:
-            assert process.stdout is not None
-            for line in process.stdout:
-                if line.startswith("epoch   1:"):
-                    process.kill()
-                    break
-            process.wait(timeout=300)
+        kill_train_after_epoch(argv, 1, env)
         state_file = tmp / "state" / "state.pt"
         payload = torch.load(state_file, weights_only=True)
         change(payload["state"])

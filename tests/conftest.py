@@ -17,6 +17,7 @@ import pytest
 from filelock import FileLock
 
 from mnist_pipeline.testing.dvc_repo import (
+    ALL_STAGES,
     SMALL_PARAMS,
     commit_all,
     copy_into,
@@ -190,7 +191,6 @@ def prepared(tmp_path_factory):
 # copy is a repository of its own (git objects, DVC cache, workspace); only the data
 # set file outside it is shared, and nothing writes to that.
 
-ALL_STAGES = ["fetch", "prepare", "train", "evaluate", "export"]
 REPRODUCED_ROWS = (1000, 200, 200)  # train, valid, test
 SCRIPTS = (
     "scripts/report.py",

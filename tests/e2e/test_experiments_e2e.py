@@ -17,6 +17,7 @@ import yaml
 
 from mnist_pipeline.experiments.start import changed_leaves
 from mnist_pipeline.testing.dvc_repo import (
+    METRICS,
     commit_all,
     head_experiments,
     read_json,
@@ -27,10 +28,6 @@ from mnist_pipeline.testing.dvc_repo import (
 )
 
 pytestmark = pytest.mark.e2e
-
-ALL_STAGES = ["fetch", "prepare", "train", "evaluate", "export"]
-METRICS = ("metrics/evaluate.json", "metrics/train/metrics.json")
-MODEL = "models/model.pt"
 
 
 @pytest.fixture(scope="module")

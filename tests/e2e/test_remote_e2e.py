@@ -16,6 +16,8 @@ import yaml
 
 from mnist_pipeline.export import formats
 from mnist_pipeline.testing.dvc_repo import (
+    ALL_STAGES,
+    MODEL,
     commit_all,
     copy_into,
     read_json,
@@ -26,7 +28,6 @@ from tests.support import REPO
 
 pytestmark = pytest.mark.e2e
 
-ALL_STAGES = ["fetch", "prepare", "train", "evaluate", "export"]
 UP_TO_DATE = "Data and pipelines are up to date."
 # Outputs whose bytes must travel unchanged: git-tracked metrics, DVC-cached model and
 # figures.
@@ -41,7 +42,6 @@ OUTPUTS = (
 
 TEST_ROWS = 200  # the reproduced repository's test split (tests/conftest.py)
 EXPERIMENT = "e2e-two-epochs"
-MODEL = "models/model.pt"
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,9 @@ import yaml
 
 from mnist_pipeline.experiments.start import changed_leaves
 from mnist_pipeline.testing.dvc_repo import (
+    ALL_STAGES,
+    METRICS,
+    MODEL,
     commit_all,
     lock_out_md5,
     read_json,
@@ -26,10 +29,6 @@ from mnist_pipeline.testing.dvc_repo import (
 )
 
 pytestmark = pytest.mark.e2e
-
-ALL_STAGES = ["fetch", "prepare", "train", "evaluate", "export"]
-METRICS = ("metrics/evaluate.json", "metrics/train/metrics.json")
-MODEL = "models/model.pt"
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmarks.bench_predict import on_sheet
 from mnist_pipeline.__main__ import main
 from mnist_pipeline.data.prepared import pixel_mean_std
 from mnist_pipeline.data.registry import DIGIT_NAMES, FASHION_MNIST, MNIST, Framing
@@ -142,13 +143,6 @@ def _framed(image: np.ndarray, framing: Framing) -> np.ndarray:
     return preprocess(Loaded("a", image.astype(np.float64)), "auto", framing).image_u8
 
 
-def _on_sheet(image: np.ndarray, shape: tuple[int, int], top: int, left: int) -> np.ndarray:
-    """`image` pasted on a black sheet of `shape` at (top, left)."""
-    sheet = np.zeros(shape, dtype=np.float64)
-    sheet[top : top + image.shape[0], left : left + image.shape[1]] = image
-    return sheet
-
-
 @pytest.mark.parametrize("dataset", [MNIST, FASHION_MNIST])
 def test_framing_finds_the_content_wherever_and_however_large_it_is_drawn(trained, dataset):
     """An image framed as the data set frames its images comes back the same from a larger
@@ -162,11 +156,11 @@ def test_framing_finds_the_content_wherever_and_however_large_it_is_drawn(traine
         # Framing again may move a digit by a pixel (its centre of mass, now of rounded
         # pixels, rounds the other way): the reference is the drawn image framed.
         reference = _framed(drawn, framing)
-        sheet = _on_sheet(drawn, (120, 200), 7, 150)  # off-centre, wide margins
+        sheet = on_sheet(drawn, (120, 200), 7, 150)  # off-centre, wide margins
         assert np.array_equal(_framed(sheet, framing), reference)
         assert np.array_equal(_framed(255.0 - sheet, framing), reference)  # ink on paper
         big = drawn.repeat(3, axis=0).repeat(3, axis=1)  # shrunk back by 3x3 means
-        assert np.array_equal(_framed(_on_sheet(big, (300, 90), 5, 2), framing), reference)
+        assert np.array_equal(_framed(on_sheet(big, (300, 90), 5, 2), framing), reference)
         # Fitting the whole sheet instead leaves a small glyph in a wide margin.
         whole = preprocess(Loaded("a", sheet)).image_u8
         assert not np.array_equal(whole, reference)
@@ -199,7 +193,7 @@ def test_predict_frames_as_the_models_data_set_unless_told_to_fit_the_canvas(tmp
     images = make_images(6, 4)[0].numpy()
     folder = tmp_path / "sheets"
     folder.mkdir()
-    sheets = [_on_sheet(image, (90, 70), 3 * i, 40 - 5 * i) for i, image in enumerate(images)]
+    sheets = [on_sheet(image, (90, 70), 3 * i, 40 - 5 * i) for i, image in enumerate(images)]
     for i, sheet in enumerate(sheets):
         _write_png(folder / f"{i}.png", sheet.astype(np.uint8))
     for choice, framing in (("dataset", MNIST.framing), ("canvas", None)):

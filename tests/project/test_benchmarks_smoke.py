@@ -12,8 +12,6 @@ import torch
 import yaml
 
 from benchmarks import (
-    bench_predict,
-    bench_repro,
     bench_train,
     profile_train,
     run_all,
@@ -21,9 +19,7 @@ from benchmarks import (
 )
 from benchmarks import train_support as ts
 from mnist_pipeline.config.params import load_params
-from mnist_pipeline.data.registry import DIGIT_NAMES
-from mnist_pipeline.model.checkpoint import save_checkpoint
-from mnist_pipeline.model.networks import InputSpec, build_model
+from mnist_pipeline.model.networks import build_model
 from mnist_pipeline.testing import synthetic
 from mnist_pipeline.testing.configs import make_params, model_config, train_config
 from tests.support import REPO
@@ -129,20 +125,6 @@ def test_profile_train_runs():
     assert result["us_per_step"] > 0 and 0 < result["gemm_share"] < 1
 
 
-@pytest.mark.e2e
-def test_bench_repro_runs_the_pipeline(tmp_path):
-    small = {
-        "prepare": {"shard_size": 400},
-        "model": {"hidden_sizes": [32]},
-        "train": {"epochs": 1, "device": "cpu"},
-        "evaluate": {"mc_samples": 0, "worst_examples": 4, "device": "cpu"},
-    }
-    result = bench_repro.run(workdir=tmp_path, rows=(600, 120, 120), params=small)
-    assert result["stages_run"] == ["fetch", "prepare", "train", "evaluate", "export"]
-    lines = run_all.summary({"threads": 1, "repro": result})
-    assert any(what.startswith("dvc repro") for what, _, _ in lines)
-
-
 def test_bench_step_compares_both_steps_in_both_settings():
     from benchmarks import bench_step
 
@@ -171,8 +153,10 @@ def test_benchmarks_take_their_settings_from_the_committed_params_and_presets(
     assert tutorial_train.augment == params.train.augment  # the rest is the committed file
 
 
-@pytest.mark.slow
-def test_bench_cnn_quick_runs_a_preset_through_dvc_repro(tmp_path):
+@pytest.mark.e2e
+def test_bench_cnn_quick_runs_a_preset_through_bench_repro(tmp_path):
+    """bench_cnn runs each preset through bench_repro (`dvc repro` of a fresh copy, with
+    timed stages): one run shows both work and that run_all reports both."""
     from benchmarks import bench_cnn
 
     # One preset: the other goes through the same code, and each is a whole pipeline.
@@ -184,28 +168,11 @@ def test_bench_cnn_quick_runs_a_preset_through_dvc_repro(tmp_path):
         assert r["stages_run"] == ["fetch", "prepare", "train", "evaluate", "export"]
         assert 0 <= r["test_accuracy"] <= 1
         assert r["train_stage_wall_s"] > r["train_seconds"] > 0  # the stage's own clock
+        assert r["repro_seconds"] > r["train_stage_wall_s"] and r["evaluate_seconds"] > 0
         assert r["met"] is False  # one epoch on 600 synthetic images misses 92.5%
     lines = bench_cnn.summary_lines(results)
     assert [what.split(" ")[0] for what, _, _ in lines] == ["cnn-fast"]
     assert all("(target missed)" in measured for _, measured, _ in lines)
-
-
-def test_bench_predict_draws_every_variant_and_scores_both_fits(tmp_path, prepared):
-    """On the tiny MNIST fixture with an untrained model of MNIST's classes: every
-    variant is drawn and scored both ways; the numbers mean nothing at this size, but
-    a digit on a sheet framed as MNIST frames it is scored as the framed original."""
-    torch.manual_seed(0)
-    spec = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
-    config = model_config(hidden_sizes=(8,), dropout=0.0)
-    checkpoint = tmp_path / "model.pt"
-    model = build_model(config, spec)
-    save_checkpoint(checkpoint, model, config, spec, list(DIGIT_NAMES), make_params(), {})
-    results = bench_predict.run(checkpoint, prepared, rows=20)
-    assert results["dataset"] == "mnist" and results["rows"] == 20
-    assert set(results["variants"]) == set(bench_predict.VARIANTS)
-    for name, scores in results["variants"].items():
-        assert 0 <= scores["dataset"] <= 1 and 0 <= scores["canvas"] <= 1
-        assert (scores["within_target"] is None) == (name in bench_predict.REPORTED_ONLY)
-    variants = results["variants"]
-    assert variants["margins"]["dataset"] == variants["offset"]["dataset"]
-    assert variants["margins"]["dataset"] == variants["inverted"]["dataset"]
+    repro_lines = run_all.summary({"threads": 1, "repro": results[0]})
+    assert any(what.startswith("dvc repro") for what, _, _ in repro_lines)
+    assert list(tmp_path.iterdir()) == []  # the throwaway copy is gone

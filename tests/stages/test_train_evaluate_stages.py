@@ -1,6 +1,13 @@
 """The train and evaluate stage scripts on a tiny prepared data set: they round-trip,
-and bad input ends in one stderr line, a non-zero exit and no output."""
+and bad input ends in one stderr line, a non-zero exit and no output.
 
+The round trip and one bad param run the scripts as subprocesses, as DVC runs them; the
+other cases call the same script's parser and `main` through `run_stage` in this process
+(the same one-line/exit-1 contract, without a Python and torch start each).
+"""
+
+import contextlib
+import io
 import json
 import re
 import subprocess
@@ -14,7 +21,7 @@ from mnist_pipeline.model.checkpoint import load_checkpoint
 from mnist_pipeline.testing.configs import complete_params
 from tests.support import REPO, load_script, python_env
 
-pytestmark = pytest.mark.slow  # every test runs a stage script as a subprocess
+pytestmark = pytest.mark.slow  # every test trains a model, some in a subprocess
 
 FIGURE_KINDS = ("confusion", "reliability", "uncertainty", "worst")
 TEST_ROWS = 60  # the `prepared` fixture's test split
@@ -26,22 +33,46 @@ evaluate: {device: cpu, mc_samples: 3, worst_examples: 4}
 """
 
 
-def _stage(name, tmp_path, params_text, *args):
+@pytest.fixture(autouse=True)
+def torch_settings_restored():
+    """A stage configures torch for its process (threads, deterministic kernels, the
+    seed): put this test process's settings back after each test."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    rng = torch.get_rng_state()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.set_rng_state(rng)
+
+
+def _stage(name, tmp_path, params_text, *args, subprocess_run=False):
+    """Run stages/NAME.py with a params file of `params_text` and `args`: in a subprocess,
+    or its `main` through `run_stage` in this process."""
     params = tmp_path / "params.yaml"
     params.write_text(complete_params(params_text))
-    argv = [sys.executable, str(REPO / "stages" / f"{name}.py"), "--params", str(params), *args]
-    env = python_env()
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    argv = ["--params", str(params), *args]
+    if subprocess_run:
+        command = [sys.executable, str(REPO / "stages" / f"{name}.py"), *argv]
+        return subprocess.run(
+            command, env=python_env(), capture_output=True, text=True, timeout=300, check=False
+        )
+    stage = load_script(f"stages/{name}.py")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = stage.run_stage(stage.main, stage.parser, argv)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
-def _train(tmp_path, prepared, params_text=PARAMS):
+def _train(tmp_path, prepared, params_text=PARAMS, subprocess_run=False):
     model, live = tmp_path / "models" / "model.pt", tmp_path / "metrics" / "train"
     args = ["--data", str(prepared), "--model", str(model), "--log-dir", str(live)]
     args += ["--timings", str(tmp_path / "logs" / "timings.json")]
-    return _stage("train", tmp_path, params_text, *args), model, live
+    return _stage("train", tmp_path, params_text, *args, subprocess_run=subprocess_run), model, live
 
 
-def _evaluate(tmp_path, prepared, model, params_text=PARAMS):
+def _evaluate(tmp_path, prepared, model, params_text=PARAMS, subprocess_run=False):
     metrics, plots = tmp_path / "metrics" / "evaluate.json", tmp_path / "metrics" / "evaluate"
     args = [
         "--data",
@@ -55,11 +86,12 @@ def _evaluate(tmp_path, prepared, model, params_text=PARAMS):
         "--figures",
         str(plots.parent / "figures"),
     ]
-    return _stage("evaluate", tmp_path, params_text, *args), metrics, plots
+    result = _stage("evaluate", tmp_path, params_text, *args, subprocess_run=subprocess_run)
+    return result, metrics, plots
 
 
 def test_train_then_evaluate_round_trip(tmp_path, prepared):
-    result, model, live = _train(tmp_path, prepared)
+    result, model, live = _train(tmp_path, prepared, subprocess_run=True)
     assert result.returncode == 0, result.stderr
     assert "valid loss" in result.stdout  # printed each epoch, as the tutorial does
     summary = json.loads((live / "metrics.json").read_text())
@@ -83,7 +115,7 @@ def test_train_then_evaluate_round_trip(tmp_path, prepared):
     assert payload["run"]["epochs_run"] == 2 and payload["run"]["threads"] == 1
     assert payload["params"]["train"]["epochs"] == 2
 
-    result, metrics, plots = _evaluate(tmp_path, prepared, model)
+    result, metrics, plots = _evaluate(tmp_path, prepared, model, subprocess_run=True)
     assert result.returncode == 0, result.stderr
     values = json.loads(metrics.read_text())
     assert set(values) == {"valid", "test"}
@@ -197,7 +229,8 @@ def test_bad_train_params_fail_fast_with_one_line(tmp_path, prepared, capsys, ch
 
 
 def test_the_train_script_says_a_bad_param_in_one_line(tmp_path, prepared):
-    result, model, live = _train(tmp_path, prepared, PARAMS.replace("lr: 0.003", "lr: -1"))
+    bad = PARAMS.replace("lr: 0.003", "lr: -1")
+    result, model, live = _train(tmp_path, prepared, bad, subprocess_run=True)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "train.lr: must be > 0" in result.stderr
     assert not model.parent.exists() and not live.exists()

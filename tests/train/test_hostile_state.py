@@ -19,7 +19,7 @@ from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.runtime import configure_torch
 from mnist_pipeline.testing.bounds import MB
 from mnist_pipeline.testing.configs import complete_params, model_config, train_config
-from mnist_pipeline.testing.holds import hold_after_epoch
+from mnist_pipeline.testing.holds import kill_train_after_epoch
 from mnist_pipeline.testing.synthetic import make_images
 from mnist_pipeline.train import resume
 from mnist_pipeline.train.distributed import SINGLE_PROCESS
@@ -205,16 +205,8 @@ def test_the_train_stage_replaces_a_broken_state_instead_of_crashing(tmp_path, p
         *("--state-dir", str(tmp_path / "state")),
     ]
     env = python_env(PYTHONUNBUFFERED="1")
-    # Held after the line of epoch 1 (its state is saved before the line) until killed:
-    # the kill lands after epoch 1 however fast training is.
-    command = [sys.executable, "-c", hold_after_epoch(1), *argv]
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("epoch   1:"):
-                process.kill()
-                break
-        process.wait(timeout=120)
+    # Killed after the line of epoch 1 (its state is saved before the line).
+    kill_train_after_epoch(argv, 1, env)
     state_file = tmp_path / "state" / resume.STATE_FILE
     payload = torch.load(state_file, weights_only=True)  # the key stays this run's
     for slot in payload["state"]["optimizer"]["state"].values():

@@ -69,18 +69,21 @@ def experiment_names(repo: Path) -> list[str]:
 
 def valid_metrics(repo: Path, ref: str) -> dict[str, float]:
     """The numbers of the `valid` section of metrics/evaluate.json at `ref`."""
+    return select_valid(metrics_document(repo, ref))
+
+
+def metrics_document(repo: Path, ref: str) -> Any:
+    """metrics/evaluate.json at `ref`, parsed; its size is checked before it is read."""
     found = blob_size_at(repo, ref, METRICS_FILE)
     if found is None:
         raise PipelineError(f"{ref}: no {METRICS_FILE}")
     oid, size = found
     if size > MAX_METRICS_BYTES:
         raise PipelineError(f"{ref}:{METRICS_FILE}: {size} bytes, over {MAX_METRICS_BYTES}")
-    data = blob_bytes(repo, oid)
     try:
-        document = json.loads(data or b"")
+        return json.loads(blob_bytes(repo, oid) or b"")
     except ValueError:
         raise PipelineError(f"{ref}:{METRICS_FILE}: not JSON") from None
-    return select_valid(document)
 
 
 def select_valid(document: Any) -> dict[str, float]:

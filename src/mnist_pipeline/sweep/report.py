@@ -23,14 +23,13 @@ from optuna.trial import FrozenTrial, TrialState
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.experiments.table import predictions_at
 from mnist_pipeline.fileio import atomic_dir
-from mnist_pipeline.gitrepo import blob_bytes, blob_size_at
 from mnist_pipeline.review.markdown import escape_text, inline_code
 from mnist_pipeline.review.report import markdown_table
 from mnist_pipeline.review.significance import compare_accuracy
 from mnist_pipeline.sweep import figures
 from mnist_pipeline.sweep import study as st
 from mnist_pipeline.sweep.driver import Candidate, summarize
-from mnist_pipeline.sweep.experiment import MAX_METRICS_BYTES, METRICS_FILE, experiment_ref
+from mnist_pipeline.sweep.experiment import experiment_ref, metrics_document
 from mnist_pipeline.sweep.launch import HEARTBEAT_S, Where, load
 from mnist_pipeline.sweep.spec import Sweep
 
@@ -234,13 +233,9 @@ def _test_accuracy(repo: Path, name: str) -> float | None:
     ref = experiment_ref(repo, name)
     if ref is None:
         return None
-    found = blob_size_at(repo, ref, METRICS_FILE)
-    if found is None or found[1] > MAX_METRICS_BYTES:
-        return None
     try:
-        document = json.loads(blob_bytes(repo, found[0]) or b"")
-        value = document["test"][TEST_METRIC]
-    except (ValueError, KeyError, TypeError):
+        value = metrics_document(repo, ref)["test"][TEST_METRIC]
+    except (PipelineError, KeyError, TypeError):
         return None
     return float(value) if isinstance(value, int | float) else None
 

@@ -38,6 +38,12 @@ PIPELINE_FILES = (
     "src/mnist_pipeline",
 )
 
+# The pipeline's stages in dvc.yaml's order (what a first `dvc repro` runs), its
+# git-tracked metrics files, and its checkpoint.
+ALL_STAGES = ["fetch", "prepare", "train", "evaluate", "export"]
+METRICS = ("metrics/evaluate.json", "metrics/train/metrics.json")
+MODEL = "models/model.pt"
+
 # A pipeline small enough to run in seconds on synthetic data.
 SMALL_PARAMS = {
     "fetch": {"retries": 2, "backoff_s": 0.01, "timeout_s": 10},

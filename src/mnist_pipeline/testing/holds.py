@@ -7,6 +7,12 @@ long the test takes to react, and a stage that is not held may finish meanwhile.
 A held process never goes on by itself: a test that starts one kills it whatever happens.
 """
 
+import subprocess
+import sys
+import textwrap
+
+from mnist_pipeline.testing.bounds import HANG_GUARD_S
+
 # The hold: blocks until a signal ends or interrupts it.
 _HOLD = "threading.Event().wait()"
 
@@ -32,11 +38,25 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def hold_after_epoch_sitecustomize(epoch: int) -> str:
-    """A sitecustomize.py: every Python process started with its folder on the path
-    (torchrun's ranks, DVC's stages) holds after printing the line of `epoch`."""
-    return f"""
-import builtins, sys, threading
+def kill_train_after_epoch(argv: list[str], epoch: int, env: dict[str, str]) -> None:
+    """Run the train stage (`argv`: stages/train.py and its arguments) held after the line
+    of `epoch`, and SIGKILL it there: it leaves that epoch's state behind however fast it
+    trains. A stage that ends before that line (an error) just ends; the caller finds no
+    state. `env` must set PYTHONUNBUFFERED, or the line may wait in the stage's buffer."""
+    command = [sys.executable, "-c", hold_after_epoch(epoch), *argv]
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith(f"epoch {epoch:>3}:"):
+                process.kill()
+                break
+        process.wait(timeout=HANG_GUARD_S)  # killed, or its output ended: it is ending
+
+
+def _print_held_after_epoch(epoch: int) -> str:
+    """Code that replaces `print` with one that holds after printing the line of `epoch`
+    (sitecustomize runs before the stage's imports, so it wraps the builtin)."""
+    return f"""import builtins, sys, threading
 _print = builtins.print
 def _held_print(*args, **kwargs):
     _print(*args, **kwargs)
@@ -45,6 +65,12 @@ def _held_print(*args, **kwargs):
         {_HOLD}
 builtins.print = _held_print
 """
+
+
+def hold_after_epoch_sitecustomize(epoch: int) -> str:
+    """A sitecustomize.py: every Python process started with its folder on the path
+    (torchrun's ranks, DVC's stages) holds after printing the line of `epoch`."""
+    return _print_held_after_epoch(epoch)
 
 
 def hold_prepare_mid_write() -> str:
@@ -76,7 +102,7 @@ def hold_matching_params_sitecustomize(epoch: int, variable: str) -> str:
 import os
 _wanted = os.environ.get({variable!r}, "")
 if _wanted:
-    import builtins, json, sys, threading
+    import json
     import yaml
     _key, _, _value = _wanted.partition("=")
     try:
@@ -88,11 +114,4 @@ if _wanted:
     except (OSError, KeyError, TypeError, ValueError):
         _match = False
     if _match:
-        _print = builtins.print
-        def _held_print(*args, **kwargs):
-            _print(*args, **kwargs)
-            if args and str(args[0]).startswith("epoch {epoch:>3}:"):
-                sys.stdout.flush()
-                {_HOLD}
-        builtins.print = _held_print
-"""
+{textwrap.indent(_print_held_after_epoch(epoch), " " * 8)}"""
