@@ -8,8 +8,12 @@
    throwaway copy, and the evaluate stage on its own;
 4. bench_distributed: the train stage as 1 process x 2 threads against 2
    processes x 1 thread (torchrun + DDP), default params, 5 epochs;
-5. bench_cnn: `dvc repro` with each CNN preset (cnn-fast, cnn-best) against its
-   accuracy and train-stage time targets (about 10 minutes on a 2-core CPU).
+5. bench_reference: the pytorch/examples MNIST recipe on the same splits, 14 epochs
+   (about 7 minutes of training on a 2-core CPU), its best test accuracy and the
+   training time to it;
+6. bench_cnn: `dvc repro` with each CNN preset (cnn-fast, cnn-best) against its
+   accuracy and train-stage time targets (about 10 minutes on a 2-core CPU), and
+   cnn-fast's train stage over the reference's time to its best.
 Synthetic full-size data by default; `--idx-dir DIR --dataset NAME` or `--raw
 DIR` for a real data set. The benchmarks run one after another, never at once;
 each reports the load averages, since other processes skew the timings.
@@ -23,10 +27,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_cnn, bench_distributed, bench_prepare, bench_repro, bench_train
+from benchmarks import (
+    bench_cnn,
+    bench_distributed,
+    bench_prepare,
+    bench_reference,
+    bench_repro,
+    bench_train,
+)
 from benchmarks import train_support as ts
 
-STEPS = ("prepare", "train", "repro", "distributed", "cnn")
+STEPS = ("prepare", "train", "repro", "distributed", "reference", "cnn")
 QUICK_REPRO_PARAMS = {"train": {"epochs": 2}, "evaluate": {"mc_samples": 0}}
 
 
@@ -52,9 +63,16 @@ def run(args: argparse.Namespace, raw: Path | None) -> dict[str, Any]:
         print("\n== bench_distributed", flush=True)
         epochs = 1 if args.quick else 5
         results["distributed"] = bench_distributed.run(raw, epochs, seed=args.seed, rows=rows)
+    if "reference" in args.steps:
+        print("\n== bench_reference", flush=True)
+        data = ts.load_data(raw, rows, args.seed)
+        epochs = 1 if args.quick else bench_reference.EPOCHS
+        results["reference"] = bench_reference.run(data, epochs)
+        del data
     if "cnn" in args.steps:
         print("\n== bench_cnn", flush=True)
-        results["cnn"] = bench_cnn.run(raw, args.workdir, args.seed, rows, args.quick)
+        presets = tuple(args.presets)
+        results["cnn"] = bench_cnn.run(raw, args.workdir, args.seed, rows, args.quick, presets)
     return results
 
 
@@ -103,6 +121,8 @@ def summary(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         speed = f"{r['epoch_s']:.2f} s/epoch, {r['samples_per_s']:.0f} samples/s"
         lines.append((what, speed, ""))
     lines += bench_cnn.summary_lines(results.get("cnn", []))
+    if "reference" in results:
+        lines += bench_reference.summary_lines(results["reference"], results.get("cnn", []))
     return lines
 
 
@@ -130,6 +150,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     bench_train.add_data_arguments(parser)
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument(
+        "--presets", nargs="+", choices=list(bench_cnn.TARGETS), default=list(bench_cnn.TARGETS)
+    )
     parser.add_argument("--workdir", type=Path, help="where temporary data goes (default: $TMPDIR)")
     parser.add_argument("--json", type=Path, help="also write every result here")
     args = parser.parse_args(argv)

@@ -57,17 +57,17 @@ def tutorial_configs() -> tuple[ModelConfig, TrainConfig]:
 
 
 def load_data(raw: Path | None, rows: tuple[int, int, int], seed: int) -> dict[str, Any]:
-    """{"name", "dataset", "train", "valid"}: a raw dir as the fetch stage leaves it (its
-    first `rows` of train and valid), or synthetic data (MNIST's layout) of `rows` (train,
-    valid, test) rows."""
+    """{"name", "dataset", "train", "valid", "test"}: a raw dir as the fetch stage leaves
+    it (the first `rows` of each split), or synthetic data (MNIST's layout) of `rows`
+    (train, valid, test) rows."""
     if raw is None:
-        train, valid, _ = synthetic.make_splits(rows, seed)
+        train, valid, test = synthetic.make_splits(rows, seed)
         name = f"synthetic {rows[0]}/{rows[1]}"
-        return {"name": name, "dataset": "mnist", "train": train, "valid": valid}
+        return {"name": name, "dataset": "mnist", "train": train, "valid": valid, "test": test}
     splits, description = read_raw(raw)
     tensors = {
         name: (torch.from_numpy(np.array(x[:n])), torch.from_numpy(np.array(y[:n])))
-        for name, n in zip(("train", "valid"), rows[:2], strict=True)
+        for name, n in zip(("train", "valid", "test"), rows, strict=True)
         for x, y in [splits[name]]
     }
     dataset = description["dataset"]

@@ -176,3 +176,24 @@ def test_bench_cnn_quick_runs_a_preset_through_bench_repro(tmp_path):
     repro_lines = run_all.summary({"threads": 1, "repro": results[0]})
     assert any(what.startswith("dvc repro") for what, _, _ in repro_lines)
     assert list(tmp_path.iterdir()) == []  # the throwaway copy is gone
+
+
+def test_bench_reference_trains_the_published_recipe_and_reports_the_ratio(tiny_data):
+    from benchmarks import bench_reference
+
+    net = bench_reference.Net()
+    assert [p.shape[0] for p in net.parameters()] == [32, 32, 64, 64, 128, 128, 10, 10]
+    assert net(torch.zeros(2, 1, 28, 28)).exp().sum(dim=1).allclose(torch.ones(2))
+    result = bench_reference.run(tiny_data, epochs=2)
+    assert [r["epoch"] for r in result["epochs"]] == [1, 2]
+    assert result["train_rows"] == TINY_ROWS[0] and result["test_rows"] == TINY_ROWS[2]
+    best = result["epochs"][result["best_epoch"] - 1]
+    assert result["best_test_accuracy"] == best["test_accuracy"] == max(
+        r["test_accuracy"] for r in result["epochs"]
+    )
+    assert result["seconds_to_best"] == best["train_s"] > 0
+    cnn = [{"preset": "cnn-fast", "train_stage_wall_s": result["seconds_to_best"] / 4}]
+    cnn[0]["test_accuracy"] = 0.5
+    lines = bench_reference.summary_lines(result, cnn)
+    assert len(lines) == 2 and "= 1/4.0" in lines[1][1] and lines[1][2] == "<= 1/12"
+    assert run_all.summary({"threads": 1, "reference": result})[-1] == lines[0]
