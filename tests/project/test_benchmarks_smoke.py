@@ -188,8 +188,10 @@ def test_bench_reference_trains_the_published_recipe_and_reports_the_ratio(tiny_
     assert [r["epoch"] for r in result["epochs"]] == [1, 2]
     assert result["train_rows"] == TINY_ROWS[0] and result["test_rows"] == TINY_ROWS[2]
     best = result["epochs"][result["best_epoch"] - 1]
-    assert result["best_test_accuracy"] == best["test_accuracy"] == max(
-        r["test_accuracy"] for r in result["epochs"]
+    assert (
+        result["best_test_accuracy"]
+        == best["test_accuracy"]
+        == max(r["test_accuracy"] for r in result["epochs"])
     )
     assert result["seconds_to_best"] == best["train_s"] > 0
     cnn = [{"preset": "cnn-fast", "train_stage_wall_s": result["seconds_to_best"] / 4}]
