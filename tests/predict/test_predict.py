@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -301,6 +302,93 @@ def test_exported_files_refuse_mc_dropout_and_other_devices_in_one_line(tmp_path
         code = main(["predict", "--device", "cuda", "--model", str(path), str(png)])
         err = capsys.readouterr().err
         assert code == 1 and f"--device cuda: {path.suffix} files run on the CPU here" in err
+
+
+def _evaluate_metrics(path: Path, temperature: object) -> Path:
+    """An evaluate metrics file as the stage writes it with evaluate.calibrate."""
+    split = {"accuracy": 0.9, "ece": 0.01, "temperature": temperature}
+    path.write_text(json.dumps({"valid": split, "test": split}))
+    return path
+
+
+def test_calibration_scales_the_probabilities_by_evaluates_temperature(tmp_path, capsys, trained):
+    checkpoint, model, images, expected = trained
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(images.numpy()):
+        _write_png(folder / f"{i:03d}.png", image)
+    temperature = 2.5
+    metrics_file = _evaluate_metrics(tmp_path / "evaluate.json", temperature)
+    args = ["--top-k", "10", "--fit", "canvas", str(folder)]
+    scaled = (predict_logits(model, images, 100) / temperature).softmax(dim=1)
+    exports = _exported(tmp_path, model, images)
+    for path in [checkpoint, *exports]:
+        plain = _predict(capsys, "--model", str(path), *args)
+        code, out, err = _predict(
+            capsys, "--model", str(path), "--calibration", str(metrics_file), *args
+        )
+        assert (code, err) == (0, ""), err
+        assert _top1(out) == _top1(plain[1]) == expected.tolist()  # the argmax never moves
+        for record, want in zip(json.loads(out), scaled, strict=True):
+            got = {t["class"]: t["probability"] for t in record["top"]}
+            assert got == pytest.approx(dict(enumerate(want.tolist())), abs=2e-6)
+        # T > 1 lowers every top-1 confidence the model had.
+        top_plain = [r["top"][0]["probability"] for r in json.loads(plain[1])]
+        top_scaled = [r["top"][0]["probability"] for r in json.loads(out)]
+        assert all(s < p for s, p in zip(top_scaled, top_plain, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "no such file"),
+        ("{", "not valid JSON"),
+        ("[" * 100_000, "not valid JSON (nested too deeply)"),
+        ('{"test": {"accuracy": 0.9}}', "no valid.temperature; give the evaluate stage's metrics"),
+        (
+            '{"valid": {"temperature": "1.5"}}',
+            "valid.temperature must be a number in [0.05, 20.0], got '1.5'",
+        ),
+        (
+            '{"valid": {"temperature": NaN}}',
+            "valid.temperature must be a number in [0.05, 20.0], got nan",
+        ),
+        (
+            '{"valid": {"temperature": 0}}',
+            "valid.temperature must be a number in [0.05, 20.0], got 0",
+        ),
+        (
+            '{"valid": {"temperature": true}}',
+            "valid.temperature must be a number in [0.05, 20.0], got True",
+        ),
+        ('{"valid": {"temperature": 1e400}}', "got inf"),
+    ],
+)
+def test_a_bad_calibration_file_is_one_line_before_any_work(
+    tmp_path, capsys, trained, content, problem
+):
+    checkpoint, _, images, _ = trained
+    png = _write_png(tmp_path / "a.png", images[0].numpy())
+    metrics_file = tmp_path / "evaluate.json"
+    if content is not None:
+        metrics_file.write_text(content)
+    out_file = tmp_path / "out.json"
+    argv = ["--model", str(checkpoint), "--calibration", str(metrics_file), "--out", str(out_file)]
+    code, out, err = _predict(capsys, *argv, str(png))
+    assert (code, out) == (1, "") and len(err.splitlines()) == 1
+    assert err.startswith(f"predict: error: {metrics_file}: ") and problem in err, err
+    assert not out_file.exists()
+
+
+def test_a_calibration_fifo_is_refused_without_blocking(tmp_path, capsys, trained):
+    checkpoint, _, images, _ = trained
+    png = _write_png(tmp_path / "a.png", images[0].numpy())
+    fifo = tmp_path / "evaluate.json"
+    os.mkfifo(fifo)
+    code, _, err = _predict(
+        capsys, "--model", str(checkpoint), "--calibration", str(fifo), str(png)
+    )
+    assert code == 1 and err == f"predict: error: {fifo}: is a FIFO, not a metrics file\n"
 
 
 def test_csv_output_with_top_k_and_mc_dropout(tmp_path, capsys, trained):

@@ -1,6 +1,8 @@
 """`mnist-pipeline predict`: classify image files with a model of the pipeline: its
 checkpoint (.pt), or the export stage's TorchScript (.ts) or ONNX (.onnx) file, whose
 metadata hold the class names (CPU only, no MC dropout: they run in eval mode).
+With `--calibration`, the probabilities are temperature-scaled by the temperature the
+evaluate stage fitted on the valid split (its metrics file), as evaluate reports them.
 
 Each file that cannot be used (unreadable, wrong shape, empty) is one line on stderr and
 is skipped; the others are still predicted, and the exit status is 1 if any failed.
@@ -21,8 +23,9 @@ from mnist_pipeline.cli import one_line, printable
 from mnist_pipeline.config.params import MAX_MC_SAMPLES
 from mnist_pipeline.data.registry import DatasetSpec, Framing, dataset_with_class_names, get_dataset
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.evaluate.metrics import MAX_TEMPERATURE, MIN_TEMPERATURE
 from mnist_pipeline.export.formats import EXPORTED_SUFFIXES, read_exported
-from mnist_pipeline.fileio import atomic_file, check_replaceable
+from mnist_pipeline.fileio import atomic_file, check_replaceable, read_regular_file
 from mnist_pipeline.model.checkpoint import load_checkpoint
 from mnist_pipeline.predict.images import (
     INVERT_CHOICES,
@@ -41,6 +44,8 @@ DIGITS = 6  # probabilities and uncertainties are written rounded to this many d
 # MC dropout holds samples x images x classes probabilities: 10 million passes are 400 MB
 # with 10 classes (evaluate's limit is 1000 samples of its 10,000 test images).
 MAX_MC_PASSES = 10_000_000
+# evaluate's metrics file: two splits of a few numbers each (the review reads at most 1 MB).
+MAX_METRICS_BYTES = 1_000_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="MC-dropout passes for predictive entropy and mutual information (default: 0)",
     )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        help="the evaluate stage's metrics of this model (metrics/evaluate.json): scale the "
+        "probabilities by the temperature it fitted on the valid split (evaluate.calibrate), "
+        "as evaluate reports them; the top class never changes (default: unscaled)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds the MC dropout masks")
     parser.add_argument("--format", choices=("json", "csv"), default="json")
     parser.add_argument("--out", type=Path, help="output file (default: stdout)")
@@ -90,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.out is not None:  # before any work: an output that cannot be written
             check_replaceable(args.out)
+        temperature = 1.0 if args.calibration is None else read_temperature(args.calibration)
         model, class_names, dataset, device = load_model(args.model, args.device, args.mc_samples)
         # A model of no known data set (its own class names) has no framing to repeat.
         framing = dataset.framing if args.fit == "dataset" and dataset is not None else None
@@ -102,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
         predictions: list[Prediction] = []
         if prepared:
             images = torch.from_numpy(np.stack([p.image_u8 for p in prepared])).to(device)
-            predictions, with_mc = predict(model, images, args.top_k, args.mc_samples, args.seed)
+            predictions, with_mc = predict(
+                model, images, args.top_k, args.mc_samples, args.seed, temperature
+            )
             if args.mc_samples and not with_mc:
                 print(f"{PROG}: the model has no dropout; --mc-samples skipped", file=sys.stderr)
         elif not failures:
@@ -138,6 +153,35 @@ def load_model(
         )
     model, meta = read_exported(path)
     return model, meta["class_names"], get_dataset(meta["dataset"]), torch.device("cpu")
+
+
+def read_temperature(path: Path) -> float:
+    """The temperature in evaluate's metrics file `path` (`valid.temperature`, written
+    when evaluate.calibrate is on), checked: a number in the range evaluate fits in."""
+    data = read_regular_file(path, MAX_METRICS_BYTES, "a metrics file")
+    try:
+        document = json.loads(data.decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:  # thousands of [ or {: no metrics file of evaluate's
+        raise PipelineError(f"{path}: not valid JSON (nested too deeply)") from None
+    valid = document.get("valid") if isinstance(document, dict) else None
+    temperature = valid.get("temperature") if isinstance(valid, dict) else None
+    if temperature is None:
+        raise PipelineError(
+            f"{path}: no valid.temperature; give the evaluate stage's metrics "
+            "(metrics/evaluate.json) of a run with evaluate.calibrate: true"
+        )
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE  # also refuses NaN
+    ):
+        raise PipelineError(
+            f"{path}: valid.temperature must be a number in "
+            f"[{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], got {printable(repr(temperature)[:40])}"
+        )
+    return float(temperature)
 
 
 def load_all(

@@ -1,7 +1,8 @@
 """The model's answers on prepared images: top-k classes, and MC-dropout uncertainty.
 
 Top-k comes from one deterministic pass in eval mode: the same probabilities (and argmax)
-that the evaluate stage computes. With `mc_samples` > 0, `mc_samples` further passes with
+that the evaluate stage computes, softmax(logits / temperature) (evaluate's calibration;
+1 leaves them as the model gives them). With `mc_samples` > 0, `mc_samples` further passes with
 only dropout active (evaluate/metrics.py's MC dropout, seeded) give:
 
     entropy             H(mean_t p_t): the predictive entropy, in nats
@@ -30,12 +31,19 @@ class Prediction:
 
 
 def predict(
-    model: nn.Module, images_u8: torch.Tensor, top_k: int, mc_samples: int, seed: int
+    model: nn.Module,
+    images_u8: torch.Tensor,
+    top_k: int,
+    mc_samples: int,
+    seed: int,
+    temperature: float = 1.0,
 ) -> tuple[list[Prediction], bool]:
     """Predictions for uint8 (N, 28, 28) images on the model's device; the flag says
-    whether the MC figures were computed (False when the model has no dropout)."""
+    whether the MC figures were computed (False when the model has no dropout). MC
+    figures stay unscaled, as evaluate's."""
     model.eval()
-    probs = predict_logits(model, images_u8, BATCH_SIZE).softmax(dim=1).cpu()
+    logits = predict_logits(model, images_u8, BATCH_SIZE)
+    probs = (logits if temperature == 1.0 else logits / temperature).softmax(dim=1).cpu()
     if not bool(torch.isfinite(probs).all()):  # weights so large that the logits overflow
         raise PipelineError("the model gives NaN or infinite probabilities; retrain it")
     values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
