@@ -304,6 +304,60 @@ def test_exported_files_refuse_mc_dropout_and_other_devices_in_one_line(tmp_path
         assert code == 1 and f"--device cuda: {path.suffix} files run on the CPU here" in err
 
 
+def _checkpoint_with_names(tmp_path: Path, names: list[str]) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    spec = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
+    config = model_config(hidden_sizes=(16,), dropout=0.0)
+    model = build_model(config, spec).eval()
+    checkpoint = tmp_path / "named.pt"
+    save_checkpoint(checkpoint, model, config, spec, names, make_params(), {})
+    return checkpoint, model
+
+
+def _all_probabilities(output: str) -> torch.Tensor:
+    records = json.loads(output)
+    probs = torch.zeros(len(records), 10, dtype=torch.float64)
+    for row, record in enumerate(records):
+        for top in record["top"]:
+            probs[row, top["class"]] = top["probability"]
+    return probs
+
+
+@pytest.mark.parametrize(
+    ("names", "setting", "mirrored"),
+    [
+        (list(FASHION_MNIST.class_names), "auto", True),  # clothes may be mirrored
+        (list(FASHION_MNIST.class_names), "false", False),
+        (list(DIGIT_NAMES), "auto", False),  # a mirrored 2 is not a 2
+        (CLASSES, "auto", False),  # no known data set: only when asked
+        (CLASSES, "true", True),
+    ],
+)
+def test_test_time_flip_averages_with_the_mirror_where_allowed(
+    tmp_path, capsys, names, setting, mirrored
+):
+    checkpoint, model = _checkpoint_with_names(tmp_path, names)
+    images = make_images(8, 6)[0]
+    idx = _write_idx(tmp_path / "x-ubyte", images.numpy(), gzipped=False)
+    argv = ["--model", str(checkpoint), "--top-k", "10", "--fit", "canvas", "--tta-hflip"]
+    code, out, err = _predict(capsys, *argv, setting, str(idx))
+    assert (code, err) == (0, ""), err
+    want = predict_logits(model, images, 100, hflip=mirrored).softmax(dim=1).double()
+    assert torch.allclose(_all_probabilities(out), want, atol=2e-6)
+    if mirrored:  # and the mirror made a difference
+        plain = predict_logits(model, images, 100).softmax(dim=1).double()
+        assert not torch.allclose(_all_probabilities(out), plain, atol=1e-4)
+
+
+def test_test_time_flip_of_digits_is_refused_in_one_line(tmp_path, capsys):
+    checkpoint, _ = _checkpoint_with_names(tmp_path, list(DIGIT_NAMES))
+    png = _write_png(tmp_path / "a.png", make_images(1, 6)[0][0].numpy())
+    code, out, err = _predict(capsys, "--model", str(checkpoint), "--tta-hflip", "true", str(png))
+    assert (code, out) == (1, "")
+    assert err.startswith("predict: error: --tta-hflip: mnist images must never be mirrored")
+    assert len(err.splitlines()) == 1
+
+
 def _evaluate_metrics(path: Path, temperature: object) -> Path:
     """An evaluate metrics file as the stage writes it with evaluate.calibrate."""
     split = {"accuracy": 0.9, "ece": 0.01, "temperature": temperature}

@@ -21,7 +21,13 @@ import torch
 
 from mnist_pipeline.cli import one_line, printable
 from mnist_pipeline.config.params import MAX_MC_SAMPLES
-from mnist_pipeline.data.registry import DatasetSpec, Framing, dataset_with_class_names, get_dataset
+from mnist_pipeline.data.registry import (
+    DatasetSpec,
+    Framing,
+    dataset_with_class_names,
+    get_dataset,
+    resolve_hflip,
+)
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.evaluate.metrics import MAX_TEMPERATURE, MIN_TEMPERATURE
 from mnist_pipeline.export.formats import EXPORTED_SUFFIXES, read_exported
@@ -40,6 +46,7 @@ from mnist_pipeline.runtime import resolve_device
 
 PROG = "predict"
 FIT_CHOICES = ("dataset", "canvas")
+HFLIP_CHOICES = ("auto", "true", "false")
 DIGITS = 6  # probabilities and uncertainties are written rounded to this many decimals
 # MC dropout holds samples x images x classes probabilities: 10 million passes are 400 MB
 # with 10 classes (evaluate's limit is 1000 samples of its 10,000 test images).
@@ -75,6 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: dataset)",
     )
     parser.add_argument(
+        "--tta-hflip",
+        choices=HFLIP_CHOICES,
+        default="false",
+        help="average each image's prediction with its mirror image's, as evaluate.tta_hflip "
+        "does; auto: where the model's data set allows it (Fashion-MNIST, never MNIST digits) "
+        "(default: false)",
+    )
+    parser.add_argument(
         "--mc-samples",
         type=int,
         default=0,
@@ -106,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         model, class_names, dataset, device = load_model(args.model, args.device, args.mc_samples)
         # A model of no known data set (its own class names) has no framing to repeat.
         framing = dataset.framing if args.fit == "dataset" and dataset is not None else None
+        hflip = test_time_flip(args.tta_hflip, dataset)
         prepared, failures = load_all(args.paths, args.invert, framing)
         if args.mc_samples * len(prepared) > MAX_MC_PASSES:
             raise PipelineError(
@@ -116,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         if prepared:
             images = torch.from_numpy(np.stack([p.image_u8 for p in prepared])).to(device)
             predictions, with_mc = predict(
-                model, images, args.top_k, args.mc_samples, args.seed, temperature
+                model, images, args.top_k, args.mc_samples, args.seed, temperature, hflip
             )
             if args.mc_samples and not with_mc:
                 print(f"{PROG}: the model has no dropout; --mc-samples skipped", file=sys.stderr)
@@ -153,6 +169,15 @@ def load_model(
         )
     model, meta = read_exported(path)
     return model, meta["class_names"], get_dataset(meta["dataset"]), torch.device("cpu")
+
+
+def test_time_flip(setting: str, dataset: DatasetSpec | None) -> bool:
+    """Whether `--tta-hflip setting` mirrors images for a model of `dataset` (None: a
+    model of its own class names, which only `true` mirrors)."""
+    value: bool | str = {"true": True, "false": False}.get(setting, setting)
+    if dataset is None:
+        return value is True
+    return resolve_hflip(value, dataset.name, "--tta-hflip")
 
 
 def read_temperature(path: Path) -> float:

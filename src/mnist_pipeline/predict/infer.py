@@ -37,12 +37,15 @@ def predict(
     mc_samples: int,
     seed: int,
     temperature: float = 1.0,
+    hflip: bool = False,
 ) -> tuple[list[Prediction], bool]:
     """Predictions for uint8 (N, 28, 28) images on the model's device; the flag says
-    whether the MC figures were computed (False when the model has no dropout). MC
-    figures stay unscaled, as evaluate's."""
+    whether the MC figures were computed (False when the model has no dropout). With
+    `hflip`, top-k is of the mean of each image's and its mirror image's probabilities
+    (evaluate's test-time flip); MC figures see the images as they are and stay unscaled,
+    as evaluate's."""
     model.eval()
-    logits = predict_logits(model, images_u8, BATCH_SIZE)
+    logits = predict_logits(model, images_u8, BATCH_SIZE, hflip)
     probs = (logits if temperature == 1.0 else logits / temperature).softmax(dim=1).cpu()
     if not bool(torch.isfinite(probs).all()):  # weights so large that the logits overflow
         raise PipelineError("the model gives NaN or infinite probabilities; retrain it")
