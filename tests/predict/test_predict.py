@@ -74,6 +74,14 @@ def _write_png(path: Path, image: np.ndarray) -> Path:
     return path
 
 
+def _png_folder(folder: Path, images: torch.Tensor) -> Path:
+    """A folder holding images (N, 28, 28) as 000.png, 001.png, ... (predict's file order)."""
+    folder.mkdir()
+    for i, image in enumerate(images.numpy()):
+        _write_png(folder / f"{i:03d}.png", image)
+    return folder
+
+
 def _write_idx(path: Path, images: np.ndarray, gzipped: bool) -> Path:
     data = struct.pack(">4i", 0x803, *images.shape) + images.astype(np.uint8).tobytes()
     path.write_bytes(gzip.compress(data) if gzipped else data)
@@ -182,15 +190,20 @@ def test_digits_are_placed_by_their_centre_of_mass_and_blank_images_by_the_canva
     assert np.array_equal(_framed(blank, framing), preprocess(Loaded("b", blank)).image_u8)
 
 
-def test_predict_frames_as_the_models_data_set_unless_told_to_fit_the_canvas(tmp_path, capsys):
-    """A model whose class names are MNIST's frames each file as MNIST's digits; --fit
-    canvas fits the whole image."""
+def _checkpoint_with_names(tmp_path: Path, names: list[str]) -> tuple[Path, torch.nn.Module]:
     torch.manual_seed(0)
     spec = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
     config = model_config(hidden_sizes=(16,), dropout=0.0)
     model = build_model(config, spec).eval()
-    checkpoint = tmp_path / "digits.pt"
-    save_checkpoint(checkpoint, model, config, spec, list(DIGIT_NAMES), make_params(), {})
+    checkpoint = tmp_path / "named.pt"
+    save_checkpoint(checkpoint, model, config, spec, names, make_params(), {})
+    return checkpoint, model
+
+
+def test_predict_frames_as_the_models_data_set_unless_told_to_fit_the_canvas(tmp_path, capsys):
+    """A model whose class names are MNIST's frames each file as MNIST's digits; --fit
+    canvas fits the whole image."""
+    checkpoint, model = _checkpoint_with_names(tmp_path, list(DIGIT_NAMES))
     images = make_images(6, 4)[0].numpy()
     folder = tmp_path / "sheets"
     folder.mkdir()
@@ -272,10 +285,7 @@ def _exported(tmp_path: Path, model: torch.nn.Module, images: torch.Tensor) -> l
 
 def test_exported_files_give_the_checkpoints_predictions(tmp_path, capsys, trained):
     checkpoint, model, images, expected = trained
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i, image in enumerate(images.numpy()):
-        _write_png(folder / f"{i:03d}.png", image)
+    folder = _png_folder(tmp_path / "images", images)
     # The checkpoint's own class names are no data set's: both fit whole images.
     args = ["--top-k", "3", "--fit", "canvas", str(folder)]
     code, out, err = _predict(capsys, "--model", str(checkpoint), *args)
@@ -302,16 +312,6 @@ def test_exported_files_refuse_mc_dropout_and_other_devices_in_one_line(tmp_path
         code = main(["predict", "--device", "cuda", "--model", str(path), str(png)])
         err = capsys.readouterr().err
         assert code == 1 and f"--device cuda: {path.suffix} files run on the CPU here" in err
-
-
-def _checkpoint_with_names(tmp_path: Path, names: list[str]) -> tuple[Path, torch.nn.Module]:
-    torch.manual_seed(0)
-    spec = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
-    config = model_config(hidden_sizes=(16,), dropout=0.0)
-    model = build_model(config, spec).eval()
-    checkpoint = tmp_path / "named.pt"
-    save_checkpoint(checkpoint, model, config, spec, names, make_params(), {})
-    return checkpoint, model
 
 
 def _all_probabilities(output: str) -> torch.Tensor:
@@ -367,10 +367,7 @@ def _evaluate_metrics(path: Path, temperature: object) -> Path:
 
 def test_calibration_scales_the_probabilities_by_evaluates_temperature(tmp_path, capsys, trained):
     checkpoint, model, images, expected = trained
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i, image in enumerate(images.numpy()):
-        _write_png(folder / f"{i:03d}.png", image)
+    folder = _png_folder(tmp_path / "images", images)
     temperature = 2.5
     metrics_file = _evaluate_metrics(tmp_path / "evaluate.json", temperature)
     args = ["--top-k", "10", "--fit", "canvas", str(folder)]
