@@ -221,6 +221,23 @@ def out_link(tmp: Path) -> Run:
     return run
 
 
+def huge_calibration(tmp: Path) -> Run:
+    metrics = tmp / "evaluate.json"
+    with open(metrics, "wb") as f:  # sparse: 1 GB claimed, nothing on the disk
+        f.truncate(1_000_000_000)
+    return predict(
+        real_checkpoint_path(tmp), "--calibration", str(metrics), str(npy_image(tmp / "a.npy"))
+    )
+
+
+def fifo_calibration(tmp: Path) -> Run:
+    fifo = tmp / "evaluate.json"
+    os.mkfifo(fifo)
+    return predict(
+        real_checkpoint_path(tmp), "--calibration", str(fifo), str(npy_image(tmp / "a.npy"))
+    )
+
+
 def real_checkpoint_path(tmp: Path) -> Path:
     path = tmp / "model.pt"
     real_checkpoint(path)
@@ -385,6 +402,8 @@ CASES = [
             real_checkpoint_path(t), "--out", str(t / "no" / "o.json"), str(npy_image(t / "a.npy"))
         ),
     ),
+    Case("--calibration a 1 GB metrics file", "predict", huge_calibration),
+    Case("--calibration a FIFO", "predict", fifo_calibration),
     Case("state with stride-0 Adam tensors (was SIGSEGV)", "train", broken_state(_stride0_adam)),
     Case("state with NaN weights", "train", broken_state(_nan_state)),
     Case("state at epoch 99 of 3", "train", broken_state(_epoch_99)),
