@@ -5,7 +5,7 @@ For each setting (params.yaml as it is, then with presets/cnn-fast.yaml, then wi
 presets/cnn-best.yaml) it trains with the data kept on the device (the fit loop moves
 it there once), on CUDA in bf16 and compiled, and prints: the first epoch (compile
 included), the median of the others, and the time to the validation target (99% on an
-MNIST-like data set, 92% on Fashion-MNIST). With two or more GPUs it also runs the
+MNIST-like data set, 93% on Fashion-MNIST). With two or more GPUs it also runs the
 train stage under torchrun on two of them. Last, the environment: GPU, driver, torch.
 
 `--device cpu --quick` runs the same code on the CPU on synthetic data, 2 epochs each:
@@ -42,7 +42,7 @@ from mnist_pipeline.train.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"default MLP": [], "cnn-fast": ["cnn-fast"], "cnn-best": ["cnn-best"]}
-TARGETS = {"mnist": 0.99, "fashion-mnist": 0.92}  # validation accuracy to reach
+TARGETS = {"mnist": 0.99, "fashion-mnist": 0.93}  # validation accuracy to reach
 QUICK_ROWS = (2_000, 500, 0)  # synthetic train, valid, test rows in --quick mode
 QUICK_EPOCHS = 2
 TORCHRUN_TIMEOUT_S = 300  # the two-GPU run: a hung rendezvous must not hang the check
