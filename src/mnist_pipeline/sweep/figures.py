@@ -1,29 +1,28 @@
 """The sweep report's figures (PNG, matplotlib's Agg backend): the optimization history,
 the param importances, one slice per param (objective against its value), and the
-confirmation (each candidate's search score beside its seed mean ± std)."""
+confirmation (each candidate's search score beside its seed mean ± std). matplotlib's
+object API, as the other figures: no pyplot, no backend switched at import, no global
+state."""
 
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from mnist_pipeline.review.report_figures import plain
 from mnist_pipeline.sweep.spec import Dimension
 
 DPI = 100
 MAX_SLICES_PER_ROW = 3
+MAX_LABELLED_DECADES = 1.5  # a log axis over more shows its powers of ten only
 
 
 def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
 
 
 def history(
@@ -35,7 +34,8 @@ def history(
 ) -> None:
     """Each trial's objective by trial number (failed trials as x at the bottom) and
     the best so far."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.add_subplot()
     done = [(n, v) for n, v in zip(numbers, values, strict=True) if v is not None]
     failed = [n for n, v in zip(numbers, values, strict=True) if v is None]
     if done:
@@ -61,7 +61,8 @@ def history(
 def importances(values: Mapping[str, float], path: Path) -> None:
     """Horizontal bars, the most important param on top."""
     ranked = sorted(values.items(), key=lambda item: item[1])
-    fig, ax = plt.subplots(figsize=(6, 0.5 * len(ranked) + 1.2))
+    fig = Figure(figsize=(6, 0.5 * len(ranked) + 1.2))
+    ax = fig.add_subplot()
     ax.barh([plain(k) for k, _ in ranked], [v for _, v in ranked], color="tab:blue")
     ax.set_xlabel("importance (PED-ANOVA, normalized to sum to 1)")
     ax.set_title("Param importances")
@@ -75,12 +76,22 @@ def slices(
     metric: str,
     path: Path,
 ) -> None:
+    """`slices_figure` written to `path`."""
+    _save(slices_figure(dimensions, points, metric), path)
+
+
+def slices_figure(
+    dimensions: Sequence[Dimension],
+    points: Sequence[tuple[Mapping[str, Any], float]],
+    metric: str,
+) -> Figure:
     """One panel per param: each complete trial's objective against the param's value
     (choices on a categorical axis, log ranges on a log axis)."""
     count = len(dimensions)
     cols = min(count, MAX_SLICES_PER_ROW)
     rows = math.ceil(count / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    fig = Figure(figsize=(4 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for index, dimension in enumerate(dimensions):
         ax = axes[index // cols][index % cols]
         ys = [value for _, value in points]
@@ -94,6 +105,17 @@ def slices(
             xs = [float(params[dimension.key]) for params, _ in points]
             if dimension.log:
                 ax.set_xscale("log")
+                # matplotlib labels every minor tick (2x10^-3, 3x10^-3, ...) of a range
+                # within about a decade, and they overlap in a 4-inch panel: plain
+                # numbers at the powers of ten, and at 2 and 5 of each decade only
+                # where the range spans at most 1.5 decades.
+                plain_number = FuncFormatter(lambda value, _: f"{value:g}")
+                ax.xaxis.set_major_formatter(plain_number)
+                if math.log10(dimension.high / dimension.low) <= MAX_LABELLED_DECADES:
+                    ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+                    ax.xaxis.set_minor_formatter(plain_number)
+                else:
+                    ax.xaxis.set_minor_formatter(NullFormatter())
         ax.scatter(xs, ys, s=16, c=range(len(xs)), cmap="viridis")
         ax.set_xlabel(plain(dimension.key))
         ax.set_ylabel(plain(metric))
@@ -101,7 +123,7 @@ def slices(
     for index in range(count, rows * cols):
         axes[index // cols][index % cols].axis("off")
     fig.suptitle("Slices (colour: trial order, dark first)")
-    _save(fig, path)
+    return fig
 
 
 def confirmation(
@@ -114,7 +136,8 @@ def confirmation(
 ) -> None:
     """Per candidate: its single search run (the maximum of many noisy draws) beside
     its mean ± std over fresh seeds; the gap is the optimism of the maximum."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.add_subplot()
     xs = list(range(len(labels)))
     ax.errorbar(
         xs,
