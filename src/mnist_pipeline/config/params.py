@@ -58,6 +58,9 @@ MAX_DISTRIBUTED_TIMEOUT_S = 86_400.0
 MAX_MC_SAMPLES = 1000  # evaluate.mc_samples: each pass is one more full test-set inference
 MAX_CALIBRATION_BINS = 1000
 MAX_WORST_EXAMPLES = 256  # images in the worst-examples grid
+# The stages' metrics files as any reader takes them back (the review, a sweep, predict's
+# --calibration): evaluate.json is ~2 kB, train's ~0.3 kB.
+MAX_METRICS_BYTES = 1_000_000
 
 
 def usable_cpus() -> int:

@@ -46,7 +46,7 @@ def predict(
     as evaluate's."""
     model.eval()
     logits = predict_logits(model, images_u8, BATCH_SIZE, hflip)
-    probs = (logits if temperature == 1.0 else logits / temperature).softmax(dim=1).cpu()
+    probs = (logits / temperature).softmax(dim=1).cpu()  # x / 1.0 is x, bit for bit
     if not bool(torch.isfinite(probs).all()):  # weights so large that the logits overflow
         raise PipelineError("the model gives NaN or infinite probabilities; retrain it")
     values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)

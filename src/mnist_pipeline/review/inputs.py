@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline import gitrepo
+from mnist_pipeline.config import params as param_limits
 from mnist_pipeline.config import preflight
 from mnist_pipeline.data.registry import MAX_CLASSES
 from mnist_pipeline.errors import PipelineError
@@ -24,7 +25,7 @@ from mnist_pipeline.review.report import per_class_scores
 from mnist_pipeline.review.report_figures import SPLIT_DASHES, curve
 
 # Bytes per file kind. Parsed JSON or YAML takes ~10x its size in memory, so 1 MB each.
-MAX_METRICS_BYTES = 1_000_000  # evaluate.json is ~2 kB, train/metrics.json ~0.3 kB
+MAX_METRICS_BYTES = param_limits.MAX_METRICS_BYTES  # 1 MB (evaluate.json ~2 kB)
 MAX_PARAMS_BYTES = preflight.MAX_PARAMS_BYTES  # 1 MB, as `make repro` accepts (ours ~3 kB)
 MAX_SEEDS_BYTES = 1_000_000  # seeds.json: 5 numbers per metric, ~6 kB for ours
 # predictions_test.csv: "label,predicted,confidence" per test image, ~110 kB for the

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.cli import printable
+from mnist_pipeline.config.params import MAX_METRICS_BYTES
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.experiments.presets import set_arguments
 from mnist_pipeline.gitrepo import blob_bytes, blob_size_at, git
@@ -31,7 +32,6 @@ from mnist_pipeline.sweep import guard
 from mnist_pipeline.sweep.spec import SELECTION_SPLIT
 
 METRICS_FILE = "metrics/evaluate.json"
-MAX_METRICS_BYTES = 1_000_000  # ours is ~2 kB
 MAX_ERROR_CHARS = 300
 TAIL_BYTES = 64_000  # of a trial's log, read for its error line
 TARGET = "evaluate"
