@@ -6,9 +6,10 @@ picks a device, and an explicit device that is missing is an error.
 
 import contextlib
 import os
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from mnist_pipeline.errors import PipelineError
 
@@ -42,7 +43,21 @@ def configure_torch(seed: int, threads: int, device: torch.device) -> None:
     torch.manual_seed(seed)  # also seeds CUDA and MPS
     # warn_only: an op without a deterministic kernel on some device (PyTorch lists a few
     # CUDA ones) warns instead of ending the run; every op the pipeline uses on CPU has one.
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # The kernels' flag alone: torch.use_deterministic_algorithms also sets torch.compile's
+    # (inductor's) flag, and imports inductor and dynamo to do it, which costs every
+    # process 2-3 s on a 2-core machine for runs that never compile; `compiled` sets that one.
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
+
+
+def compiled(module: nn.Module) -> nn.Module:
+    """torch.compile(module), its inductor as deterministic as configure_torch made the
+    kernels (the one place the pipeline compiles, so inductor is imported only here)."""
+    torch.use_deterministic_algorithms(
+        torch.are_deterministic_algorithms_enabled(),
+        warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    # torch.compile of a module returns a module (typed as a plain callable).
+    return cast(nn.Module, torch.compile(module))
 
 
 def run_info(device: torch.device) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """The training loop: it learns, it is bit-reproducible on CPU, its options work."""
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from mnist_pipeline.data.prepared import load_splits, read_manifest
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.model.checkpoint import load_checkpoint
 from mnist_pipeline.model.networks import InputSpec, build_model, input_spec_from_manifest
-from mnist_pipeline.runtime import resolve_device
+from mnist_pipeline.runtime import compiled, configure_torch, resolve_device
 from mnist_pipeline.testing.configs import make_params, model_config, train_config
 from mnist_pipeline.testing.synthetic import make_images
 from mnist_pipeline.train.loop import batch_starts
@@ -187,6 +189,31 @@ def test_cuda_where_there_is_none_is_refused():
         resolve_device("cuda:3")
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
+
+
+def test_kernels_are_deterministic_without_importing_the_compiler():
+    """A fresh process (this one may have imported anything): configure_torch turns on
+    deterministic kernels, warning only, and leaves torch.compile's inductor unimported,
+    seconds of every stage's start."""
+    code = (
+        "import sys, torch\n"
+        "from mnist_pipeline.runtime import configure_torch\n"
+        "configure_torch(0, 1, torch.device('cpu'))\n"
+        "print(torch.are_deterministic_algorithms_enabled(),"
+        " torch.is_deterministic_algorithms_warn_only_enabled(),"
+        " 'torch._inductor' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "True", "False"]
+
+
+def test_a_compiled_model_gets_the_kernels_determinism(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "deterministic", False)
+    configure_torch(0, 1, torch.device("cpu"))
+    model = torch.nn.Linear(2, 2)
+    assert compiled(model) is not model and inductor_config.deterministic is True
 
 
 def test_bf16_autocast_trains_on_cpu(data):

@@ -102,7 +102,10 @@ def torchscript_bytes(
     buffer = io.BytesIO()  # in memory: the archive's inner folder name stays fixed
     extra = {} if meta is None else {METADATA_FILE: json.dumps(meta, sort_keys=True)}
     with torch.no_grad(), _quiet_deprecation():
-        traced = torch.jit.trace(model, example_u8[:EXAMPLE_ROWS])
+        # No trace check: the export stage checks the file against the eager model on
+        # every test image (`parity`); torch's own check on the example rows imports
+        # torch.distributed for its comparison, a second of every export.
+        traced = torch.jit.trace(model, example_u8[:EXAMPLE_ROWS], check_trace=False)
         torch.jit.save(traced, buffer, _extra_files=extra)
     return reproducible_archive(buffer.getvalue())
 

@@ -14,7 +14,7 @@ step), and returns the logits. The fit loop then calls the optimizer (built over
 `make_step` is the one place that picks.
 """
 
-from typing import Protocol, cast
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mnist_pipeline.config.params import TrainConfig
-from mnist_pipeline.runtime import autocast
+from mnist_pipeline.runtime import autocast, compiled
 from mnist_pipeline.train.distributed import Rank
 from mnist_pipeline.train.manual_mlp_step import ManualMLPStep, supports_manual_step
 
@@ -113,8 +113,7 @@ def uses_manual_step(model: nn.Module, cfg: TrainConfig, rank: Rank) -> bool:
 def eval_module(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     """The module that validation runs: never DDP (its batches differ per rank, and DDP's
     buffer broadcast would wait for ranks that have no batch left), compiled if asked."""
-    # torch.compile of a module returns a module (typed as a plain callable).
-    return cast(nn.Module, torch.compile(model)) if cfg.compile else model
+    return compiled(model) if cfg.compile else model
 
 
 def _wrap(model: nn.Module, compile_model: bool, rank: Rank) -> nn.Module:
@@ -125,4 +124,4 @@ def _wrap(model: nn.Module, compile_model: bool, rank: Rank) -> nn.Module:
         step_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    return cast(nn.Module, torch.compile(step_model)) if compile_model else step_model
+    return compiled(step_model) if compile_model else step_model
