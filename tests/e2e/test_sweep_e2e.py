@@ -1,6 +1,6 @@
 """Sweeps end to end, on a copy of this repository and synthetic data, through the real
-`dvc exp run`: a 2-job local sweep with a failing trial, its confirmation and report;
-a sweep killed with SIGKILL and run again; two workers sharing a PostgreSQL study.
+`dvc exp run`: a 2-job local sweep with failing trials, killed with SIGKILL and run
+again, its confirmation and report; two workers sharing a PostgreSQL study.
 
 The module works on one copy of the reproduced repository (tests/conftest.py); each
 test has a sweep of its own name, so their experiments never meet.
@@ -88,7 +88,34 @@ def overlap(trials) -> bool:
     return any(b[0] < a[1] for a, b in itertools.pairwise(spans))
 
 
-def test_a_two_job_sweep_confirms_its_winner_and_reports(repo, tmp_path):
+def guard_processes(repo: Path) -> list[int]:
+    """Sweep guards (and the experiments they hold) still running for this repository."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if b"sweep/guard.py" in cmdline and cwd == str(repo):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(condition, what: str) -> None:
+    """Poll `condition` (a state other processes reach) until it holds or HANG_GUARD_S."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_a_two_job_sweep_killed_and_run_again_confirms_its_winner_and_reports(repo, tmp_path):
+    """Two jobs; two trials fail in their train stage (mps is not on this machine); the
+    sweep is killed (SIGKILL) while a trial runs, and the next run keeps the trials it
+    had done, retries the one that died with it, confirms the winner; the report."""
     sweeps = write_sweep(
         tmp_path / "sweeps",
         "local",
@@ -98,33 +125,65 @@ def test_a_two_job_sweep_confirms_its_winner_and_reports(repo, tmp_path):
             "sampler": {"name": "grid", "seed": 0},
             "trial_timeout_min": 10,
             "confirm": {"top_k": 1, "seeds": 2},
-            # mps is not on this machine: two trials fail in their train stage.
             "space": {
                 "train.lr": {"choices": [0.0005, 0.02]},
                 "train.device": {"choices": ["cpu", "mps"]},
             },
         },
     )
-    done = run(repo, *sweep_command(sweeps, "run", "local", "--jobs", "2"))
-    lines = done.stdout.splitlines()
-    search = [line for line in lines if line.startswith("sweep: local-") and "seed" not in line]
-    assert len(search) == 4, done.stdout
-    failed = [line for line in search if "failed: " in line]
+    command = sweep_command(sweeps, "run", "local", "--jobs", "2", "--heartbeat-s", "1")
+    # The cpu trial of lr 0.0005 is held after its first epoch (the mps one fails before
+    # any) and says so in `held`: it is running when the sweep dies, however fast the
+    # other three end.
+    held = tmp_path / "held"
+    env = {**env_for(repo), HOLD: "train.lr=0.0005", f"{HOLD}_HELD": str(held)}
+    ended = []
+    with subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, text=True) as driver:
+        assert driver.stdout is not None
+        for line in driver.stdout:
+            if line.startswith("sweep: local-"):
+                ended.append(line)
+                if len(ended) == 3:
+                    break
+        try:
+            wait_until(held.exists, "the held trial")
+        finally:
+            driver.send_signal(signal.SIGKILL)
+            driver.wait(timeout=HANG_GUARD_S)
+    assert len(ended) == 3, ended
+    failed = [line for line in ended if "failed: " in line]
     assert len(failed) == 2
     assert all("train.py: error: train.device: 'mps' asked for" in line for line in failed)
+    first = [t for t in study(repo, "local").get_trials() if t.state == TrialState.COMPLETE]
+    assert len(first) == 1 and first[0].params["train.lr"] == 0.02
+    kept = refs(repo, "local-")
+    # The guards notice their sweep is gone and stop the experiments they ran.
+    wait_until(lambda: guard_processes(repo) == [], "the guards to stop")
+
+    done = run(repo, *command)
+    lines = done.stdout.splitlines()
+    search = [line for line in lines if line.startswith("sweep: local-") and "seed" not in line]
+    assert len(search) == 1 and "failed" not in search[0], done.stdout  # the retry
     assert lines[-1].startswith("sweep local: winner local-"), done.stdout
 
     trials = study(repo, "local").get_trials()
     states = sorted(t.state.name for t in trials)
-    assert states == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "FAIL", "FAIL"]
     assert overlap(trials), "two trials at once"
-    assert all(
-        t.user_attrs["error"].startswith("train.py: error:") for t in trials if t.value is None
-    )
+    own_fault = [t for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
+    assert len(own_fault) == 2
+    assert all(t.user_attrs["error"].startswith("train.py: error:") for t in own_fault)
+    # The held trial died with the sweep: not its fault, so run again with its params.
+    (crashed,) = [t for t in trials if t.state == TrialState.FAIL and "error" not in t.user_attrs]
+    assert crashed.params == {"train.lr": 0.0005, "train.device": "cpu"}
+    (retried,) = [t for t in trials if t.system_attrs.get("failed_trial") is not None]
+    assert retried.system_attrs["failed_trial"] == crashed.number
+    assert retried.state == TrialState.COMPLETE and retried.params == crashed.params
     best = max((t for t in trials if t.value is not None), key=lambda t: t.value)
-    assert best.params["train.lr"] == 0.02  # 1 epoch: the larger step learns more
+    assert best.number == first[0].number  # 1 epoch: the larger step learns more
 
     made = refs(repo, "local-")
+    assert made[f"local-{best.number}"] == kept[f"local-{best.number}"]  # kept as it was
     complete = {f"local-{t.number}" for t in trials if t.state == TrialState.COMPLETE}
     confirm = {
         f"local-c{best.number}-s1",
@@ -143,6 +202,7 @@ def test_a_two_job_sweep_confirms_its_winner_and_reports(repo, tmp_path):
     assert seed_2["seed"] == 2 and seed_2["train"]["lr"] == head["train"]["lr"]
     assert "local" not in run(repo, "dvc", "queue", "status").stdout  # no queue was used
     assert run(repo, "git", "status", "--porcelain", "--untracked-files=no").stdout == ""
+    assert list((repo / ".dvc/tmp/exps").glob("tmp*")) == []  # no temporary copy left
 
     out = tmp_path / "report"
     reported = run(repo, *sweep_command(sweeps, "report", "local", "--out", str(out)))
@@ -156,75 +216,11 @@ def test_a_two_job_sweep_confirms_its_winner_and_reports(repo, tmp_path):
     ):
         assert heading in text
     assert "Paired on the same 200 test images" in text and "McNemar" in text
-    assert "optimism, points" in text and text.split("## Trials")[1].count("\n| local-") == 4
+    assert "optimism, points" in text
+    assert text.split("## Trials")[1].count("\n| local-") == len(trials)
     for figure in ("history", "importances", "slices", "confirmation"):
         assert f"({figure}.png)" in text or figure == "importances"
         assert (out / f"{figure}.png").read_bytes()[:8] == PNG_MAGIC
-
-
-def guard_processes(repo: Path) -> list[int]:
-    """Sweep guards (and the experiments they hold) still running for this repository."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if b"sweep/guard.py" in cmdline and cwd == str(repo):
-            found.append(int(entry.name))
-    return found
-
-
-def test_a_killed_sweep_resumes_keeping_its_done_trials(repo, tmp_path):
-    sweeps = write_sweep(
-        tmp_path / "sweeps",
-        "resume",
-        {
-            "objective": {"metric": "valid.loss", "direction": "minimize"},
-            "trials": 2,
-            "sampler": {"name": "grid", "seed": 1},
-            "confirm": {"top_k": 1, "seeds": 2},
-            "space": {"model.hidden_sizes": {"choices": [[16], [17]]}},
-        },
-    )
-    command = sweep_command(sweeps, "run", "resume", "--jobs", "2", "--heartbeat-s", "1")
-    # The [17] trial is held after its first epoch: it is running when the sweep dies,
-    # however fast the other finishes.
-    env = {**env_for(repo), HOLD: "model.hidden_sizes=[17]"}
-    with subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, text=True) as driver:
-        assert driver.stdout is not None
-        for line in driver.stdout:  # the [16] trial is done
-            if line.startswith("sweep: resume-"):
-                driver.send_signal(signal.SIGKILL)
-                break
-        driver.wait(timeout=HANG_GUARD_S)
-    first = [t for t in study(repo, "resume").get_trials() if t.state == TrialState.COMPLETE]
-    assert len(first) == 1
-    kept = refs(repo, "resume-")
-    # The guards notice their sweep is gone and stop the experiments they ran.
-    deadline = time.monotonic() + HANG_GUARD_S
-    while guard_processes(repo) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert guard_processes(repo) == []
-
-    again = run(repo, *command)
-    assert "winner resume-" in again.stdout.splitlines()[-1]
-    trials = study(repo, "resume").get_trials()
-    assert next(t.number for t in trials if t.state == TrialState.COMPLETE) == first[0].number
-    crashed = [t for t in trials if t.state == TrialState.FAIL]
-    assert crashed and all("error" not in t.user_attrs for t in crashed)  # not its fault
-    retried = [t for t in trials if t.system_attrs.get("failed_trial") is not None]
-    assert {t.system_attrs["failed_trial"] for t in retried} == {t.number for t in crashed}
-    assert all(
-        t.state == TrialState.COMPLETE and t.params == trials[t.system_attrs["failed_trial"]].params
-        for t in retried
-    )
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2  # the study's count
-    assert refs(repo, "resume-")[f"resume-{first[0].number}"] == kept[f"resume-{first[0].number}"]
-    assert list((repo / ".dvc/tmp/exps").glob("tmp*")) == []  # no temporary copy left
 
 
 @pytest.fixture(scope="module")

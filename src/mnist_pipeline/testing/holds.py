@@ -53,15 +53,17 @@ def kill_train_after_epoch(argv: list[str], epoch: int, env: dict[str, str]) -> 
         process.wait(timeout=HANG_GUARD_S)  # killed, or its output ended: it is ending
 
 
-def _print_held_after_epoch(epoch: int) -> str:
+def _print_held_after_epoch(epoch: int, announce: str = "") -> str:
     """Code that replaces `print` with one that holds after printing the line of `epoch`
-    (sitecustomize runs before the stage's imports, so it wraps the builtin)."""
+    (sitecustomize runs before the stage's imports, so it wraps the builtin); `announce`:
+    code run just before the hold."""
     return f"""import builtins, sys, threading
 _print = builtins.print
 def _held_print(*args, **kwargs):
     _print(*args, **kwargs)
     if args and str(args[0]).startswith("epoch {epoch:>3}:"):
         sys.stdout.flush()
+        {announce or "pass"}
         {_HOLD}
 builtins.print = _held_print
 """
@@ -97,7 +99,11 @@ def hold_matching_params_sitecustomize(epoch: int, variable: str) -> str:
     process whose params.yaml (in its working directory) has the value that the
     environment variable `variable` names, as `dotted.key=JSON` (e.g.
     `model.hidden_sizes=[17]`): one trial of a sweep is held while the others run. Without
-    the variable nothing is held, so a later run of the same code goes on."""
+    the variable nothing is held, so a later run of the same code goes on. A held process
+    announces it by creating the file that `variable`_HELD names, where that is set (what
+    a test waits for when it cannot read the held process's output)."""
+    marker = f"{variable}_HELD"
+    announce = f"if os.environ.get({marker!r}): open(os.environ[{marker!r}], 'a').close()"
     return f"""
 import os
 _wanted = os.environ.get({variable!r}, "")
@@ -114,4 +120,4 @@ if _wanted:
     except (OSError, KeyError, TypeError, ValueError):
         _match = False
     if _match:
-{textwrap.indent(_print_held_after_epoch(epoch), " " * 8)}"""
+{textwrap.indent(_print_held_after_epoch(epoch, announce), " " * 8)}"""
