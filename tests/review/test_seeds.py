@@ -20,6 +20,7 @@ from mnist_pipeline.review.seeds import (
     seeds_document,
     wait_for,
 )
+from mnist_pipeline.testing.bounds import HANG_GUARD_S
 from mnist_pipeline.testing.dvc_repo import (
     commit_all,
     env_for,
@@ -28,7 +29,10 @@ from mnist_pipeline.testing.dvc_repo import (
     set_params,
     stop_queue_workers,
 )
+from mnist_pipeline.testing.holds import hold_matching_params_sitecustomize
 from tests.support import REPO, python_env
+
+HOLD = "SEEDS_TEST_HOLD"
 
 QUEUE_STATUS = """Task     Name        Created    Status
 ffb34b0  seeds-t-0  07:24 PM   {0}
@@ -310,17 +314,23 @@ def test_sigterm_removes_the_queued_runs_and_stops_the_worker_it_started(tmp_pat
     """The real `dvc` queue: once a seed run is running, SIGTERM; then none of the runs is
     left in the queue and no worker of the repository is alive."""
     repo = reproduced_copy("seeds")  # tests/conftest.py: data prepared, scripts in
-    set_params(repo, {"train": {"epochs": 20}})  # runs long past the signal
+    set_params(repo, {"train": {"epochs": 20}})
+    # The stages run with PYTHONPATH=src: a seed run's train stage holds after epoch 1
+    # (while HOLD is set) and says so in `held`, so it is running when the signal comes.
+    (repo / "src/sitecustomize.py").write_text(hold_matching_params_sitecustomize(1, HOLD))
     commit_all(repo, "baseline")
+    held = tmp_path / "held"
+    env = {**env_for(repo), HOLD: "train.epochs=20", f"{HOLD}_HELD": str(held)}
     command = [sys.executable, "scripts/seeds.py", "--k", "3", "--out", "seeds.json"]
     with (tmp_path / "out").open("w+") as out, (tmp_path / "err").open("w+") as err:
-        script = subprocess.Popen(command, cwd=repo, env=env_for(repo), stdout=out, stderr=err)
+        script = subprocess.Popen(command, cwd=repo, env=env, stdout=out, stderr=err)
         try:
-            deadline = time.monotonic() + 300
-            while "Running" not in _seed_tasks(repo).values():  # the event: a run started
+            deadline = time.monotonic() + HANG_GUARD_S
+            while not held.exists():  # the event: a run is training
                 assert script.poll() is None, err.read()
                 assert time.monotonic() < deadline, f"no seed run started: {_seed_tasks(repo)}"
-                time.sleep(0.5)
+                time.sleep(0.2)
+            assert "Running" in _seed_tasks(repo).values()
             script.send_signal(signal.SIGTERM)
             assert script.wait(timeout=300) == 143
         finally:
