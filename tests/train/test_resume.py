@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_pipeline.config.params import load_params
 from mnist_pipeline.model.networks import InputSpec, build_model
 from mnist_pipeline.runtime import configure_torch
 from mnist_pipeline.testing.configs import complete_params, model_config, train_config
@@ -30,6 +31,8 @@ from mnist_pipeline.testing.synthetic import make_images
 from mnist_pipeline.train import resume
 from mnist_pipeline.train.augment import Augment
 from mnist_pipeline.train.loop import fit, state_expectation
+from mnist_pipeline.train.run import TrainOutputs
+from mnist_pipeline.train.run import run_stage as train_stage
 from tests.support import REPO, python_env
 
 SPEC = InputSpec(image_shape=(28, 28), num_classes=10, pixel_mean=0.2, pixel_std=0.3)
@@ -258,11 +261,14 @@ def _summary(live: Path) -> dict[str, object]:
 def test_the_train_stage_killed_after_an_epoch_resumes_bit_for_bit(
     tmp_path, prepared, manual, kill_after
 ):
-    uninterrupted = _stage_argv(tmp_path, prepared, "uninterrupted", manual)
-    _run(uninterrupted)
-    assert not (tmp_path / "state").exists()  # a completed run deletes its state
-
     killed = _stage_argv(tmp_path, prepared, "killed", manual)
+    # The uninterrupted reference: the same stage, params and data, run in this process.
+    a = tmp_path / "uninterrupted"
+    params = load_params(tmp_path / "params.yaml")
+    outputs = TrainOutputs(a / "model.pt", a / "log", tmp_path / "reference_state")
+    train_stage(params, prepared, outputs, torch.device("cpu"))
+    assert not outputs.state_dir.exists()  # a completed run deletes its state
+
     _run_until_epoch(killed, kill_after)
     assert (tmp_path / "state/state.pt").is_file()
     assert not (tmp_path / "killed/model.pt").exists()
@@ -270,7 +276,7 @@ def test_the_train_stage_killed_after_an_epoch_resumes_bit_for_bit(
     assert f"train: resuming after epoch {kill_after} from " in resumed.stdout
     assert not (tmp_path / "state").exists()
 
-    a, b = tmp_path / "uninterrupted", tmp_path / "killed"
+    b = tmp_path / "killed"
     assert (a / "model.pt").read_bytes() == (b / "model.pt").read_bytes()
     assert _summary(a / "log") == _summary(b / "log")
     assert _tsv_values(a / "log") == _tsv_values(b / "log")  # no step missing or twice
