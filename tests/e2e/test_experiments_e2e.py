@@ -51,7 +51,7 @@ def test_queued_grid_runs_its_experiments_and_the_best_one_is_committed(repo):
     try:
         # train.threads is 1 (SMALL_PARAMS): 2 workers x 2 threads thrash 2 cores.
         run(repo, "dvc", "queue", "start", "-j", "2")
-        statuses = wait_for_queue(repo, timeout_s=480)
+        statuses = wait_for_queue(repo, timeout_s=480, runs=len(dropouts) * len(lrs))
     finally:
         stop_queue_workers(repo)
         workspace_module.write_text(queued_text)

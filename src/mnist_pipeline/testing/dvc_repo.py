@@ -172,17 +172,34 @@ def queue_tasks(repo: Path) -> dict[str, str]:
     return {row[1]: row[-1] for row in rows if len(row) >= 4 and row[0] != "Worker"}
 
 
-def wait_for_queue(repo: Path, timeout_s: float, poll_s: float = 3.0) -> dict[str, str]:
-    """Poll until no task is queued or running (`dvc queue start` returns at once and
-    its workers run in the background); returns the final statuses."""
+def wait_for_queue(
+    repo: Path, timeout_s: float, runs: int, status_poll_s: float = 15.0
+) -> dict[str, str]:
+    """Wait until the queue is idle after `runs` experiments of HEAD were queued
+    (`dvc queue start` returns at once and its workers run in the background); returns
+    the final statuses. Finished runs show as HEAD's experiment refs, which git lists in
+    milliseconds; `dvc queue status` (a dvc process, about a CPU-second) is asked once
+    they are all there, and every `status_poll_s` before that, to notice a failed run."""
     deadline = time.monotonic() + timeout_s
+    next_status = time.monotonic() + status_poll_s
     while True:
-        tasks = queue_tasks(repo)
-        if not any(status in QUEUE_ACTIVE for status in tasks.values()):
-            return tasks
+        if len(head_experiment_refs(repo)) >= runs or time.monotonic() >= next_status:
+            tasks = queue_tasks(repo)
+            if not any(status in QUEUE_ACTIVE for status in tasks.values()):
+                return tasks
+            next_status = time.monotonic() + status_poll_s
         if time.monotonic() > deadline:
-            raise AssertionError(f"queue still busy after {timeout_s:.0f} s: {tasks}")
-        time.sleep(poll_s)
+            raise AssertionError(f"queue still busy after {timeout_s:.0f} s: {queue_tasks(repo)}")
+        time.sleep(0.5)
+
+
+def head_experiment_refs(repo: Path) -> list[str]:
+    """The refs of HEAD's experiments (DVC keeps them as refs/exps/<HEAD's sha>/<name>)."""
+    head = run(repo, "git", "rev-parse", "HEAD").stdout.strip()
+    listed = run(
+        repo, "git", "for-each-ref", "--format=%(refname)", f"refs/exps/{head[:2]}/{head[2:]}/"
+    )
+    return listed.stdout.split()
 
 
 def stop_queue_workers(repo: Path) -> None:
