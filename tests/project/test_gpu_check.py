@@ -56,9 +56,21 @@ def test_cpu_quick_mode_reports_every_setting(tmp_path, prepared, with_data):
         (["--device", "tpu!", "--quick"], "--device 'tpu!' is not a device"),
     ],
 )
-def test_bad_use_is_one_line(tmp_path, args, message):
+def test_bad_use_is_one_line(tmp_path, monkeypatch, args, message):
+    """In this process (`sys.exit` with a text: Python prints it as one line and exits 1;
+    the test below runs one case as a user does)."""
     if args == ["--device", "cuda"] and torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the check would run")
-    result = _run(tmp_path, *args)
-    assert result.returncode == 1 and message in result.stderr
-    assert result.stderr.count("\n") == 1
+    params = tmp_path / "params.yaml"
+    params.write_text(committed_text(REPO, "params.yaml"))
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--params", str(params), *args])
+    with pytest.raises(SystemExit) as exited:
+        gpu_check.main()
+    assert isinstance(exited.value.code, str) and exited.value.code.startswith("gpu_check: ")
+    assert message in exited.value.code and "\n" not in exited.value.code
+
+
+def test_bad_use_exits_1_with_one_line_on_stderr(tmp_path):
+    result = _run(tmp_path, "--device", "tpu!", "--quick")
+    assert result.returncode == 1
+    assert result.stderr == "gpu_check: --device 'tpu!' is not a device (cuda, cuda:N, cpu)\n"
