@@ -403,6 +403,7 @@ def test_dvc_repro_after_a_killed_train_stage_resumes_it(reproduced_copy):
     summary = read_json(repo / "metrics/train/metrics.json")
     curves = (repo / "metrics/train/plots/loss.tsv").read_text()
     run(repo, "dvc", "repro", "--force", "--single-item", "train")
+    assert (repo / "logs/train/timings.json").is_file()  # for benchmarks, outside git and DVC
     # The uninterrupted run changes nothing that git tracks, dvc.lock included.
     assert run(repo, "git", "status", "--porcelain").stdout == ""
     assert lock_out_md5(repo, "train", "models/model.pt") == model_md5
