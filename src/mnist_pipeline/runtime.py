@@ -70,6 +70,26 @@ def run_info(device: torch.device) -> dict[str, Any]:
     }
 
 
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU (x86: AVX-512; Arm: its bf16
+    extension); without them autocast emulates bf16, an order of magnitude slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN: nothing to say
+        return True
+
+
+def slow_precision_warning(device: torch.device, precision: str, key: str) -> str | None:
+    """The line to print when `precision` will be much slower here than fp32, else None.
+    A warning, never a switch: the run keeps the precision its params ask for."""
+    if device.type != "cpu" or precision != "bf16" or cpu_has_bf16():
+        return None
+    return (
+        f"{key}: bf16 on this CPU is emulated (oneDNN has no bf16 kernels for it: no "
+        f"AVX-512) and runs several times slower than fp32; set {key}: fp32 here"
+    )
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

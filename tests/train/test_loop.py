@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from mnist_pipeline import runtime
 from mnist_pipeline.data.prepared import load_splits, read_manifest
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.model.checkpoint import load_checkpoint
@@ -67,6 +68,18 @@ def test_the_stage_writes_the_model_that_in_process_training_returns(tmp_path, p
     assert written.state_dict().keys() == expected.keys()
     for name, tensor in written.state_dict().items():
         assert torch.equal(tensor, expected[name]), name
+
+
+def test_the_stage_warns_once_when_bf16_is_emulated_here(tmp_path, prepared, monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    cfg = dataclasses.replace(FAST, epochs=1, precision="bf16")
+    params = make_params(model=SMALL_MLP, train=cfg, seed=5)
+    run_stage(
+        params, prepared, TrainOutputs(tmp_path / "model.pt", tmp_path / "log"), torch.device("cpu")
+    )
+    err = capsys.readouterr().err
+    assert err.count("train: warning: train.precision: bf16 on this CPU is emulated") == 1
+    assert (tmp_path / "model.pt").is_file()  # a warning: the run still trains in bf16
 
 
 def test_overfits_one_small_batch():
@@ -222,6 +235,20 @@ def test_bf16_autocast_trains_on_cpu(data):
     model, result = _train(data, cfg=cfg)
     assert result.history[-1]["valid/accuracy"] > 0.5
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
+
+
+def test_bf16_on_a_cpu_without_bf16_kernels_is_warned_about_not_switched(monkeypatch):
+    """Emulated bf16 (AVX2-only CPUs) is many times slower than fp32: the run says so
+    and how to fix it, and keeps the precision its params ask for."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    warning = runtime.slow_precision_warning(cpu, "bf16", "train.precision")
+    assert warning is not None and "set train.precision: fp32 here" in warning
+    assert "\n" not in warning
+    assert runtime.slow_precision_warning(cpu, "fp32", "train.precision") is None
+    assert runtime.slow_precision_warning(cuda, "bf16", "train.precision") is None
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert runtime.slow_precision_warning(cpu, "bf16", "train.precision") is None
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ starts from the same weights and sees the same batches: a benchmark measures wha
 stage runs.
 """
 
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from mnist_pipeline.model.networks import (
     count_parameters,
     input_spec_from_manifest,
 )
-from mnist_pipeline.runtime import configure_torch, run_info
+from mnist_pipeline.runtime import configure_torch, run_info, slow_precision_warning
 from mnist_pipeline.train import distributed, resume
 from mnist_pipeline.train.augment import make_augment
 from mnist_pipeline.train.distributed import Rank
@@ -101,6 +102,9 @@ def run_stage(params: Params, data_dir: Path, outputs: TrainOutputs, device: tor
             f"{device} x {rank.world_size} process(es), {train_rows:,} train / "
             f"{len(valid_split[1]):,} valid images"
         )
+        slow = slow_precision_warning(device, params.train.precision, "train.precision")
+        if slow is not None:
+            print(f"train: warning: {slow}", file=sys.stderr)
     started_s = time.perf_counter()
     expected = state_expectation(model, params.train, train_rows, rank.world_size)
     state = resume.prepare(
