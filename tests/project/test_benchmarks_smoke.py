@@ -154,10 +154,14 @@ def test_benchmarks_take_their_settings_from_the_committed_params_and_presets(
 
 
 @pytest.mark.e2e
-def test_bench_cnn_quick_runs_a_preset_through_bench_repro(tmp_path):
+def test_bench_cnn_quick_runs_a_preset_through_bench_repro(tmp_path, monkeypatch, capsys):
     """bench_cnn runs each preset through bench_repro (`dvc repro` of a fresh copy, with
-    timed stages): one run shows both work and that run_all reports both."""
+    timed stages): one run shows both work and that run_all reports both. On a CPU that
+    emulates bf16 (made so here), it says so before the preset's hours-long run."""
     from benchmarks import bench_cnn
+    from mnist_pipeline import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
 
     # One preset: the other goes through the same code, and each is a whole pipeline.
     assert list(bench_cnn.TARGETS) == ["cnn-fast", "cnn-best"]
@@ -166,6 +170,8 @@ def test_bench_cnn_quick_runs_a_preset_through_bench_repro(tmp_path):
     rows = (256, 64, 10)
     results = bench_cnn.run(None, tmp_path, 0, rows, quick=True, presets=("cnn-fast",))
     assert [r["preset"] for r in results] == ["cnn-fast"]
+    out = capsys.readouterr().out
+    assert out.count("bench_cnn: warning: cnn-fast: train.precision: bf16 on this CPU") == 1
     for r in results:
         assert r["epochs"] == 1
         assert r["stages_run"] == ["fetch", "prepare", "train", "evaluate", "export"]
