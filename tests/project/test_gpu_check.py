@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from benchmarks import gpu_check
+from mnist_pipeline.data.prepared import load_splits, read_manifest
+from mnist_pipeline.model.networks import input_spec_from_manifest
 from mnist_pipeline.testing.dvc_repo import committed_text
 from tests.support import REPO, python_env
 
@@ -27,11 +29,9 @@ def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("with_data", [False, True], ids=["synthetic", "prepared"])
-def test_cpu_quick_mode_reports_every_setting(tmp_path, prepared, with_data):
+def test_cpu_quick_mode_reports_every_setting(tmp_path):
     out = tmp_path / "gpu-check.json"
-    data = ["--data", str(prepared)] if with_data else []
-    result = _run(tmp_path, "--device", "cpu", "--quick", "--json", str(out), *data)
+    result = _run(tmp_path, "--device", "cpu", "--quick", "--json", str(out))
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert list(report["results"]) == list(gpu_check.SETTINGS)
@@ -45,6 +45,27 @@ def test_cpu_quick_mode_reports_every_setting(tmp_path, prepared, with_data):
     assert report["torchrun"] == {"skipped": "0 GPU(s)"}
     assert report["environment"]["device"] == "cpu" and report["environment"]["torch"]
     assert "environment:" in result.stdout and "torchrun on 2 GPUs" in result.stdout
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_data_from_a_prepared_folder_is_its_splits_described_by_its_manifest(prepared, quick):
+    """On one device `--data DIR` changes only what `load_data` returns (the two-GPU
+    torchrun row, skipped without GPUs, also trains on it): the prepared train and valid
+    splits, their first rows in quick mode, and the manifest's data set and input spec.
+    In this process; the run above shows the rest with synthetic data of the same data
+    set, so a second whole run on this folder would show nothing more."""
+    data = gpu_check.load_data(prepared, quick)
+    manifest = read_manifest(prepared)
+    splits = load_splits(prepared, ("train", "valid"))
+    assert data.dataset == manifest["dataset"] == "mnist"  # the target the run above uses
+    assert data.spec == input_spec_from_manifest(manifest)
+    rows = gpu_check.QUICK_ROWS[:2] if quick else (None, None)
+    for (images, labels), name, limit in zip((data.train, data.valid), splits, rows, strict=True):
+        whole_images, whole_labels = splits[name]
+        assert torch.equal(images, whole_images[:limit]), name
+        assert torch.equal(labels, whole_labels[:limit]), name
+    if quick:  # the fixture's 300 train rows are cut to one batch; its 60 valid rows kept
+        assert (len(data.train[1]), len(data.valid[1])) == (256, 60)
 
 
 @pytest.mark.parametrize(
