@@ -60,7 +60,8 @@ def test_data_from_a_prepared_folder_is_its_splits_described_by_its_manifest(pre
     assert data.dataset == manifest["dataset"] == "mnist"  # the target the run above uses
     assert data.spec == input_spec_from_manifest(manifest)
     rows = gpu_check.QUICK_ROWS[:2] if quick else (None, None)
-    for (images, labels), name, limit in zip((data.train, data.valid), splits, rows, strict=True):
+    pairs = zip((data.train, data.valid), ("train", "valid"), rows, strict=True)
+    for (images, labels), name, limit in pairs:
         whole_images, whole_labels = splits[name]
         assert torch.equal(images, whole_images[:limit]), name
         assert torch.equal(labels, whole_labels[:limit]), name
